@@ -1,0 +1,126 @@
+"""Metrics of a stored run: every respondent against every persona.
+
+This is the bridge between the store and the pure functions in ``metrics``: it reads the
+records of a run (optionally taking the personas' answers from another run, so a model
+evaluated later can be placed among personas simulated earlier) and returns plain dicts
+that the CLI prints as JSON or tables and the TUI draws.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from . import metrics
+from .personas import Persona
+from .store import Store
+
+SPLIT_CHOICES = ("all", "train", "test", "scenario")
+
+
+def answer_maps(frame) -> dict[str, dict[str, str | None]]:
+    """respondent -> question id -> letter or None."""
+    out: dict[str, dict[str, str | None]] = defaultdict(dict)
+    for qid, resp, ans in zip(frame["question_id"], frame["respondent"], frame["answer"]):
+        out[resp][qid] = ans if isinstance(ans, str) else None
+    return dict(out)
+
+
+def prob_maps(frame) -> dict[str, dict[str, np.ndarray]]:
+    """respondent -> question id -> (3,) probabilities, for records that have them."""
+    out: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
+    sub = frame.dropna(subset=["p_a", "p_b", "p_c"])
+    for qid, resp, a, b, c in zip(sub["question_id"], sub["respondent"], sub["p_a"], sub["p_b"],
+                                  sub["p_c"]):
+        out[resp][qid] = np.array([a, b, c], dtype=float)
+    return dict(out)
+
+
+def _ordered_respondents(frame, persona_slugs: list[str]) -> list[str]:
+    present = list(dict.fromkeys(frame["respondent"]))
+    personas = [s for s in persona_slugs if s in present]
+    others = sorted(r for r in present if r not in persona_slugs)
+    return personas + others
+
+
+def run_metrics(store: Store, run_name: str, personas: list[Persona], split: str = "all",
+                persona_run: str | None = None) -> dict:
+    run = store.get_run(run_name)
+    frame = store.record_frame(run["id"], split)
+    slugs = [p.slug for p in personas]
+    if persona_run and persona_run != run_name:
+        ref = store.record_frame(store.get_run(persona_run)["id"], split)
+        ref = ref[ref["respondent"].isin(slugs)]
+        frame = frame[~frame["respondent"].isin(slugs)]
+        import pandas as pd
+        frame = pd.concat([ref, frame], ignore_index=True)
+    respondents = _ordered_respondents(frame, slugs)
+    target_personas = [s for s in slugs if s in respondents]
+    answers = answer_maps(frame)
+    probs = prob_maps(frame)
+    dims = {qid: int(d) for qid, d in zip(frame["question_id"], frame["dimension"])}
+
+    result: dict = {"run": run_name, "split": split, "personas": target_personas,
+                    "respondents": respondents, "similarity": {}, "agreement": {},
+                    "soft_similarity": {}, "soft_agreement": {}, "by_dimension": {},
+                    "counts": {}, "questions": {}}
+    for r in respondents:
+        ans = answers.get(r, {})
+        c = metrics.letter_counts(ans.values())
+        result["counts"][r] = {"A": int(c[0]), "B": int(c[1]), "C": int(c[2]),
+                               "unparsed": sum(1 for a in ans.values() if a is None)}
+        result["questions"][r] = len(ans)
+        sims, agrees, soft_s, soft_a, by_dim = {}, {}, {}, {}, {}
+        for p in target_personas:
+            pa = answers.get(p, {})
+            sims[p] = metrics.paired_similarity(ans, pa)
+            agrees[p] = metrics.agreement(ans, pa)
+            common = [q for q in probs.get(r, {}) if q in probs.get(p, {})]
+            if common:
+                px = np.stack([probs[r][q] for q in common])
+                py = np.stack([probs[p][q] for q in common])
+                soft_s[p] = metrics.soft_similarity(px, py)
+                soft_a[p] = metrics.soft_agreement(px, py)
+            per_dim = {}
+            for d in sorted(set(dims.values())):
+                da = {q: a for q, a in ans.items() if dims.get(q) == d}
+                db = {q: a for q, a in pa.items() if dims.get(q) == d}
+                per_dim[str(d)] = metrics.paired_similarity(da, db)
+            by_dim[p] = per_dim
+        result["similarity"][r] = sims
+        result["agreement"][r] = agrees
+        if soft_s:
+            result["soft_similarity"][r] = soft_s
+            result["soft_agreement"][r] = soft_a
+        result["by_dimension"][r] = by_dim
+    return result
+
+
+def persona_answers(store: Store, run_name: str, slugs: list[str], split: str) -> dict[str, dict[str, str | None]]:
+    """question id -> persona slug -> letter or None, for the personas of a run."""
+    run = store.get_run(run_name)
+    frame = store.record_frame(run["id"], split, respondents=slugs)
+    out: dict[str, dict[str, str | None]] = defaultdict(dict)
+    for qid, resp, ans in zip(frame["question_id"], frame["respondent"], frame["answer"]):
+        out[qid][resp] = ans if isinstance(ans, str) else None
+    return dict(out)
+
+
+def run_weights(store: Store, run_name: str, target: Persona, personas: list[Persona],
+                alpha: float = 1.0, beta: float = 1.0, split: str = "train"):
+    """Compute the paper's sample weights on a run's persona answers and store them."""
+    from .errors import UsageError
+    from .weighting import compute_weights
+
+    run = store.get_run(run_name)
+    slugs = [p.slug for p in personas]
+    answers = persona_answers(store, run_name, slugs, split)
+    present = sorted({s for by in answers.values() for s in by}, key=slugs.index)
+    if target.slug not in present:
+        raise UsageError(f"run '{run_name}' has no answers of persona {target.number} "
+                         f"({target.slug}) in split '{split}'")
+    result = compute_weights(answers, target.slug, present, alpha, beta)
+    store.save_weights(run["id"], target.slug, alpha, beta, split, result.tiers, result.weights,
+                       result.skipped)
+    return result

@@ -1,0 +1,153 @@
+"""The ``fairpp`` command: the TUI with no arguments, headless sub-commands otherwise.
+
+stdout carries data (tables, or JSON with ``--json``); stderr carries narration and
+errors. Exit codes: 0 success, 1 failure, 2 bad usage or input, 3 unusable database,
+4 something named does not exist, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import FairppError
+
+EPILOG = """data lives in the platform data directory, or in $FAIRPP_HOME when set;
+--db PATH picks another database file for one command.
+Run `fairpp COMMAND --help` for the options of a command."""
+
+
+def _common() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS,
+                        help="database file to use (default: fairpp.db in the data directory)")
+    return parent
+
+
+def _add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="fairpp", parents=[common], epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Fair-PP on your machine: build the social-equity question bank, let "
+                    "survey personas answer it through a local model, compare any model with "
+                    "the personas, and fine-tune a model toward one persona. "
+                    "With no command, opens the terminal app.")
+    parser.add_argument("--version", action="version", version=f"fairpp {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, help_: str, parent=sub, **kw) -> argparse.ArgumentParser:
+        return parent.add_parser(name, help=help_, description=help_, parents=[common], **kw)
+
+    q = add("questions", "build and inspect the question bank")
+    qsub = q.add_subparsers(dest="action", metavar="ACTION", required=True)
+    qb = add("build", "write the 28,420 template questions and their train/test split", qsub)
+    _add_json(qb)
+    qs = add("stats", "count questions per topic, category, problem, group, dimension, framing and split", qsub)
+    _add_json(qs)
+    qshow = add("show", "print one question with its options", qsub)
+    qshow.add_argument("id", help="question id")
+    _add_json(qshow)
+
+    p = add("personas", "list the survey personas")
+    psub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    pl = add("list", "list personas (built-in and your own)", psub)
+    _add_json(pl)
+    ps = add("show", "print one persona in full", psub)
+    ps.add_argument("persona", help="number (1-7) or slug")
+    _add_json(ps)
+    add("path", "print where your own personas.toml is read from", psub)
+
+    imp = add("import", "import answers from files")
+    isub = imp.add_subparsers(dest="format", metavar="FORMAT", required=True)
+    ic = add("fairpp-csv", "import an official Fair-PP file (CSV or parquet) or a fairpp export", isub)
+    ic.add_argument("file", type=Path, help="CSV, parquet or JSONL file, or an hf dataset folder")
+    ic.add_argument("--run", help="run name to import into (default: the file name)")
+    _add_json(ic)
+
+    ex = add("export", "export a run's questions with every respondent's answers")
+    ex.add_argument("--run", required=True, help="run to export")
+    ex.add_argument("--format", required=True, choices=("csv", "parquet", "jsonl", "hf"),
+                    help="file format; hf writes a Hugging Face datasets folder")
+    ex.add_argument("--out", required=True, type=Path, help="output file (folder for hf)")
+
+    m = add("metrics", "similarity of every respondent to every persona in a run")
+    m.add_argument("--run", required=True, help="run to analyse")
+    m.add_argument("--split", default="all", choices=("all", "train", "test", "scenario"))
+    m.add_argument("--persona-run", help="take the personas' answers from this run instead")
+    _add_json(m)
+
+    w = add("weights", "the paper's sample weights for a target persona")
+    w.add_argument("--run", required=True, help="run holding the personas' answers")
+    w.add_argument("--target", required=True, help="target persona: number or slug")
+    w.add_argument("--alpha", type=float, default=1.0, help="tier exponent alpha (default 1)")
+    w.add_argument("--beta", type=float, default=1.0, help="tier-size exponent beta (default 1)")
+    w.add_argument("--split", default="train", choices=("all", "train", "test", "scenario"),
+                   help="questions to weight (default: train)")
+    _add_json(w)
+
+    r = add("runs", "list runs")
+    _add_json(r)
+
+    info = add("info", "where the data lives and what it holds")
+    _add_json(info)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _db_path(args: argparse.Namespace) -> Path:
+    from .paths import default_db_path
+
+    return Path(args.db).expanduser() if getattr(args, "db", None) else default_db_path()
+
+
+def _open(args: argparse.Namespace):
+    from .personas import load_personas
+    from .store import Store
+
+    personas = load_personas()
+    store = Store(_db_path(args))
+    store.sync_personas(personas)
+    return store, personas
+
+
+def _print_json(data) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=False, default=str)
+    sys.stdout.write("\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command is None:
+            from .commands import open_tui
+
+            return open_tui(args, parser)
+        from . import commands
+
+        handler = getattr(commands, f"cmd_{args.command}")
+        return handler(args) or 0
+    except FairppError as exc:
+        print(f"fairpp: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("fairpp: interrupted; finished work is saved", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

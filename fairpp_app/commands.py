@@ -1,0 +1,239 @@
+"""Handlers of the headless sub-commands; each calls the same domain functions as the TUI."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+from rich.console import Console
+from rich.table import Table
+
+from .cli import _db_path, _open, _print_json
+from .errors import UsageError
+
+out = Console(file=sys.stdout, soft_wrap=True)
+err = Console(file=sys.stderr)
+
+
+@contextmanager
+def progress_bar(description: str) -> Iterator:
+    """A progress bar on stderr; yields ``update(done, total)``."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn)
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=err, transient=True,
+                  disable=not err.is_terminal) as progress:
+        task = progress.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+# ---- questions --------------------------------------------------------------------------
+
+def cmd_questions(args: argparse.Namespace) -> int:
+    from .questions import build_bank
+
+    store, _ = _open(args)
+    with store:
+        if args.action == "build":
+            before = store.question_count()
+            bank = build_bank()
+            store.upsert_questions(bank)
+            total = store.question_count()
+            summary = {"database": str(store.path), "template_questions": len(bank),
+                       "added": total - before, "total": total,
+                       "train": store.question_count("train"), "test": store.question_count("test")}
+            if args.json:
+                _print_json(summary)
+            else:
+                err.print(f"question bank: {len(bank):,} template questions "
+                          f"({summary['added']:,} new) in {store.path}")
+                err.print(f"splits: train {summary['train']:,}, test {summary['test']:,}")
+        elif args.action == "stats":
+            stats = store.question_stats()
+            if args.json:
+                _print_json(stats)
+            else:
+                out.print(f"questions: {stats['total']:,}")
+                for key in ("split", "kind", "topic", "dimension", "framing", "group_type"):
+                    table = Table(title=key, show_header=False)
+                    for k, n in stats[key].items():
+                        table.add_row(k, f"{n:,}")
+                    out.print(table)
+                out.print(f"categories: {len(stats['category'])}, problems: "
+                          f"{len(stats['problem'])}, groups: {len(stats['group'])} "
+                          "(--json lists every count)")
+        else:
+            q = store.get_question(args.id)
+            if args.json:
+                _print_json(q.as_row())
+            else:
+                out.print(f"[bold]{q.id}[/] ({q.split}, {q.kind}) {q.topic} / {q.category} / "
+                          f"{q.problem} / {q.group_name} / dimension {q.dimension}, framing {q.framing}")
+                out.print(q.text)
+                for letter, text in zip("ABC", q.options()):
+                    out.print(f"  {letter}. {text}")
+    return 0
+
+
+# ---- personas ---------------------------------------------------------------------------
+
+def cmd_personas(args: argparse.Namespace) -> int:
+    from .paths import user_personas_path
+    from .personas import load_personas, resolve
+
+    if args.action == "path":
+        out.print(str(user_personas_path()))
+        return 0
+    personas = load_personas()
+    if args.action == "show":
+        p = resolve(args.persona, personas)
+        if args.json:
+            _print_json(p.as_row())
+        else:
+            out.print(f"[bold]{p.number}. {p.name}[/] ({p.slug}{'' if p.builtin else ', yours'})")
+            out.print(p.description)
+        return 0
+    if args.json:
+        _print_json([p.as_row() for p in personas])
+        return 0
+    table = Table("#", "slug", "name", "source")
+    for p in personas:
+        table.add_row(str(p.number), p.slug, p.name, "built-in" if p.builtin else "yours")
+    out.print(table)
+    return 0
+
+
+# ---- import / export --------------------------------------------------------------------
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .importer import import_fairpp
+
+    store, personas = _open(args)
+    with store, progress_bar(f"importing {args.file.name}") as update:
+        report = import_fairpp(store, args.file, personas, args.run, progress=update)
+    if args.json:
+        _print_json(report.as_json())
+    else:
+        err.print(f"run '{report.run}': {report.rows:,} rows, {report.records:,} records "
+                  f"({report.unparsed:,} unparsed), {report.matched:,} questions matched, "
+                  f"{report.added:,} added, {report.scenarios:,} scenario questions")
+        err.print(f"respondents: {', '.join(report.respondents)}")
+    for problem in report.problems[:50]:
+        err.print(f"[yellow]skipped[/] {problem}")
+    if len(report.problems) > 50:
+        err.print(f"... and {len(report.problems) - 50} more problems")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .exporter import export_run
+
+    store, personas = _open(args)
+    with store:
+        n = export_run(store, args.run, args.format, args.out, personas)
+    err.print(f"wrote {n:,} questions of run '{args.run}' to {args.out} ({args.format})")
+    return 0
+
+
+# ---- metrics / weights ------------------------------------------------------------------
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from .analysis import run_metrics
+
+    store, personas = _open(args)
+    with store:
+        result = run_metrics(store, args.run, personas, args.split, args.persona_run)
+    if args.json:
+        _print_json(result)
+        return 0
+    slugs = result["personas"]
+    numbers = {p.slug: str(p.number) for p in personas}
+    for key, title in (("similarity", "similarity (1 - JS distance of A/B/C shares)"),
+                       ("agreement", "per-question agreement")):
+        table = Table("respondent", *[f"P{numbers[s]}" for s in slugs], title=title)
+        for r in result["respondents"]:
+            table.add_row(r, *[_fmt(result[key][r].get(s)) for s in slugs])
+        out.print(table)
+    counts = Table("respondent", "A", "B", "C", "unparsed", title="answers")
+    for r, c in result["counts"].items():
+        counts.add_row(r, *(f"{c[k]:,}" for k in ("A", "B", "C", "unparsed")))
+    out.print(counts)
+    out.print("persona columns: " + ", ".join(f"P{numbers[s]}={s}" for s in slugs))
+    return 0
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from .analysis import run_weights
+    from .personas import resolve
+
+    store, personas = _open(args)
+    target = resolve(args.target, personas)
+    if args.alpha < 0 or args.beta < 0:
+        raise UsageError("--alpha and --beta must be zero or positive")
+    with store:
+        result = run_weights(store, args.run, target, personas, args.alpha, args.beta, args.split)
+    if args.json:
+        _print_json(result.as_json())
+    else:
+        table = Table("tier", "questions", "weight per question",
+                      title=f"sample weights for persona {target.number} ({target.slug})")
+        for t in result.tiers:
+            table.add_row(str(t["tier"]), f"{t['count']:,}", f"{t['weight']:.6f}")
+        out.print(table)
+        err.print(f"{len(result.weights):,} questions weighted; stored in the database")
+    if result.skipped:
+        err.print(f"{len(result.skipped):,} questions skipped: the target's answer is unparsed")
+    return 0
+
+
+# ---- runs / info ------------------------------------------------------------------------
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    store, _ = _open(args)
+    with store:
+        runs = store.list_runs()
+    if args.json:
+        _print_json(runs)
+        return 0
+    table = Table("name", "kind", "backend", "model", "mode", "status", "records")
+    for r in runs:
+        table.add_row(r["name"], r["kind"], r["backend"] or "", r["model"] or "", r["mode"] or "",
+                      r["status"], f"{r['records']:,}")
+    out.print(table)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .paths import data_dir
+
+    store, _ = _open(args)
+    with store:
+        info = {"data_dir": str(data_dir()), "database": str(store.path),
+                "size_bytes": store.path.stat().st_size, "schema_version": store.version,
+                **store.counts()}
+    if args.json:
+        _print_json(info)
+    else:
+        for k, v in info.items():
+            out.print(f"{k}: {v}")
+    return 0
+
+
+def open_tui(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    try:
+        from .app import run_app
+    except ImportError:
+        parser.print_help()
+        return 0
+    return run_app(_db_path(args))

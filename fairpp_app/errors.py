@@ -1,0 +1,44 @@
+"""Errors a user may see.
+
+Every exception deriving from :class:`FairppError` carries a message written for the
+person at the keyboard; the CLI prints it without a traceback and the TUI shows it as a
+notification. Anything else escaping is a bug.
+"""
+
+from __future__ import annotations
+
+
+class FairppError(Exception):
+    """An error with a message meant for the user."""
+
+    exit_code = 1
+
+
+class UsageError(FairppError):
+    exit_code = 2
+
+
+class ConfigError(FairppError):
+    exit_code = 2
+
+
+class PersonaFileError(FairppError):
+    exit_code = 2
+
+
+class UnknownPersonaError(FairppError):
+    exit_code = 2
+
+
+class DatabaseError(FairppError):
+    """The file at the database path is not one fairpp can use."""
+
+    exit_code = 3
+
+
+class NotFoundError(FairppError):
+    exit_code = 4
+
+
+class ImportFileError(FairppError):
+    exit_code = 2
