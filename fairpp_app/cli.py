@@ -92,12 +92,50 @@ def build_parser() -> argparse.ArgumentParser:
                    help="questions to weight (default: train)")
     _add_json(w)
 
+    sim = add("simulate", "let personas (or a bare model) answer questions through a backend; "
+              "rerun the same command to resume")
+    add_config_flags(sim, "simulate")
+    sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_json(sim)
+
+    add("backends", "list backends and whether they can run here")
+
     r = add("runs", "list runs")
     _add_json(r)
 
     info = add("info", "where the data lives and what it holds")
     _add_json(info)
     return parser
+
+
+def add_config_flags(parser: argparse.ArgumentParser, which: str) -> None:
+    """Flags generated from a config dataclass's fields (the TUI form uses the same fields)."""
+    import dataclasses
+    import typing
+
+    from .simulate import SimulationConfig
+
+    cls = {"simulate": SimulationConfig}[which]
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        meta = dict(f.metadata)
+        help_ = meta.get("help", "")
+        if f.default not in (None, False, dataclasses.MISSING):
+            help_ += f" (default: {f.default})"
+        kind = hints[f.name]
+        if kind is bool:
+            parser.add_argument(flag, action="store_true", default=f.default, help=help_)
+            continue
+        base = int if kind in (int, int | None) else float if kind in (float, float | None) else str
+        parser.add_argument(flag, type=base, default=f.default, choices=meta.get("choices"),
+                            help=help_, dest=f.name)
+
+
+def config_from_args(cls, args: argparse.Namespace):
+    import dataclasses
+
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
 def _version() -> str:

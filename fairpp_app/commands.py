@@ -13,8 +13,10 @@ from rich.table import Table
 from .cli import _db_path, _open, _print_json
 from .errors import UsageError
 
-out = Console(file=sys.stdout, soft_wrap=True)
-err = Console(file=sys.stderr)
+# No file= here: rich then looks sys.stdout / sys.stderr up at each write, so output follows
+# a redirected stream (tests, the TUI) instead of the one present at import time.
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
 
 
 @contextmanager
@@ -194,6 +196,66 @@ def cmd_weights(args: argparse.Namespace) -> int:
         err.print(f"{len(result.weights):,} questions weighted; stored in the database")
     if result.skipped:
         err.print(f"{len(result.skipped):,} questions skipped: the target's answer is unparsed")
+    return 0
+
+
+# ---- simulate / backends ---------------------------------------------------------------
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .cli import config_from_args
+    from .events import Progress, RetryScheduled, RunEnded, RunStarted
+    from .simulate import SimulationConfig, run_simulation
+
+    config = config_from_args(SimulationConfig, args)
+    store, personas = _open(args)
+    if store.question_count() == 0:
+        from .questions import build_bank
+
+        err.print("the question bank is empty; building it first")
+        store.upsert_questions(build_bank())
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn,
+                               TimeRemainingColumn)
+
+    bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+              TextColumn("{task.fields[rate]:.1f} rec/s"), TimeRemainingColumn(), console=err,
+              transient=False, disable=args.quiet or not err.is_terminal)
+    task_id = None
+
+    def listen(event) -> None:
+        nonlocal task_id
+        if isinstance(event, RunStarted):
+            err.print(f"run '{event.run}': {event.backend}/{event.model}, mode {event.mode}; "
+                      f"{event.already_done} records already done, {event.planned} to go")
+            task_id = bar.add_task(event.run, total=event.planned + event.already_done,
+                                   completed=event.already_done, rate=0.0)
+        elif isinstance(event, Progress) and task_id is not None:
+            bar.update(task_id, completed=event.done, rate=event.rate)
+            if not err.is_terminal and not args.quiet:
+                eta = "?" if event.eta_s is None else f"{event.eta_s:.0f}s"
+                err.print(f"{event.done}/{event.total} records, {event.rate:.1f} rec/s, ETA {eta}")
+        elif isinstance(event, RetryScheduled):
+            err.print(f"[yellow]backend error[/] ({event.error}); retry {event.attempt} in {event.delay_s:.1f}s")
+        elif isinstance(event, RunEnded) and event.message:
+            err.print(event.message)
+
+    with store, bar:
+        outcome = run_simulation(store, config, personas, listener=listen)
+    summary = outcome.__dict__
+    if args.json:
+        _print_json(summary)
+    else:
+        err.print(f"run '{outcome.run}' {outcome.status}: {outcome.done}/{outcome.total} records "
+                  f"({outcome.written} new, {outcome.unparsed} unparsed)")
+    return {"finished": 0, "cancelled": 130}.get(outcome.status, 1)
+
+
+def cmd_backends(args: argparse.Namespace) -> int:
+    from .backends.registry import BACKENDS, available
+
+    table = Table("backend", "installed", "what it runs")
+    for name, info in BACKENDS.items():
+        table.add_row(name, "yes" if available(name) else f"no ({info.needs})", info.summary)
+    out.print(table)
     return 0
 
 

@@ -42,3 +42,21 @@ class NotFoundError(FairppError):
 
 class ImportFileError(FairppError):
     exit_code = 2
+
+
+class BackendError(FairppError):
+    """A backend failed; ``transient`` says whether retrying may help."""
+
+    transient = False
+
+
+class TransientBackendError(BackendError):
+    """Connection refused, timeout, HTTP 429 or 5xx: worth retrying."""
+
+    transient = True
+
+
+class PermanentBackendError(BackendError):
+    """Unknown model, bad key, unsupported request: retrying will not help."""
+
+    exit_code = 2

@@ -1,0 +1,1 @@
+"""Model backends: a small contract (``base``) and a lazy registry (``registry``)."""

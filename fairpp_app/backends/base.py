@@ -1,0 +1,75 @@
+"""The contract every backend fulfils.
+
+A backend scores the option letters for a batch of prompts, generates text, lists its
+models and closes. Optional abilities are class flags so the engine and the UI can ask
+before they try (``SUPPORTS_LOGPROBS``, ``SUPPORTS_BATCH``...). Backends raise
+``TransientBackendError`` for faults worth retrying and ``PermanentBackendError`` for the
+rest; the simulation engine owns retrying.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Sequence
+
+from ..answers import OptionScores
+from ..prompts import Prompt
+
+
+@dataclass
+class BackendOptions:
+    """What a user can set for any backend (CLI flags, config file, TUI form)."""
+
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None  # the NAME of the variable holding the key, never the key
+    device: str = "auto"
+    n_ctx: int = 2048
+    timeout: float = 60.0
+    max_tokens: int = 8
+    temperature: float = 0.0
+    batch_size: int = 8
+    extra: dict = field(default_factory=dict)
+
+
+class Backend:
+    name: ClassVar[str] = "base"
+    description: ClassVar[str] = ""
+    SUPPORTS_LOGPROBS: ClassVar[bool] = False
+    SUPPORTS_TEXT: ClassVar[bool] = True
+    SUPPORTS_BATCH: ClassVar[bool] = False
+    #: HTTP backends run several requests at once; in-process engines do not.
+    SUPPORTS_CONCURRENCY: ClassVar[bool] = False
+    #: Local engines keep the KV cache of the previous prompt: persona-major order pays.
+    REUSES_PREFIX: ClassVar[bool] = False
+
+    def __init__(self, options: BackendOptions) -> None:
+        self.options = options
+
+    @property
+    def model_name(self) -> str:
+        return self.options.model or "default"
+
+    def score_options(self, prompts: Sequence[Prompt]) -> list[OptionScores]:
+        """Probabilities of A/B/C as the next token after each prompt."""
+        raise NotImplementedError(f"the {self.name} backend cannot score options")
+
+    def generate(self, prompts: Sequence[Prompt], max_tokens: int | None = None) -> list[str]:
+        """Greedy completions, one per prompt."""
+        raise NotImplementedError(f"the {self.name} backend cannot generate text")
+
+    def list_models(self) -> list[str]:
+        return [self.model_name]
+
+    def close(self) -> None:
+        """Release the engine; safe to call twice."""
+
+    def describe(self) -> dict:
+        """Run parameters worth storing (never secrets)."""
+        return {"backend": self.name, "model": self.model_name}
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

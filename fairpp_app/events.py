@@ -1,0 +1,98 @@
+"""Events shared by the CLI, the TUI and the trainers.
+
+Long work (simulation, training) reports through these plain dataclasses: they are stored
+in the events table, so a later session can replay a run's history, and handed to a
+listener callback, so a progress bar or a chart can draw them as they happen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Protocol
+
+
+@dataclass
+class Event:
+    kind = "event"
+
+    def payload(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RunStarted(Event):
+    kind = "run_started"
+    run: str
+    planned: int
+    already_done: int
+    backend: str
+    model: str
+    mode: str
+
+
+@dataclass
+class Progress(Event):
+    kind = "progress"
+    run: str
+    done: int
+    total: int
+    rate: float  # records per second in this session
+    eta_s: float | None
+    errors: int = 0
+    unparsed: int = 0
+
+
+@dataclass
+class RetryScheduled(Event):
+    kind = "retry"
+    run: str
+    attempt: int
+    delay_s: float
+    error: str
+
+
+@dataclass
+class RunEnded(Event):
+    kind = "run_ended"
+    run: str
+    status: str  # finished, stopped, failed, cancelled
+    done: int
+    total: int
+    message: str = ""
+
+
+@dataclass
+class TrainingStep(Event):
+    kind = "train_step"
+    training: str
+    step: int
+    loss: float
+    learning_rate: float | None = None
+    reward_margin: float | None = None
+    reward_accuracy: float | None = None
+
+
+@dataclass
+class TrainingEval(Event):
+    kind = "train_eval"
+    training: str
+    step: int
+    target: str
+    similarity: dict[str, float] = field(default_factory=dict)
+    agreement: dict[str, float] = field(default_factory=dict)
+    margin: float | None = None
+    loss: float | None = None
+
+
+class Listener(Protocol):
+    def __call__(self, event: Event) -> None: ...
+
+
+def fanout(*listeners: Callable[[Event], None] | None) -> Callable[[Event], None]:
+    active = [cb for cb in listeners if cb is not None]
+
+    def emit(event: Event) -> None:
+        for cb in active:
+            cb(event)
+
+    return emit

@@ -1,0 +1,377 @@
+"""Plans, runs and resumes persona x question work; emits events.
+
+A run is named and stored. Each invocation plans only the (question, respondent) pairs the
+run does not have yet, so rerunning a command continues where it stopped; records are
+upserted in small transactions as they complete, so killing the process loses at most the
+records in flight and never duplicates one. Work goes persona-major, so local engines
+reuse the persona prefix in their KV cache; HTTP backends get a bounded thread pool.
+
+Transient backend faults are retried with exponential backoff and jitter; when the backend
+stays down the run stops with status ``stopped`` and a message, ready to resume.
+Permanent faults stop it at once (status ``failed``). Neither reaches the user as a
+traceback.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, fields
+from typing import Callable, Sequence
+
+from . import answers as ans
+from .errors import BackendError, FairppError, PermanentBackendError, TransientBackendError, UsageError
+from .events import Event, Progress, RetryScheduled, RunEnded, RunStarted
+from .personas import Persona, resolve_many
+from .prompts import Prompt, build_prompt, template_hash
+from .questions import Question
+from .store import Store
+
+MODES = ("logprob", "text")
+DEBIAS = ("none", "permute")
+RESPONDENTS = ("personas", "model")
+
+
+def _help(text: str, **kw) -> dict:
+    return {"help": text, **kw}
+
+
+@dataclass
+class SimulationConfig:
+    """Everything that defines a simulation; the CLI flags and the TUI form come from here."""
+
+    backend: str = field(default="embedded", metadata=_help("backend name (see `fairpp backends`)"))
+    model: str | None = field(default=None, metadata=_help("model name, path or tag for the backend"))
+    personas: str = field(default="all", metadata=_help("all, or a comma list of numbers and slugs"))
+    respondent: str = field(default="personas", metadata=_help(
+        "personas: each persona answers; model: the bare model answers with no persona",
+        choices=RESPONDENTS))
+    split: str = field(default="all", metadata=_help("questions to ask",
+                                                     choices=("all", "train", "test", "scenario")))
+    limit: int | None = field(default=None, metadata=_help("ask only the first N questions of the split"))
+    mode: str = field(default="logprob", metadata=_help(
+        "logprob: score the option letters in one forward pass; text: generate and parse",
+        choices=MODES))
+    debias: str = field(default="none", metadata=_help(
+        "permute: also score with options A and B swapped and average (cancels letter bias)",
+        choices=DEBIAS))
+    calibrate: bool = field(default=False, metadata=_help(
+        "add the self-calibration reminder to persona prompts"))
+    run: str | None = field(default=None, metadata=_help("run name (default: derived from backend, model and mode)"))
+    concurrency: int = field(default=4, metadata=_help("requests in flight for HTTP backends"))
+    batch_size: int = field(default=8, metadata=_help("prompts per batch for batching backends"))
+    base_url: str | None = field(default=None, metadata=_help("server URL for openai/ollama backends"))
+    api_key_env: str | None = field(default=None, metadata=_help(
+        "NAME of the environment variable holding the API key (the key itself is never stored)"))
+    device: str = field(default="auto", metadata=_help("auto, cpu, cuda or mps (transformers)"))
+    max_retries: int = field(default=5, metadata=_help("retries of a failing request before the run stops"))
+    retry_delay: float = field(default=0.5, metadata=_help("first retry delay in seconds; doubles each time"))
+    max_tokens: int = field(default=8, metadata=_help("tokens to generate in text mode"))
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise UsageError(f"mode must be one of {', '.join(MODES)}, not '{self.mode}'")
+        if self.debias not in DEBIAS:
+            raise UsageError(f"debias must be one of {', '.join(DEBIAS)}, not '{self.debias}'")
+        if self.respondent not in RESPONDENTS:
+            raise UsageError(f"respondent must be personas or model, not '{self.respondent}'")
+        if self.debias == "permute" and self.mode != "logprob":
+            raise UsageError("--debias permute needs --mode logprob")
+        if self.limit is not None and self.limit < 1:
+            raise UsageError("--limit must be at least 1")
+        if self.concurrency < 1 or self.batch_size < 1:
+            raise UsageError("--concurrency and --batch-size must be at least 1")
+        if self.max_retries < 0 or self.retry_delay < 0:
+            raise UsageError("--max-retries and --retry-delay must not be negative")
+
+    @classmethod
+    def field_specs(cls) -> list:
+        return list(fields(cls))
+
+
+@dataclass
+class Task:
+    question: Question
+    persona: Persona | None
+    respondent: str
+
+    def prompt(self, calibrate: bool, swap: bool = False) -> Prompt:
+        return build_prompt(self.question, self.persona, calibrate=calibrate, swap_ab=swap,
+                            respondent=self.respondent)
+
+
+@dataclass
+class Outcome:
+    status: str
+    run: str
+    done: int
+    total: int
+    written: int
+    unparsed: int
+    message: str = ""
+
+
+def default_run_name(config: SimulationConfig, model_name: str) -> str:
+    name = f"{config.backend}-{model_name}-{config.mode}"
+    if config.debias != "none":
+        name += f"-{config.debias}"
+    if config.respondent == "model":
+        name += "-model"
+    return re.sub(r"[^A-Za-z0-9._:-]+", "-", name)
+
+
+def backend_options(config: SimulationConfig):
+    from .backends.base import BackendOptions
+
+    return BackendOptions(model=config.model, base_url=config.base_url,
+                          api_key_env=config.api_key_env, device=config.device,
+                          max_tokens=config.max_tokens, batch_size=config.batch_size)
+
+
+def plan(store: Store, run_id: int, questions: Sequence[Question], personas: Sequence[Persona],
+         respondent: str, model_respondent: str) -> list[Task]:
+    """The missing (question, respondent) pairs of a run, persona-major."""
+    done = {(q, r) for q, r in store.db.execute(
+        "SELECT question_id, respondent FROM records WHERE run_id = ?", [run_id])}
+    tasks: list[Task] = []
+    if respondent == "model":
+        tasks = [Task(q, None, model_respondent) for q in questions
+                 if (q.id, model_respondent) not in done]
+    else:
+        for p in personas:
+            tasks.extend(Task(q, p, p.slug) for q in questions if (q.id, p.slug) not in done)
+    return tasks
+
+
+class Simulation:
+    """One invocation of a run: open or resume it, plan, execute, record."""
+
+    def __init__(self, store: Store, config: SimulationConfig, personas: list[Persona],
+                 backend=None, listener: Callable[[Event], None] | None = None,
+                 cancel: threading.Event | None = None) -> None:
+        self.store = store
+        self.config = config
+        self.all_personas = personas
+        self.listener = listener or (lambda e: None)
+        self.cancel = cancel or threading.Event()
+        self._backend = backend
+        self.run: dict | None = None
+        self.errors = 0
+
+    # ---- set-up ----------------------------------------------------------------------------
+
+    def _open_backend(self):
+        if self._backend is None:
+            from .backends.registry import create
+
+            self._backend = create(self.config.backend, backend_options(self.config))
+        return self._backend
+
+    def _check_modes(self, backend) -> None:
+        if self.config.mode == "logprob" and not backend.SUPPORTS_LOGPROBS:
+            raise UsageError(f"the {backend.name} backend cannot score options; use --mode text")
+        if self.config.mode == "text" and not backend.SUPPORTS_TEXT:
+            raise UsageError(f"the {backend.name} backend cannot generate text; use --mode logprob")
+
+    def _open_run(self, backend) -> dict:
+        cfg = self.config
+        name = cfg.run or default_run_name(cfg, backend.model_name)
+        phash = template_hash(cfg.calibrate, cfg.debias == "permute")
+        params = {"personas": cfg.personas, "respondent": cfg.respondent, "split": cfg.split,
+                  "limit": cfg.limit, "debias": cfg.debias, "calibrate": cfg.calibrate,
+                  "base_url": cfg.base_url, "api_key_env": cfg.api_key_env,
+                  **{k: v for k, v in backend.describe().items() if k not in ("backend", "model")}}
+        run = self.store.find_run(name)
+        if run is None:
+            return self.store.create_run(name, "simulation", backend=backend.name,
+                                         model=backend.model_name, mode=cfg.mode,
+                                         prompt_hash=phash, params=params)
+        if run["kind"] != "simulation":
+            raise UsageError(f"run '{name}' is a {run['kind']} run; choose another --run name")
+        if run["prompt_hash"] != phash:
+            raise UsageError(
+                f"run '{name}' was made with a different prompt template ({run['prompt_hash']}, now "
+                f"{phash}); its answers would not be comparable. Start a new run with --run NAME")
+        if (run["backend"], run["model"], run["mode"]) != (backend.name, backend.model_name, cfg.mode):
+            raise UsageError(
+                f"run '{name}' used {run['backend']}/{run['model']}/{run['mode']}, not "
+                f"{backend.name}/{backend.model_name}/{cfg.mode}; choose another --run name")
+        return run
+
+    def _questions(self) -> list[Question]:
+        qs = self.store.questions(self.config.split, limit=self.config.limit)
+        if not qs:
+            hint = (" (generate them with `fairpp scenarios generate`)" if self.config.split == "scenario"
+                    else " (build the bank with `fairpp questions build`)")
+            raise UsageError(f"no questions in split '{self.config.split}'{hint}")
+        return qs
+
+    # ---- execution -------------------------------------------------------------------------
+
+    def _emit(self, event: Event) -> None:
+        if self.run is not None:
+            self.store.add_event(event.kind, event.payload(), run_id=self.run["id"])
+        self.listener(event)
+
+    def _with_retries(self, fn: Callable[[], list]) -> list:
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except TransientBackendError as exc:
+                attempt += 1
+                self.errors += 1
+                if attempt > self.config.max_retries:
+                    raise
+                delay = self.config.retry_delay * (2 ** (attempt - 1))
+                delay *= 1 + random.random() * 0.5  # jitter: spread out retries of many workers
+                self._emit(RetryScheduled(self.run["name"], attempt, round(delay, 3), str(exc)))
+                if self.cancel.wait(delay):
+                    raise
+            except (PermanentBackendError, UsageError):
+                raise
+            except BackendError:
+                raise
+
+    def _answer(self, backend, tasks: Sequence[Task]) -> list[dict]:
+        cfg = self.config
+        started = time.perf_counter()
+        rows = []
+        if cfg.mode == "logprob":
+            scores = self._with_retries(lambda: backend.score_options(
+                [t.prompt(cfg.calibrate) for t in tasks]))
+            method = "logprob"
+            if cfg.debias == "permute":
+                swapped = self._with_retries(lambda: backend.score_options(
+                    [t.prompt(cfg.calibrate, swap=True) for t in tasks]))
+                scores = [ans.average(s, w.swapped_ab()) for s, w in zip(scores, swapped)]
+                method = "logprob+permute"
+            elapsed = (time.perf_counter() - started) * 1000 / len(tasks)
+            for t, s in zip(tasks, scores):
+                rows.append(self._row(t, None, s.answer, s.probs, s.other_mass, method, elapsed))
+        else:
+            texts = self._with_retries(lambda: backend.generate(
+                [t.prompt(cfg.calibrate) for t in tasks], cfg.max_tokens))
+            elapsed = (time.perf_counter() - started) * 1000 / len(tasks)
+            for t, text in zip(tasks, texts):
+                rows.append(self._row(t, text, ans.parse_letter(text), None, None, "text", elapsed))
+        return rows
+
+    def _row(self, task: Task, raw, letter, probs, other, method, latency_ms) -> dict:
+        return {"run_id": self.run["id"], "question_id": task.question.id,
+                "respondent": task.respondent,
+                "respondent_kind": "model" if task.persona is None else "persona",
+                "raw_text": raw, "answer": letter,
+                "p_a": probs[0] if probs else None, "p_b": probs[1] if probs else None,
+                "p_c": probs[2] if probs else None, "other_mass": other, "method": method,
+                "latency_ms": round(latency_ms, 2)}
+
+    def execute(self) -> Outcome:
+        cfg = self.config
+        personas = resolve_many(cfg.personas, self.all_personas)
+        questions = self._questions()
+        backend = self._open_backend()
+        self._check_modes(backend)
+        self.run = self._open_run(backend)
+        self.store.sync_personas(self.all_personas)
+        tasks = plan(self.store, self.run["id"], questions, personas, cfg.respondent,
+                     backend.model_name)
+        n_respondents = 1 if cfg.respondent == "model" else len(personas)
+        total = len(questions) * n_respondents
+        done = total - len(tasks)
+        self.store.set_run_status(self.run["id"], "running")
+        self._emit(RunStarted(self.run["name"], len(tasks), done, backend.name,
+                              backend.model_name, cfg.mode))
+        written = unparsed = 0
+        started = time.perf_counter()
+        last_progress = 0.0
+        status, message = "finished", ""
+
+        def record(rows: list[dict]) -> None:
+            nonlocal written, unparsed, done, last_progress
+            self.store.upsert_records(rows)
+            written += len(rows)
+            done += len(rows)
+            unparsed += sum(r["answer"] is None for r in rows)
+            now = time.perf_counter()
+            if now - last_progress >= 0.5 or done == total:
+                last_progress = now
+                rate = written / max(now - started, 1e-9)
+                eta = (total - done) / rate if rate > 0 else None
+                self._emit(Progress(self.run["name"], done, total, round(rate, 3),
+                                    None if eta is None else round(eta, 1), self.errors, unparsed))
+
+        try:
+            if backend.SUPPORTS_CONCURRENCY and cfg.concurrency > 1:
+                self._run_pool(backend, tasks, record)
+            else:
+                step = cfg.batch_size if backend.SUPPORTS_BATCH else 1
+                for i in range(0, len(tasks), step):
+                    if self.cancel.is_set():
+                        status, message = "cancelled", "cancelled by the user"
+                        break
+                    record(self._answer(backend, tasks[i:i + step]))
+            if status == "finished" and self.cancel.is_set() and done < total:
+                status, message = "cancelled", "cancelled by the user"
+        except TransientBackendError as exc:
+            status = "stopped"
+            message = (f"the {backend.name} backend kept failing ({exc}); {done} of {total} records "
+                       "are saved. Run the same command again to resume")
+        except PermanentBackendError as exc:
+            status, message = "failed", str(exc)
+        except KeyboardInterrupt:
+            status, message = "cancelled", "interrupted"
+            self.store.set_run_status(self.run["id"], status)
+            self._emit(RunEnded(self.run["name"], status, done, total, message))
+            raise
+        self.store.set_run_status(self.run["id"], status)
+        self._emit(RunEnded(self.run["name"], status, done, total, message))
+        return Outcome(status, self.run["name"], done, total, written, unparsed, message)
+
+    def _run_pool(self, backend, tasks: Sequence[Task], record: Callable[[list[dict]], None]) -> None:
+        """Bounded concurrency: at most ``concurrency`` requests in flight, written as they land."""
+        pending = set()
+        it = iter(tasks)
+        failure: BaseException | None = None
+        with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
+            def fill() -> None:
+                while len(pending) < self.config.concurrency and not self.cancel.is_set() and failure is None:
+                    task = next(it, None)
+                    if task is None:
+                        return
+                    pending.add(pool.submit(self._answer, backend, [task]))
+
+            fill()
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    pending.discard(fut)
+                    try:
+                        record(fut.result())
+                    except BaseException as exc:  # keep draining: in-flight answers are saved
+                        if failure is None:
+                            failure = exc
+                fill()
+        if failure is not None:
+            raise failure
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+
+
+def run_simulation(store: Store, config: SimulationConfig, personas: list[Persona],
+                   listener: Callable[[Event], None] | None = None,
+                   cancel: threading.Event | None = None, backend=None) -> Outcome:
+    sim = Simulation(store, config, personas, backend=backend, listener=listener, cancel=cancel)
+    try:
+        return sim.execute()
+    finally:
+        if backend is None:
+            sim.close()
+
+
+__all__ = ["SimulationConfig", "Simulation", "run_simulation", "plan", "Outcome", "FairppError"]
