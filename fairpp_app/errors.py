@@ -60,3 +60,11 @@ class PermanentBackendError(BackendError):
     """Unknown model, bad key, unsupported request: retrying will not help."""
 
     exit_code = 2
+
+
+class UnscorableOutput(BackendError):
+    """The model answered, but none of the option letters can be read from its output.
+
+    This is a property of one answer, not a fault of the backend: the engine records the
+    prompt as unparsed and goes on.
+    """

@@ -57,7 +57,8 @@ def read_table(path: Path):
         if suffix in (".parquet", ".pq"):
             frame = pd.read_parquet(path)
         else:
-            frame = pd.read_csv(path, dtype=object, keep_default_na=True)
+            # Only empty cells are missing: a raw answer such as "N/A" or "None" is text.
+            frame = pd.read_csv(path, dtype=object, keep_default_na=False, na_values=[""])
     except Exception as exc:  # pandas raises many types for unreadable files
         raise ImportFileError(f"{path}: cannot be read as {'parquet' if suffix in ('.parquet', '.pq') else 'CSV'}: {exc}") from None
     unnamed = [c for c in frame.columns if str(c).startswith("Unnamed:") or str(c).strip() == ""]
@@ -71,8 +72,19 @@ def read_table(path: Path):
 
 
 def _blank(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or (
-        isinstance(value, str) and not value.strip())
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, float):
+        return math.isnan(value)
+    # Nullable parquet columns (Int64, Float64) hold pd.NA, which is neither None nor a float.
+    import pandas as pd
+
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def _text(value) -> str | None:

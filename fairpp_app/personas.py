@@ -34,10 +34,12 @@ class Persona:
         return asdict(self)
 
 
+_HEADER_RE = re.compile(r"^\s*\[\[\s*persona\s*\]\]\s*(#.*)?$")
+
+
 def _table_lines(text: str) -> list[int]:
-    """1-based line numbers of each ``[[persona]]`` header, in order."""
-    return [i for i, line in enumerate(text.splitlines(), 1)
-            if line.strip().replace(" ", "") == "[[persona]]"]
+    """1-based line numbers of each ``[[persona]]`` header (a trailing comment allowed)."""
+    return [i for i, line in enumerate(text.splitlines(), 1) if _HEADER_RE.match(line)]
 
 
 def _field_line(text: str, table_line: int, field: str) -> int:
@@ -66,8 +68,13 @@ def parse_personas(text: str, source: str, builtin: bool) -> list[Persona]:
         raise PersonaFileError(f"{source}: 'persona' must be an array of tables ([[persona]])")
     header_lines = _table_lines(text)
     out: list[Persona] = []
+    seen_numbers: dict[int, str] = {}
+    seen_slugs: set[str] = set()
     for idx, table in enumerate(tables):
         line = header_lines[idx] if idx < len(header_lines) else 1
+        if not isinstance(table, dict):
+            raise PersonaFileError(
+                f"{source}, line {line}: 'persona' must be an array of tables ([[persona]])")
 
         def fail(field: str, why: str) -> PersonaFileError:
             at = _field_line(text, line, field) if field in table else line
@@ -91,16 +98,14 @@ def parse_personas(text: str, source: str, builtin: bool) -> list[Persona]:
                 raise fail(field, "must be a non-empty string")
         if len(table["description"]) > MAX_DESCRIPTION:
             raise fail("description", f"longer than {MAX_DESCRIPTION} characters")
+        if number in seen_numbers:
+            raise fail("number", f"persona {number} is defined twice in the same file")
+        if slug in seen_slugs:
+            raise fail("slug", f"slug '{slug}' is defined twice in the same file")
+        seen_numbers[number] = slug
+        seen_slugs.add(slug)
         out.append(Persona(number, slug, table["name"].strip(),
                            " ".join(table["description"].split()), builtin))
-    seen_numbers: dict[int, str] = {}
-    seen_slugs: set[str] = set()
-    for p in out:
-        if p.number in seen_numbers or p.slug in seen_slugs:
-            raise PersonaFileError(
-                f"{source}: persona {p.number} ({p.slug}) is defined twice in the same file")
-        seen_numbers[p.number] = p.slug
-        seen_slugs.add(p.slug)
     return out
 
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field, fields
 from typing import Callable, Sequence
 
 from . import answers as ans
-from .errors import BackendError, FairppError, PermanentBackendError, TransientBackendError, UsageError
+from .errors import (BackendError, FairppError, PermanentBackendError, TransientBackendError,
+                     UnscorableOutput, UsageError)
 from .events import Event, Progress, RetryScheduled, RunEnded, RunStarted
 from .personas import Persona, resolve_many
 from .prompts import Prompt, build_prompt, template_hash
@@ -231,12 +232,17 @@ class Simulation:
                 self._emit(RetryScheduled(self.run["name"], attempt, round(delay, 3), str(exc)))
                 if self.cancel.wait(delay):
                     raise
-            except (PermanentBackendError, UsageError):
-                raise
-            except BackendError:
-                raise
 
     def _answer(self, backend, tasks: Sequence[Task]) -> list[dict]:
+        try:
+            return self._answer_batch(backend, tasks)
+        except UnscorableOutput as exc:
+            if len(tasks) > 1:  # find which prompt it was; the others still count
+                return [row for t in tasks for row in self._answer(backend, [t])]
+            method = "logprob+permute" if self.config.debias == "permute" else self.config.mode
+            return [self._row(tasks[0], f"unscorable: {exc}", None, None, None, method, 0.0)]
+
+    def _answer_batch(self, backend, tasks: Sequence[Task]) -> list[dict]:
         cfg = self.config
         started = time.perf_counter()
         rows = []
@@ -320,12 +326,13 @@ class Simulation:
             status = "stopped"
             message = (f"the {backend.name} backend kept failing ({exc}); {done} of {total} records "
                        "are saved. Run the same command again to resume")
-        except PermanentBackendError as exc:
+        except BackendError as exc:
             status, message = "failed", str(exc)
-        except KeyboardInterrupt:
-            status, message = "cancelled", "interrupted"
+        except BaseException as exc:
+            # Interrupted (Ctrl-C) or a bug: the records so far are saved; say so, then re-raise.
+            status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
             self.store.set_run_status(self.run["id"], status)
-            self._emit(RunEnded(self.run["name"], status, done, total, message))
+            self._emit(RunEnded(self.run["name"], status, done, total, repr(exc)))
             raise
         self.store.set_run_status(self.run["id"], status)
         self._emit(RunEnded(self.run["name"], status, done, total, message))

@@ -181,12 +181,16 @@ class Store:
         if not self.path.exists() and not create:
             raise NotFoundError(f"no database at {self.path}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False,
+                               isolation_level=None)
         try:
-            conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False,
-                                   isolation_level=None)
             self.db = sqlite_utils.Database(conn)
             self._validate_and_upgrade(upgrade_to)
+        except DatabaseError:
+            conn.close()
+            raise
         except sqlite3.DatabaseError as exc:
+            conn.close()
             raise DatabaseError(
                 f"{self.path} cannot be used as a fairpp database: {exc}. "
                 "The file was left untouched.") from None

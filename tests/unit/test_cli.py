@@ -67,13 +67,6 @@ def test_stats_table_goes_to_stdout(db_path, capsys):
     assert "5,669" in captured.out
 
 
-def test_build_narrates_on_stderr_only(tmp_path, capsys):
-    assert main(["--db", str(tmp_path / "n.db"), "questions", "build"]) == 0
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert "28,420" in captured.err
-
-
 def test_show_question(db_path, bank, capsys):
     q = bank[42]
     shown = _run_json(capsys, ["--db", str(db_path), "questions", "show", q.id, "--json"])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import pytest
+
 from fairpp_app import questions as qb
 from fairpp_app.cli import main
 from fairpp_app.store import Store
@@ -83,15 +85,18 @@ def test_ids_are_unique_and_stable_across_builds(bank):
     assert again == bank
 
 
-def test_split_does_not_depend_on_input_order(bank):
-    unsplit = list(qb.iter_template_questions())
+@pytest.fixture(scope="module")
+def unsplit() -> list[qb.Question]:
+    return list(qb.iter_template_questions())
+
+
+def test_split_does_not_depend_on_input_order(bank, unsplit):
     forward = {q.id: q.split for q in qb.assign_splits(unsplit)}
     backward = {q.id: q.split for q in qb.assign_splits(unsplit[::-1])}
     assert forward == backward == {q.id: q.split for q in bank}
 
 
-def test_split_depends_on_the_seed(bank):
-    unsplit = list(qb.iter_template_questions())
+def test_split_depends_on_the_seed(bank, unsplit):
     other = qb.assign_splits(unsplit, seed="another-seed")
     assert Counter(q.split for q in other)["test"] == 5_669
     assert [q.split for q in other] != [q.split for q in bank]
@@ -110,9 +115,12 @@ def test_cli_build_twice_leaves_one_copy(tmp_path, capsys):
     first = json.loads(capsys.readouterr().out)
     assert first["total"] == 28_420 and first["added"] == 28_420
     assert first["test"] == 5_669 and first["train"] == 22_751
-    assert main(["questions", "build", "--json", "--db", str(db)]) == 0
-    second = json.loads(capsys.readouterr().out)
-    assert second["total"] == 28_420 and second["added"] == 0
+    # Second time without --json: narration on stderr, nothing on stdout.
+    assert main(["questions", "build", "--db", str(db)]) == 0
+    second = capsys.readouterr()
+    assert second.out == ""
+    assert "28,420 template questions (0 new)" in second.err
+    assert "test 5,669" in second.err
     with Store(db) as s:
         assert s.question_count() == 28_420
         assert s.db.execute("SELECT count(DISTINCT id) FROM questions").fetchone()[0] == 28_420

@@ -1,0 +1,322 @@
+"""The SQLite store: pragmas, keyed upserts, the v1 -> v2 upgrade, and refusing foreign files."""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import time
+
+import pytest
+
+from fairpp_app.cli import main
+from fairpp_app.errors import DatabaseError, NotFoundError
+from fairpp_app.personas import builtin_personas
+from fairpp_app.store import APPLICATION_ID, SCHEMA_VERSION, Store
+
+V2_TABLES = {"trainings", "weight_sets", "weights"}
+
+
+def test_new_store_is_wal_at_current_version(tmp_path):
+    with Store(tmp_path / "new.db") as s:
+        assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert s.version == SCHEMA_VERSION == 2
+        assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert s.db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+        assert s.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert {"questions", "personas", "runs", "records", "events"} | V2_TABLES <= set(
+            s.db.table_names())
+
+
+def test_reopening_keeps_everything(store, bank):
+    store.create_run("keep", "import")
+    path = store.path
+    store.close()
+    with Store(path) as again:
+        assert again.question_count() == 28_420
+        assert again.get_run("keep")["kind"] == "import"
+        assert again.counts()["personas"] == 7
+
+
+def test_store_fixture_has_bank_and_personas(store):
+    assert store.question_count() == 28_420
+    assert store.question_count("test") == 5_669
+    assert [r["slug"] for r in store.db.query("SELECT slug FROM personas ORDER BY number")] == [
+        p.slug for p in builtin_personas()]
+
+
+def test_get_question_round_trips(store, bank):
+    assert store.get_question(bank[7].id) == bank[7]
+    with pytest.raises(NotFoundError):
+        store.get_question("nope")
+
+
+def test_questions_query_filters(store):
+    test = store.questions("test", where="dimension = ?", params=[3], limit=5)
+    assert len(test) == 5
+    assert all(q.split == "test" and q.dimension == 3 for q in test)
+
+
+def test_records_unique_per_run_question_respondent(store, bank):
+    run = store.create_run("r", "simulate")
+    qid = bank[0].id
+    first = {"run_id": run["id"], "question_id": qid, "respondent": "loyal-nationals",
+             "answer": "A", "raw_text": "A.", "method": "generate"}
+    store.upsert_records([dict(first)])
+    store.upsert_records([{**first, "answer": None, "raw_text": "hmm", "p_a": 0.2, "p_b": 0.3,
+                           "p_c": 0.5, "method": "logprobs"}])
+    rows = list(store.db.query("SELECT * FROM records"))
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["answer"] is None and row["raw_text"] == "hmm"
+    assert (row["p_a"], row["p_b"], row["p_c"]) == (0.2, 0.3, 0.5)
+    assert row["method"] == "logprobs"
+    # Another respondent, another run: separate rows.
+    other = store.create_run("r2", "simulate")
+    store.upsert_records([{**first, "respondent": "civic-pragmatists"},
+                          {**first, "run_id": other["id"]}])
+    assert store.record_count() == 3
+    assert store.record_count(run["id"]) == 2
+
+
+def test_answer_must_be_a_letter(store, bank):
+    run = store.create_run("r", "simulate")
+    with pytest.raises(sqlite3.IntegrityError):
+        store.upsert_records([{"run_id": run["id"], "question_id": bank[0].id,
+                               "respondent": "x", "answer": "D", "method": "m"}])
+    assert store.record_count() == 0
+
+
+def test_record_for_unknown_question_is_refused(store):
+    run = store.create_run("r", "simulate")
+    with pytest.raises(sqlite3.IntegrityError):
+        store.upsert_records([{"run_id": run["id"], "question_id": "missing",
+                               "respondent": "x", "answer": "A", "method": "m"}])
+
+
+def test_events_round_trip(store):
+    run = store.create_run("r", "simulate")
+    store.add_event("progress", {"done": 1}, run_id=run["id"])
+    store.add_event("progress", {"done": 2}, run_id=run["id"])
+    events = store.events(run_id=run["id"])
+    assert [e["payload"]["done"] for e in events] == [1, 2]
+    assert [e["payload"] for e in store.events(run_id=run["id"], after_id=events[0]["id"])] == [
+        {"done": 2}]
+
+
+def test_run_status_and_duplicate_names(store):
+    run = store.create_run("r", "simulate", params={"b": 1})
+    assert store.get_run("r")["params"] == {"b": 1}
+    store.set_run_status(run["id"], "finished")
+    assert store.get_run("r")["finished_at"] is not None
+    with pytest.raises(sqlite3.IntegrityError):
+        store.create_run("r", "simulate")
+    with pytest.raises(NotFoundError):
+        store.get_run("other")
+
+
+def test_weights_are_replaced_not_duplicated(store, bank):
+    run = store.create_run("r", "import")
+    tiers = [{"tier": 1, "count": 1, "weight": 1.0}]
+    store.save_weights(run["id"], "x", 1.0, 1.0, "train", tiers, {bank[0].id: (1, 1.0)}, [])
+    store.save_weights(run["id"], "x", 1.0, 1.0, "train", tiers, {bank[1].id: (2, 0.5)}, [])
+    assert store.load_weights(run["id"], "x") == {bank[1].id: (2, 0.5)}
+    assert store.db.execute("SELECT count(*) FROM weights").fetchone()[0] == 1
+    assert store.db.execute("SELECT count(*) FROM weight_sets").fetchone()[0] == 1
+    assert store.load_weights(run["id"], "x", alpha=2.0) is None
+
+
+# ---- upgrade --------------------------------------------------------------------------
+
+def test_upgrade_from_version_1_keeps_rows(tmp_path, bank):
+    path = tmp_path / "old.db"
+    with Store(path, upgrade_to=1) as old:
+        assert old.version == 1
+        tables = set(old.db.table_names())
+        assert not tables & V2_TABLES
+        assert "other_mass" not in {c.name for c in old.db["records"].columns}
+        old.upsert_questions(bank[:3])
+        now = time.time()
+        old.db.execute(
+            "INSERT INTO runs (name, kind, backend, model, mode, params, status, created_at, "
+            "updated_at) VALUES ('v1run', 'simulate', 'ollama', 'm', 'generate', '{}', "
+            "'finished', ?, ?)", [now, now])
+        run_id = old.db.execute("SELECT id FROM runs").fetchone()[0]
+        old.db.conn.executemany(
+            "INSERT INTO records (run_id, question_id, respondent, raw_text, answer, p_a, p_b, "
+            "p_c, method, latency_ms, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(run_id, q.id, "loyal-nationals", "B.", "B", None, None, None, "generate", 12.5,
+              now) for q in bank[:3]])
+        old.db.execute("INSERT INTO events (run_id, time, kind, payload) VALUES (?, ?, ?, ?)",
+                       [run_id, now, "started", "{}"])
+    with Store(path) as new:
+        assert new.version == SCHEMA_VERSION
+        assert V2_TABLES <= set(new.db.table_names())
+        assert new.question_count() == 3
+        assert new.get_run("v1run")["backend"] == "ollama"
+        rows = list(new.db.query("SELECT * FROM records ORDER BY id"))
+        assert [r["question_id"] for r in rows] == [q.id for q in bank[:3]]
+        assert all(r["answer"] == "B" and r["latency_ms"] == 12.5 for r in rows)
+        assert all(r["respondent_kind"] == "persona" and r["other_mass"] is None for r in rows)
+        assert len(new.events(run_id=run_id)) == 1
+        indexes = {i.name for i in new.db["questions"].indexes}
+        assert "idx_questions_split" in indexes
+        # The new tables work.
+        new.save_weights(run_id, "loyal-nationals", 1.0, 1.0, "train",
+                         [{"tier": 1, "count": 3, "weight": 1.0}],
+                         {q.id: (1, 1 / 3) for q in bank[:3]}, [])
+        assert len(new.load_weights(run_id, "loyal-nationals")) == 3
+    with Store(path) as again:
+        assert again.version == SCHEMA_VERSION and again.record_count() == 3
+
+
+# ---- refusing files that are not ours ------------------------------------------------------
+
+def _bytes(path):
+    return path.read_bytes()
+
+
+def _sidecars(path):
+    return [p for p in (path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal"))
+            if p.exists()]
+
+
+def test_text_file_is_refused_and_untouched(tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_text("shopping list\n- eggs\n" * 100, "utf-8")
+    before = _bytes(path)
+    with pytest.raises(DatabaseError) as exc:
+        Store(path)
+    assert "not an SQLite database" in str(exc.value)
+    assert _bytes(path) == before
+    assert _sidecars(path) == []
+
+
+def test_directory_is_refused(tmp_path):
+    with pytest.raises(DatabaseError):
+        Store(tmp_path)
+
+
+def test_other_programs_database_is_refused_and_untouched(tmp_path):
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE contacts (name TEXT, phone TEXT)")
+    conn.executemany("INSERT INTO contacts VALUES (?, ?)", [("ann", "1"), ("bob", "2")])
+    conn.commit()
+    conn.close()
+    before = _bytes(path)
+    with pytest.raises(DatabaseError) as exc:
+        Store(path)
+    assert "another program" in str(exc.value) and "contacts" in str(exc.value)
+    assert _bytes(path) == before
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    assert conn.execute("PRAGMA application_id").fetchone()[0] == 0
+    conn.close()
+
+
+def _small_fairpp_db(path, bank, n=600):
+    with Store(path) as s:
+        s.upsert_questions(bank[:n])
+        run = s.create_run("r", "import")
+        s.upsert_records([{"run_id": run["id"], "question_id": q.id, "respondent": "x",
+                           "raw_text": "A because " + "words " * 20, "answer": "A",
+                           "method": "m"} for q in bank[:n]])
+    assert not _sidecars(path)
+
+
+def test_corrupted_pages_are_refused(tmp_path, bank):
+    path = tmp_path / "corrupt.db"
+    _small_fairpp_db(path, bank)
+    data = bytearray(path.read_bytes())
+    page = 4096
+    pages = len(data) // page
+    assert pages > 20
+    garbage = random.Random(0).randbytes(page * (pages // 2))
+    start = page * (pages // 4)
+    data[start:start + len(garbage)] = garbage
+    path.write_bytes(bytes(data))
+    with pytest.raises(DatabaseError) as exc:
+        Store(path)
+    assert str(path) in str(exc.value)
+
+
+def test_truncated_file_is_refused(tmp_path, bank):
+    path = tmp_path / "truncated.db"
+    _small_fairpp_db(path, bank)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(DatabaseError):
+        Store(path)
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "future.db"
+    Store(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+    before = _bytes(path)
+    with pytest.raises(DatabaseError) as exc:
+        Store(path)
+    assert "newer fairpp" in str(exc.value)
+    assert _bytes(path) == before
+
+
+def test_missing_file_with_create_false(tmp_path):
+    with pytest.raises(NotFoundError):
+        Store(tmp_path / "absent.db", create=False)
+    assert not (tmp_path / "absent.db").exists()
+
+
+def test_empty_file_becomes_a_database(tmp_path):
+    path = tmp_path / "empty.db"
+    path.write_bytes(b"")
+    with Store(path) as s:
+        assert s.version == SCHEMA_VERSION
+
+
+@pytest.mark.parametrize("kind", ["text", "other-program", "future"])
+def test_cli_refuses_with_exit_3(tmp_path, capsys, kind):
+    path = tmp_path / "x.db"
+    if kind == "text":
+        path.write_text("not a database", "utf-8")
+    elif kind == "other-program":
+        conn = sqlite3.connect(path)
+        conn.execute("CREATE TABLE t (x)")
+        conn.commit()
+        conn.close()
+    else:
+        Store(path).close()
+        conn = sqlite3.connect(path)
+        conn.execute("PRAGMA user_version = 99")
+        conn.commit()
+        conn.close()
+    before = _bytes(path)
+    assert main(["--db", str(path), "questions", "stats", "--json"]) == 3
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("fairpp: error: ")
+    assert str(path) in captured.err
+    assert "Traceback" not in captured.err
+    assert _bytes(path) == before
+
+
+def test_cli_corrupted_database_exits_3(tmp_path, bank, capsys):
+    path = tmp_path / "corrupt.db"
+    _small_fairpp_db(path, bank)
+    data = bytearray(path.read_bytes())
+    data[4096 * 3:4096 * 12] = b"\xde\xad\xbe\xef" * (4096 * 9 // 4)
+    path.write_bytes(bytes(data))
+    assert main(["--db", str(path), "info", "--json"]) == 3
+    captured = capsys.readouterr()
+    assert "fairpp: error:" in captured.err and "Traceback" not in captured.err
+    assert captured.out == ""
+
+
+def test_question_stats_counts(store):
+    stats = store.question_stats()
+    assert stats["total"] == 28_420
+    assert stats["kind"] == {"template": 28_420}
+    assert json.loads(json.dumps(stats)) == stats
