@@ -15,7 +15,7 @@ from .errors import UsageError
 # No file= here: rich then looks sys.stdout / sys.stderr up at each write, so output follows
 # a redirected stream (tests, the TUI) instead of the one present at import time.
 out = Console(soft_wrap=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 @contextmanager

@@ -66,5 +66,14 @@ class UnscorableOutput(BackendError):
     """The model answered, but none of the option letters can be read from its output.
 
     This is a property of one answer, not a fault of the backend: the engine records the
-    prompt as unparsed and goes on.
+    prompt as unparsed and goes on. ``key`` is the prompt's (question id, respondent),
+    ``top`` the tokens the model preferred instead.
     """
+
+    transient = False
+
+    def __init__(self, message: str, key: tuple[str, str] = ("", ""),
+                 top: dict[str, float] | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.top = top or {}

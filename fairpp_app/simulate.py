@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields
 from typing import Callable, Sequence
 
 from . import answers as ans
-from .errors import (BackendError, FairppError, PermanentBackendError, TransientBackendError,
+from .errors import (BackendError, FairppError, TransientBackendError,
                      UnscorableOutput, UsageError)
 from .events import Event, Progress, RetryScheduled, RunEnded, RunStarted
 from .personas import Persona, resolve_many
@@ -67,6 +67,9 @@ class SimulationConfig:
     base_url: str | None = field(default=None, metadata=_help("server URL for openai/ollama backends"))
     api_key_env: str | None = field(default=None, metadata=_help(
         "NAME of the environment variable holding the API key (the key itself is never stored)"))
+    api: str | None = field(default=None, metadata=_help(
+        "HTTP API flavour: openai completions|chat, ollama generate|chat (default: the backend's choice)"))
+    timeout: float = field(default=60.0, metadata=_help("seconds to wait for one HTTP request"))
     device: str = field(default="auto", metadata=_help("auto, cpu, cuda or mps (transformers)"))
     max_retries: int = field(default=5, metadata=_help("retries of a failing request before the run stops"))
     retry_delay: float = field(default=0.5, metadata=_help("first retry delay in seconds; doubles each time"))
@@ -129,7 +132,9 @@ def backend_options(config: SimulationConfig):
 
     return BackendOptions(model=config.model, base_url=config.base_url,
                           api_key_env=config.api_key_env, device=config.device,
-                          max_tokens=config.max_tokens, batch_size=config.batch_size)
+                          max_tokens=config.max_tokens, batch_size=config.batch_size,
+                          timeout=config.timeout,
+                          extra={"api": config.api} if config.api else {})
 
 
 def plan(store: Store, run_id: int, questions: Sequence[Question], personas: Sequence[Persona],
@@ -183,7 +188,8 @@ class Simulation:
         phash = template_hash(cfg.calibrate, cfg.debias == "permute")
         params = {"personas": cfg.personas, "respondent": cfg.respondent, "split": cfg.split,
                   "limit": cfg.limit, "debias": cfg.debias, "calibrate": cfg.calibrate,
-                  "base_url": cfg.base_url, "api_key_env": cfg.api_key_env,
+                  "api_key_env": cfg.api_key_env, "api": cfg.api,
+                  # describe() last: it replaces base_url with a copy free of credentials.
                   **{k: v for k, v in backend.describe().items() if k not in ("backend", "model")}}
         run = self.store.find_run(name)
         if run is None:

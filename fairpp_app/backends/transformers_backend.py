@@ -1,0 +1,227 @@
+"""Hugging Face transformers in-process, on CPU, CUDA or Apple's MPS.
+
+``--model`` is a local model folder or a GGUF file (see :mod:`fairpp_app.hfmodels`); with
+no model the embedded Gemma 3 270M is converted once and used, so this backend and the
+llama.cpp one can be compared on the same weights.
+
+Scoring runs a batch of prompts in one forward pass. Prompts are padded on the LEFT, so
+the last position of every row is that prompt's real last token, and the position ids
+count only real tokens, so a padded row sees exactly the positions it would see alone.
+The forward pass is asked for the logits of the last position only
+(``logits_to_keep=1``): one vocabulary-wide row per prompt, which is what the full-vocab
+log-normaliser behind ``other_mass`` needs anyway, and about 1% of the cost of the pass
+for Gemma 3 270M. Going through the model's own head keeps whatever it does after the
+projection (Gemma 2's ``final_logit_softcapping``, Granite's logit scaling...) without
+copying it here; projecting only the option rows would save that 1% but could not give
+``other_mass``. A model whose forward lacks ``logits_to_keep`` gets the full logits and
+the last row is taken.
+
+Models whose tokenizer has a chat template are prompted through it and the first assistant
+token is scored; base models get ``Prompt.as_text()`` with the BOS token where the
+tokenizer adds one. The KV cache is not kept between prompts (``REUSES_PREFIX`` is False):
+batching is what pays here.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .. import hfmodels
+from ..answers import LETTERS, OptionScores
+from ..errors import PermanentBackendError
+from ..prompts import Prompt
+from .base import Backend, BackendOptions
+
+_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16}
+
+
+class TransformersBackend(Backend):
+    name = "transformers"
+    description = "Hugging Face transformers; --model is a model folder or a GGUF file"
+    SUPPORTS_LOGPROBS = True
+    SUPPORTS_BATCH = True
+    REUSES_PREFIX = False
+
+    def __init__(self, options: BackendOptions) -> None:
+        super().__init__(options)
+        # The device first: asking for a missing GPU should fail before a minute of conversion.
+        self.device = hfmodels.pick_device(options.device)
+        self.dtype = self._dtype()
+        self.path: Path = hfmodels.resolve_model(options.model)
+        threads = int(os.environ.get("FAIRPP_THREADS", "0"))
+        if threads > 0 and self.device == "cpu":
+            torch.set_num_threads(threads)
+        self.tokenizer = hfmodels.load_tokenizer(self.path)
+        self.model = hfmodels.load_causal_lm(self.path, self.device, self.dtype)
+        self._name = hfmodels.model_display_name(options.model)
+        self._bos_id, self._adds_bos = self._bos_rule()
+        self._pad_id = self._pad_token_id()
+        self._letter_ids = self._option_token_ids()
+        self._chat = self._chat_mode()
+        params = inspect.signature(self.model.forward).parameters
+        self._keeps_logits = "logits_to_keep" in params
+        self._takes_positions = "position_ids" in params
+
+    # ---- set-up ------------------------------------------------------------------------
+
+    def _dtype(self) -> torch.dtype:
+        wanted = self.options.extra.get("dtype")
+        if wanted is None:
+            return hfmodels.default_dtype(self.device)
+        if str(wanted) not in _DTYPES:
+            raise PermanentBackendError(f"unknown dtype '{wanted}'; use one of {', '.join(_DTYPES)}")
+        return _DTYPES[str(wanted)]
+
+    def _bos_rule(self) -> tuple[int | None, bool]:
+        """The BOS id and whether the tokenizer puts it in front of plain text by itself."""
+        bos = self.tokenizer.bos_token_id
+        with_special = self.tokenizer("x", add_special_tokens=True)["input_ids"]
+        return bos, bos is not None and bool(with_special) and with_special[0] == bos
+
+    def _pad_token_id(self) -> int:
+        for candidate in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, 0):
+            if candidate is not None:
+                return int(candidate)
+        return 0
+
+    def _option_token_ids(self) -> list[list[int]]:
+        """Single-token spellings of each letter ("A", " A"), to be summed."""
+        ids = []
+        for letter in LETTERS:
+            variants = set()
+            for spelling in (letter, " " + letter):
+                toks = self.tokenizer.encode(spelling, add_special_tokens=False)
+                if len(toks) == 1:
+                    variants.add(int(toks[0]))
+            if not variants:
+                raise PermanentBackendError(f"the model has no single token for option {letter}")
+            ids.append(sorted(variants))
+        return ids
+
+    def _chat_mode(self) -> bool:
+        mode = str(self.options.extra.get("chat", "auto"))
+        has_template = bool(getattr(self.tokenizer, "chat_template", None))
+        if mode == "on" and not has_template:
+            raise PermanentBackendError(f"{self.model_name} has no chat template")
+        return mode != "off" and has_template
+
+    # ---- prompts -----------------------------------------------------------------------
+
+    def render(self, prompt: Prompt) -> tuple[str, bool]:
+        """Prompt text and whether it already holds the BOS token."""
+        if not self._chat:
+            return prompt.as_text(), False
+        try:
+            text = self.tokenizer.apply_chat_template(prompt.messages(), tokenize=False,
+                                                      add_generation_prompt=True)
+        except Exception:  # noqa: BLE001  templates that refuse a system turn raise jinja errors
+            if not prompt.system:
+                raise
+            merged = [{"role": "user", "content": f"{prompt.system}\n\n{prompt.user}"}]
+            text = self.tokenizer.apply_chat_template(merged, tokenize=False,
+                                                      add_generation_prompt=True)
+        bos = self.tokenizer.bos_token
+        return text, bool(bos) and text.startswith(bos)
+
+    def _tokens(self, prompt: Prompt) -> list[int]:
+        text, has_bos = self.render(prompt)
+        ids = list(self.tokenizer.encode(text, add_special_tokens=False))
+        if self._adds_bos and not has_bos:
+            ids.insert(0, self._bos_id)
+        if len(ids) >= self.options.n_ctx:
+            raise PermanentBackendError(
+                f"prompt of {len(ids)} tokens does not fit the context of {self.options.n_ctx}")
+        return ids
+
+    def _batch(self, prompts: Sequence[Prompt]) -> dict[str, torch.Tensor]:
+        """Left-padded input ids, attention mask and (where taken) real-token positions."""
+        rows = [self._tokens(p) for p in prompts]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
+            mask[i, width - len(row):] = 1
+        batch = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
+        if self._takes_positions:
+            batch["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(self.device)
+        return batch
+
+    def _chunks(self, prompts: Sequence[Prompt]):
+        step = max(1, self.options.batch_size)
+        for i in range(0, len(prompts), step):
+            yield prompts[i:i + step]
+
+    # ---- scoring and generation --------------------------------------------------------
+
+    def last_logits(self, prompts: Sequence[Prompt]) -> torch.Tensor:
+        """Float32 logits of the next token after each prompt, shape (len(prompts), vocab)."""
+        batch = self._batch(prompts)
+        with torch.inference_mode(), _oom_as_error(self.device):
+            if self._keeps_logits:
+                logits = self.model(**batch, use_cache=False, logits_to_keep=1).logits
+            else:
+                logits = self.model(**batch, use_cache=False).logits
+        return logits[:, -1, :].float()
+
+    def score_options(self, prompts: Sequence[Prompt]) -> list[OptionScores]:
+        out = []
+        for chunk in self._chunks(prompts):
+            logits = self.last_logits(chunk).double()
+            logprobs = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+            per_letter = [torch.logsumexp(logprobs[:, ids], dim=-1).tolist()
+                          for ids in self._letter_ids]
+            for row in zip(*per_letter):
+                out.append(OptionScores.from_logprobs(dict(zip(LETTERS, row))))
+        return out
+
+    def generate(self, prompts: Sequence[Prompt], max_tokens: int | None = None) -> list[str]:
+        out = []
+        new_tokens = max_tokens or self.options.max_tokens
+        for chunk in self._chunks(prompts):
+            batch = self._batch(chunk)
+            batch.pop("position_ids", None)  # generate() derives them from the mask itself
+            with torch.inference_mode(), _oom_as_error(self.device):
+                ids = self.model.generate(**batch, max_new_tokens=new_tokens, do_sample=False,
+                                          temperature=None, top_p=None, top_k=None,
+                                          pad_token_id=self._pad_id)
+            fresh = ids[:, batch["input_ids"].shape[1]:]
+            out.extend(self.tokenizer.batch_decode(fresh, skip_special_tokens=True))
+        return out
+
+    # ---- the rest of the contract ------------------------------------------------------
+
+    @property
+    def model_name(self) -> str:
+        return getattr(self, "_name", None) or hfmodels.model_display_name(self.options.model)
+
+    def list_models(self) -> list[str]:
+        return [self.model_name]
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "model": self.model_name, "device": self.device,
+                "dtype": str(self.dtype).removeprefix("torch."), "chat_template": self._chat}
+
+    def close(self) -> None:
+        if getattr(self, "model", None) is None:
+            return
+        self.model = None
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+
+@contextmanager
+def _oom_as_error(device: str):
+    """Out of device memory is the user's to fix (a smaller --batch-size), not a crash."""
+    try:
+        yield
+    except _OOM:
+        raise PermanentBackendError(f"out of memory on {device}; try a smaller --batch-size") from None
