@@ -98,6 +98,21 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_json(sim)
 
+    sc = add("scenarios", "scenario questions: a short vignette per option, written by a model")
+    scsub = sc.add_subparsers(dest="action", metavar="ACTION", required=True)
+    sg = add("generate", "write scenario questions for template questions that have none yet "
+             "(resumable)", scsub)
+    sg.add_argument("--backend", default="embedded", help="a backend that generates text (default: embedded)")
+    sg.add_argument("--model", help="model name, path or tag for the backend")
+    sg.add_argument("--base-url", help="server URL for openai/ollama backends")
+    sg.add_argument("--api-key-env", help="NAME of the environment variable holding the API key")
+    sg.add_argument("--limit", type=int, help="handle only the first N template questions")
+    sg.add_argument("--from-split", default="test", choices=("train", "test", "all"),
+                    help="template questions to write scenarios for (default: test, as in the paper)")
+    sg.add_argument("--attempts", type=int, default=3, help="tries per vignette before giving up (default 3)")
+    sg.add_argument("--run", help="run name for the generation log")
+    _add_json(sg)
+
     add("backends", "list backends and whether they can run here")
 
     r = add("runs", "list runs")

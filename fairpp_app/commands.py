@@ -248,6 +248,38 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return {"finished": 0, "cancelled": 130}.get(outcome.status, 1)
 
 
+def cmd_scenarios(args: argparse.Namespace) -> int:
+    from .backends.base import BackendOptions
+    from .backends.registry import create
+    from .events import Progress, RunEnded
+    from .scenarios import generate_scenarios
+
+    if args.attempts < 1 or (args.limit is not None and args.limit < 1):
+        raise UsageError("--attempts and --limit must be at least 1")
+    store, _ = _open(args)
+    if store.question_count() == 0:
+        from .questions import build_bank
+
+        store.upsert_questions(build_bank())
+
+    def listen(event) -> None:
+        if isinstance(event, Progress):
+            err.print(f"{event.done}/{event.total} template questions handled, {event.errors} failed")
+        elif isinstance(event, RunEnded) and event.message:
+            err.print(event.message)
+
+    options = BackendOptions(model=args.model, base_url=args.base_url, api_key_env=args.api_key_env)
+    with store, create(args.backend, options) as backend:
+        outcome = generate_scenarios(store, backend, run_name=args.run, source_split=args.from_split,
+                                     limit=args.limit, attempts=args.attempts, listener=listen)
+    if args.json:
+        _print_json(outcome.__dict__)
+    else:
+        err.print(f"scenarios: {outcome.generated} written, {outcome.failed} failed validation, "
+                  f"{outcome.skipped} already had one ({outcome.status})")
+    return 0 if outcome.status == "finished" else 1
+
+
 def cmd_backends(args: argparse.Namespace) -> int:
     from .backends.registry import BACKENDS, available
 
