@@ -131,7 +131,8 @@ def test_module_help_exits_0(tmp_path):
 
 def test_domain_core_does_not_import_ui_or_torch(tmp_path):
     code = ("import sys, fairpp_app.cli, fairpp_app.commands, fairpp_app.analysis, "
-            "fairpp_app.importer, fairpp_app.exporter, fairpp_app.weighting; "
+            "fairpp_app.importer, fairpp_app.exporter, fairpp_app.weighting, fairpp_app.simulate, "
+            "fairpp_app.scenarios, fairpp_app.backends.registry, fairpp_app.backends.llamacpp; "
             "print(sorted(m for m in ('textual', 'torch', 'transformers') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=_env(), cwd=tmp_path, timeout=120)
