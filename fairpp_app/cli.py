@@ -139,18 +139,25 @@ def add_config_flags(parser: argparse.ArgumentParser, which: str) -> None:
         if f.default not in (None, False, dataclasses.MISSING):
             help_ += f" (default: {f.default})"
         kind = hints[f.name]
+        # SUPPRESS: a flag not given leaves room for the config file's value.
         if kind is bool:
-            parser.add_argument(flag, action="store_true", default=f.default, help=help_)
+            parser.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=help_)
             continue
         base = int if kind in (int, int | None) else float if kind in (float, float | None) else str
-        parser.add_argument(flag, type=base, default=f.default, choices=meta.get("choices"),
+        parser.add_argument(flag, type=base, default=argparse.SUPPRESS, choices=meta.get("choices"),
                             help=help_, dest=f.name)
 
 
-def config_from_args(cls, args: argparse.Namespace):
+def config_from_args(cls, args: argparse.Namespace, section: str | None = None):
+    """Dataclass defaults, overlaid by the config file's [section], overlaid by flags."""
     import dataclasses
 
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+    from .config import load_config
+
+    values = dict(load_config().get(section, {})) if section else {}
+    values.update({f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+                   if hasattr(args, f.name)})
+    return cls(**values)
 
 
 def _version() -> str:

@@ -205,7 +205,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from .events import Progress, RetryScheduled, RunEnded, RunStarted
     from .simulate import SimulationConfig, run_simulation
 
-    config = config_from_args(SimulationConfig, args)
+    config = config_from_args(SimulationConfig, args, "simulate")
     store, personas = _open(args)
     if store.question_count() == 0:
         from .questions import build_bank
@@ -312,7 +312,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     store, _ = _open(args)
     with store:
+        from .paths import config_path
+
         info = {"data_dir": str(data_dir()), "database": str(store.path),
+                "config_file": str(config_path()),
                 "size_bytes": store.path.stat().st_size, "schema_version": store.version,
                 **store.counts()}
     if args.json:

@@ -118,7 +118,9 @@ class OpenAIBackend(Backend):
         return (urlsplit(self.base_url).hostname or "").lower() == "api.openai.com"
 
     def _read_key(self) -> str:
-        key = os.environ.get(self.key_env, "").strip()
+        from ..config import secret
+
+        key = secret(self.key_env)
         if key:
             return key
         if self.options.api_key_env or self._is_openai():
