@@ -70,7 +70,7 @@ class SimulationConfig:
     api: str | None = field(default=None, metadata=_help(
         "HTTP API flavour: openai completions|chat, ollama generate|chat (default: the backend's choice)"))
     timeout: float = field(default=60.0, metadata=_help("seconds to wait for one HTTP request"))
-    device: str = field(default="auto", metadata=_help("auto, cpu, cuda or mps (transformers)"))
+    device: str = field(default="auto", metadata=_help("transformers: auto, cpu, cuda or mps; mlx: cpu or gpu"))
     max_retries: int = field(default=5, metadata=_help("retries of a failing request before the run stops"))
     retry_delay: float = field(default=0.5, metadata=_help("first retry delay in seconds; doubles each time"))
     max_tokens: int = field(default=8, metadata=_help("tokens to generate in text mode"))

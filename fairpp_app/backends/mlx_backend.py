@@ -1,36 +1,58 @@
-"""mlx-lm in-process: a local Hugging Face model directory, or the embedded Gemma converted.
+"""mlx-lm in-process: a local Hugging Face model folder, or the embedded Gemma converted.
 
-mlx-lm loads the directory itself (safetensors weights of the architectures it knows,
-llama and gemma3_text among them); nothing is fetched from a hub, so ``--model`` must be
-a folder on disk. Without ``--model`` (or with ``embedded``) the Gemma 3 270M GGUF that
-ships with fairpp is converted once into the cache by :mod:`fairpp_app.hfmodels`.
+``--model`` is resolved by :mod:`fairpp_app.hfmodels` exactly as for the transformers
+backend: a model folder is used as it is, a GGUF file (and the embedded Gemma 3 270M) is
+converted once into the cache; nothing is downloaded. mlx-lm then loads the folder's
+safetensors itself (llama, gemma3_text and the other architectures it knows).
+
+Folders written by transformers 5 name a few settings in ways mlx-lm does not read yet:
+rope bases sit in ``rope_parameters`` (nested per layer type for Gemma 3), Gemma 3's
+sliding/full layer pattern is ``layer_types``, and mlx-lm's gemma3_text drops
+``final_logit_softcapping``. They are translated when the model is loaded, and the
+softcap is applied to the scored logits (it is monotonic, so greedy text is unchanged).
+A layer pattern mlx-lm cannot express is refused rather than run wrongly.
 
 Option scoring runs the model over the prompt and reads the last position's logits; the
 log-probabilities of each letter's single-token spellings ("A", " A") are summed. One
-prompt cache lives as long as the backend: before each prompt it is trimmed back to the
-longest token prefix shared with the previous prompt, so a persona's system prompt is
-evaluated once per persona. Caches that cannot be trimmed (a sliding-window layer that
-has already wrapped around, recurrent state) are rebuilt instead, which is slower but
-never wrong. Prompts go through the tokenizer's chat template when it has one, else
-through ``Prompt.as_text()``, as with llama.cpp.
+prompt cache lives as long as the backend: before each prompt it is cut back to the
+longest token prefix shared with what it holds, so a persona's system prompt is evaluated
+once per persona. A cache that cannot be cut back (a sliding-window layer that has
+wrapped around, recurrent state) is rebuilt instead: slower, never wrong. Only the last
+prompt token goes through the output projection; mlx is lazy, so the prefill chunks never
+compute their (discarded) vocabulary-wide logits. Text is generated greedily by mlx-lm's
+``stream_generate`` on the same cache and decoded in one piece, as the other backends do.
+Prompts go through the tokenizer's chat template when it has one, else through
+``Prompt.as_text()``. Scoring is one prompt at a time (``SUPPORTS_BATCH`` is False):
+with the persona prefix cached a prompt costs only its question's tokens, and a padded
+batch would give that cache up.
 
-mlx picks its device itself: Metal on Apple silicon, the CPU backend on Linux. ``device``
-``cpu`` or ``gpu`` overrides that for the whole process (mlx's default device is global).
+``import mlx_lm`` at the top is deliberate: the registry imports this module only when the
+backend is chosen, and turns a missing mlx-lm into a clear error.
+
+mlx picks its device itself: Metal on Apple silicon, the CPU backend on Linux (which is
+correct but slow: the Linux wheel's matrix products run at a few GFLOP/s). ``--device
+cpu`` or ``gpu`` overrides that for the whole process, as mlx's default device is global;
+generation then gets a stream on that device (mlx-lm's own was made at import time).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
+import mlx.core as mx
+import mlx_lm
 import numpy as np
+from mlx_lm.models import cache as cache_lib
+from mlx_lm.sample_utils import make_sampler
 
+from .. import hfmodels
 from ..answers import LETTERS, OptionScores
 from ..errors import PermanentBackendError
 from ..prompts import Prompt
 from .base import Backend, BackendOptions
 
-EMBEDDED_NAMES = (None, "", "embedded", "gemma-3-270m")
 #: Tokens per forward pass while filling the cache; bounds memory on long prompts.
 PREFILL_STEP = 512
 
@@ -44,29 +66,51 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+def config_overrides(config: dict) -> dict:
+    """Settings of a transformers 5 ``config.json`` renamed to what mlx-lm's model args read."""
+    out: dict = {}
+    rope = config.get("rope_parameters")
+    if isinstance(rope, dict) and "rope_theta" not in config:
+        per_layer = {k: v for k, v in rope.items() if isinstance(v, dict)}
+        full = per_layer.get("full_attention", rope)
+        if "rope_theta" in full:
+            out["rope_theta"] = full["rope_theta"]
+        if full.get("rope_type", "default") != "default":
+            out["rope_scaling"] = full
+        local = per_layer.get("sliding_attention")
+        if local and "rope_theta" in local:
+            out["rope_local_base_freq"] = local["rope_theta"]
+    layer_types = config.get("layer_types")
+    if config.get("model_type") in ("gemma3_text", "gemma3") and layer_types:
+        # mlx-lm marks layer i as full attention when (i + 1) % pattern == 0.
+        fulls = [i for i, kind in enumerate(layer_types) if kind == "full_attention"]
+        pattern = fulls[0] + 1 if fulls else len(layer_types) + 1
+        expected = ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention"
+                    for i in range(len(layer_types))]
+        if list(layer_types) != expected:
+            raise PermanentBackendError(
+                "mlx-lm runs Gemma 3 with full attention every n-th layer; this model's "
+                f"layer_types are irregular ({layer_types}); use the transformers backend")
+        out["sliding_window_pattern"] = pattern
+    return out
+
+
 class MLXBackend(Backend):
     name = "mlx"
-    description = "mlx-lm in-process; --model is a local Hugging Face model directory"
+    description = "mlx-lm in-process; --model is a model folder or a GGUF file"
     SUPPORTS_LOGPROBS = True
     REUSES_PREFIX = True
 
     def __init__(self, options: BackendOptions) -> None:
         super().__init__(options)
-        self._embedded = options.model in EMBEDDED_NAMES
-        path = self._model_dir()
-        import mlx.core as mx
-        import mlx_lm
-        from mlx_lm.models import cache as cache_lib
-
-        self._mx = mx
-        self._mlx_lm = mlx_lm
-        self._cache_lib = cache_lib
+        # The device first: asking for a missing GPU should fail before a minute of conversion.
         self._select_device()
-        try:
-            self.model, self.tokenizer = mlx_lm.load(str(path))
-        except (ValueError, OSError, KeyError) as exc:
-            raise PermanentBackendError(f"mlx-lm could not load {path}: {exc}") from None
-        self.path = path
+        self.path: Path = hfmodels.resolve_model(options.model)
+        self._name = hfmodels.model_display_name(options.model)
+        self._softcap = self._load()
+        self._bos_id = self.tokenizer.bos_token_id
+        with_special = self.tokenizer.encode("x", add_special_tokens=True)
+        self._adds_bos = self._bos_id is not None and bool(with_special) and with_special[0] == self._bos_id
         self._letter_ids = self._option_token_ids()
         self._chat = self._use_chat_template()
         # Prefix reuse needs a cache that can be cut back; recurrent state cannot.
@@ -77,31 +121,35 @@ class MLXBackend(Backend):
 
     # ---- set-up ----------------------------------------------------------------------------
 
-    def _model_dir(self) -> Path:
-        if self._embedded:
-            from ..hfmodels import resolve_model
-
-            return Path(resolve_model(None))
-        path = Path(self.options.model).expanduser()
-        if not path.is_dir():
-            raise PermanentBackendError(
-                f"the mlx backend needs --model DIR, a local Hugging Face model folder; "
-                f"'{self.options.model}' is not one (models are never downloaded)")
-        return path
-
     def _select_device(self) -> None:
-        mx = self._mx
         wanted = (self.options.device or "auto").lower()
+        self._stream = None
         if wanted == "auto":
             return
         if wanted == "cpu":
             mx.set_default_device(mx.cpu)
         elif wanted in ("gpu", "mps", "metal", "cuda"):
             if not mx.is_available(mx.gpu):
-                raise PermanentBackendError("mlx has no GPU on this machine; use --device cpu or auto")
+                raise PermanentBackendError("mlx sees no GPU on this machine; use --device cpu or auto")
             mx.set_default_device(mx.gpu)
         else:
             raise PermanentBackendError(f"the mlx backend runs on auto, cpu or gpu, not '{wanted}'")
+        self._stream = mx.new_thread_local_stream(mx.default_device())
+
+    def _load(self) -> float | None:
+        """Load model and tokenizer; the final-logit softcap mlx-lm leaves to us, if any."""
+        try:
+            config = json.loads((self.path / "config.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise PermanentBackendError(f"cannot read {self.path / 'config.json'}: {exc}") from None
+        overrides = config_overrides(config)
+        try:
+            self.model, self.tokenizer = mlx_lm.load(str(self.path), model_config=overrides)
+        except (ValueError, OSError, KeyError, TypeError) as exc:
+            raise PermanentBackendError(f"mlx-lm could not load {self.path}: {exc}") from None
+        cap = config.get("final_logit_softcapping")
+        handled = hasattr(getattr(self.model, "args", None), "final_logit_softcapping")
+        return float(cap) if cap and not handled else None
 
     def _option_token_ids(self) -> list[list[int]]:
         """Single-token spellings of each letter ("A", " A"), to be summed."""
@@ -126,116 +174,141 @@ class MLXBackend(Backend):
 
     @property
     def model_name(self) -> str:
-        return "gemma-3-270m" if self._embedded else self.path.name
+        return getattr(self, "_name", None) or hfmodels.model_display_name(self.options.model)
 
-    # ---- prompts and the cache -------------------------------------------------------------
+    # ---- prompts ---------------------------------------------------------------------------
+
+    def render(self, prompt: Prompt) -> tuple[str, bool]:
+        """Prompt text and whether it already holds the BOS token."""
+        if not self._chat:
+            return prompt.as_text(), False
+        template = self.tokenizer.apply_chat_template
+        try:
+            text = template(prompt.messages(), tokenize=False, add_generation_prompt=True)
+        except Exception:  # noqa: BLE001  templates that refuse a system turn raise jinja errors
+            if not prompt.system:
+                raise
+            merged = [{"role": "user", "content": f"{prompt.system}\n\n{prompt.user}"}]
+            text = template(merged, tokenize=False, add_generation_prompt=True)
+        bos = self.tokenizer.bos_token
+        return text, bool(bos) and text.startswith(bos)
 
     def _tokens(self, prompt: Prompt) -> list[int]:
-        if self._chat:
-            # The template writes BOS itself; the wrapper tokenizes without adding another.
-            ids = self.tokenizer.apply_chat_template(prompt.messages(), tokenize=True,
-                                                     add_generation_prompt=True)
-        else:
-            ids = self.tokenizer.encode(prompt.as_text())
-        tokens = [int(t) for t in ids]
-        if not tokens:
+        text, has_bos = self.render(prompt)
+        ids = [int(t) for t in self.tokenizer.encode(text, add_special_tokens=False)]
+        if self._adds_bos and not has_bos:
+            ids.insert(0, self._bos_id)
+        if not ids:
             raise PermanentBackendError("the prompt rendered to no tokens")
-        return tokens
+        if len(ids) >= self.options.n_ctx:
+            raise PermanentBackendError(
+                f"prompt of {len(ids)} tokens does not fit the context of {self.options.n_ctx}")
+        return ids
+
+    # ---- the prompt cache ------------------------------------------------------------------
 
     def _reset_cache(self) -> None:
-        self._cache = self._cache_lib.make_prompt_cache(self.model)
+        self._cache = cache_lib.make_prompt_cache(self.model)
         self._cached = []
 
-    def _prepare_cache(self, tokens: list[int]) -> int:
-        """Cut the cache back to the prefix it shares with ``tokens``; return its length.
-
-        At least one token is always left to evaluate, so there are fresh logits.
-        """
-        if self._cache is None or not self._reuse:
-            self._reset_cache()
-            return 0
-        keep = min(_common_prefix(self._cached, tokens), len(tokens) - 1)
-        drop = self._cache_length() - keep
-        if drop > 0:
-            lib = self._cache_lib
-            if not lib.can_trim_prompt_cache(self._cache) or lib.trim_prompt_cache(self._cache, drop) != drop:
-                self._reset_cache()
-                return 0
-        self._cached = self._cached[:keep]
-        return keep
-
     def _cache_length(self) -> int:
-        """Tokens held by the cache (generation may hold more than ``self._cached``)."""
+        """Tokens held by the cache (after generation it holds more than ``_cached``)."""
         offset = getattr(self._cache[0], "offset", None) if self._cache else None
         return int(offset) if offset is not None else len(self._cached)
 
-    def _forward(self, tokens: list[int]):
+    def _trim_to(self, keep: int) -> bool:
+        """Cut the cache back to its first ``keep`` tokens; False when it cannot be."""
+        drop = self._cache_length() - keep
+        if drop > 0:
+            if (not cache_lib.can_trim_prompt_cache(self._cache)
+                    or cache_lib.trim_prompt_cache(self._cache, drop) != drop):
+                return False
+        self._cached = self._cached[:keep]
+        return True
+
+    def _prepare_cache(self, tokens: list[int]) -> int:
+        """Keep the cached prefix shared with ``tokens``; return how many tokens that is.
+
+        At least one token is always left to evaluate, so there are fresh logits.
+        """
+        if self._cache is not None and self._reuse:
+            keep = min(_common_prefix(self._cached, tokens), len(tokens) - 1)
+            if self._trim_to(keep):
+                return keep
+        self._reset_cache()
+        return 0
+
+    def last_logits(self, tokens: list[int]):
         """Evaluate ``tokens`` on top of the cache; the logits of the last position."""
-        mx = self._mx
         keep = self._prepare_cache(tokens)
-        logits = None
-        for start in range(keep, len(tokens), PREFILL_STEP):
-            chunk = mx.array(tokens[start:start + PREFILL_STEP])[None]
-            logits = self.model(chunk, cache=self._cache)
+        last = len(tokens) - 1
+        for start in range(keep, last, PREFILL_STEP):
+            chunk = tokens[start:min(start + PREFILL_STEP, last)]
+            self.model(mx.array(chunk)[None], cache=self._cache)
             mx.eval([c.state for c in self._cache])
-            self._cached.extend(tokens[start:start + PREFILL_STEP])
+            self._cached.extend(chunk)
+        logits = self.model(mx.array(tokens[last:])[None], cache=self._cache)[0, -1]
+        self._cached.append(tokens[last])
         self.prompt_tokens += len(tokens) - keep
-        return logits[0, -1]
+        logits = logits.astype(mx.float32)
+        if self._softcap:
+            logits = mx.tanh(logits / self._softcap) * self._softcap
+        return logits
 
     # ---- the contract ----------------------------------------------------------------------
 
     def score_options(self, prompts: Sequence[Prompt]) -> list[OptionScores]:
-        mx = self._mx
         out = []
         for prompt in prompts:
+            tokens = self._tokens(prompt)
             try:
-                last = self._forward(self._tokens(prompt)).astype(mx.float32)
-                logprobs = last - mx.logsumexp(last)
-                rows = np.array(logprobs, dtype=np.float64)
+                logits = self.last_logits(tokens)
+                logprobs = np.array(logits - mx.logsumexp(logits), dtype=np.float64)
             except (RuntimeError, ValueError) as exc:
                 self._reset_cache()
                 raise PermanentBackendError(f"mlx failed on a prompt: {exc}") from None
-            values = {letter: float(np.logaddexp.reduce(rows[ids]))
+            values = {letter: float(np.logaddexp.reduce(logprobs[ids]))
                       for letter, ids in zip(LETTERS, self._letter_ids)}
             out.append(OptionScores.from_logprobs(values))
         return out
 
     def generate(self, prompts: Sequence[Prompt], max_tokens: int | None = None) -> list[str]:
-        from mlx_lm.sample_utils import make_sampler
-
         greedy = make_sampler(temp=0.0)
+        stream = {"stream": self._stream} if self._stream is not None else {}
         out = []
         for prompt in prompts:
             tokens = self._tokens(prompt)
             keep = self._prepare_cache(tokens)
             try:
-                text = self._mlx_lm.generate(
+                steps = mlx_lm.stream_generate(
                     self.model, self.tokenizer, tokens[keep:], prompt_cache=self._cache,
-                    max_tokens=max_tokens or self.options.max_tokens, sampler=greedy)
+                    max_tokens=max_tokens or self.options.max_tokens, sampler=greedy, **stream)
+                # The last step repeats the EOS that stopped it; ``length`` ends on a real token.
+                reply = [s.token for s in steps if s.finish_reason != "stop"]
             except (RuntimeError, ValueError) as exc:
                 self._reset_cache()
                 raise PermanentBackendError(f"mlx failed on a prompt: {exc}") from None
             self.prompt_tokens += len(tokens) - keep
-            # The cache now holds the prompt and (some of) the reply; keep only the prompt.
-            self._cached = tokens
-            extra = self._cache_length() - len(tokens)
-            if extra > 0 and (not self._cache_lib.can_trim_prompt_cache(self._cache)
-                              or self._cache_lib.trim_prompt_cache(self._cache, extra) != extra):
+            # The cache holds the prompt and part of the reply; keep the prompt for the next one.
+            self._cached = list(tokens)
+            if not self._trim_to(len(tokens)):
                 self._reset_cache()
-            out.append(text)
+            # Decoded in one piece, as the other backends do: mlx-lm's streaming
+            # detokenizer drops the leading space of a reply.
+            out.append(self.tokenizer.decode(reply, skip_special_tokens=True))
         return out
 
     def list_models(self) -> list[str]:
         return [self.model_name]
 
     def describe(self) -> dict:
-        return {"backend": self.name, "model": self.model_name, "path": str(self.path),
-                "chat_template": self._chat, "device": str(self._mx.default_device()),
-                "prefix_reuse": self._reuse}
+        return {"backend": self.name, "model": self.model_name,
+                "device": str(mx.default_device().type).split(".")[-1],
+                "chat_template": self._chat, "prefix_reuse": self._reuse}
 
     def close(self) -> None:
         if getattr(self, "model", None) is not None:
             self.model = None
             self._cache = None
             self._cached = []
-            self._mx.clear_cache()
+            mx.clear_cache()

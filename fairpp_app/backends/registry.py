@@ -27,7 +27,7 @@ BACKENDS: dict[str, BackendInfo] = {b.name: b for b in [
                 "any OpenAI-compatible server: OpenAI, vLLM, SGLang, llama.cpp server", "openai"),
     BackendInfo("transformers", "transformers_backend:TransformersBackend",
                 "Hugging Face transformers on CPU, CUDA or MPS (--model DIR or GGUF)", "transformers"),
-    BackendInfo("mlx", "mlx_backend:MLXBackend", "mlx-lm on Apple silicon (--model DIR)", "mlx_lm"),
+    BackendInfo("mlx", "mlx_backend:MLXBackend", "mlx-lm (Apple silicon; CPU on Linux) on a model folder or GGUF; default: the embedded Gemma converted", "mlx_lm"),
 ]}
 
 

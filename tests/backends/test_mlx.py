@@ -1,0 +1,315 @@
+"""The mlx backend, checked against transformers on the same weights.
+
+Tiny random models (tiny_models.py) pin what must hold whatever the weights: scores equal
+to a transformers forward pass of the same folder, a reused prompt cache giving the same
+scores as a fresh one (also for a Gemma 3 layout whose sliding window is shorter than the
+prompts, where the cache cannot be cut back), greedy text, chat templates, and the engine
+writing records. The ``model`` tests run the embedded Gemma 3 270M converted to a model
+folder and compare its answers with llama.cpp's.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("mlx_lm")
+torch = pytest.importorskip("torch")
+
+from tiny_models import CHAT_TEMPLATE, NO_SYSTEM_CHAT_TEMPLATE, build_tiny_model  # noqa: E402
+
+from fairpp_app.backends.base import BackendOptions  # noqa: E402
+from fairpp_app.backends.mlx_backend import MLXBackend, config_overrides  # noqa: E402
+from fairpp_app.backends.registry import create  # noqa: E402
+from fairpp_app.errors import PermanentBackendError  # noqa: E402
+from fairpp_app.personas import builtin_personas  # noqa: E402
+from fairpp_app.prompts import build_prompt  # noqa: E402
+from fairpp_app.questions import build_bank  # noqa: E402
+from fairpp_app.simulate import SimulationConfig, run_simulation  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("mlx-tiny") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma_dir(tmp_path_factory) -> Path:
+    """Gemma 3 layout with a sliding window shorter than the prompts and logit softcapping."""
+    return build_tiny_model(tmp_path_factory.mktemp("mlx-tiny") / "tiny-gemma", arch="gemma3",
+                            sliding_window=8, softcap=2.0)
+
+
+@functools.cache
+def split_questions(n: int) -> tuple:
+    return tuple(q for q in build_bank() if q.split == "test")[:n]
+
+
+def mixed_prompts(n_questions: int = 3):
+    """Two personas and the bare model, persona-major, as the engine orders them."""
+    personas = builtin_personas()
+    return [build_prompt(q, persona) for persona in (personas[0], personas[5], None)
+            for q in split_questions(n_questions)]
+
+
+def backend_for(path, **options) -> MLXBackend:
+    extra = options.pop("extra", {})
+    return create("mlx", BackendOptions(model=str(path), extra=extra, **options))
+
+
+def torch_letter_probs(model, tokens: list[int], letter_ids) -> tuple[list[float], float]:
+    """Reference: transformers' last-position softmax, summed per letter and renormalised."""
+    with torch.inference_mode():
+        logits = model(torch.tensor([tokens])).logits[0, -1].double()
+    logprobs = torch.log_softmax(logits, -1)
+    mass = [float(logprobs[ids].exp().sum()) for ids in letter_ids]
+    return [m / sum(mass) for m in mass], 1.0 - sum(mass)
+
+
+# ---- tiny models -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("which", ["tiny_dir", "tiny_gemma_dir"])
+def test_scores_match_transformers_on_the_same_folder(which, request):
+    from transformers import AutoModelForCausalLM
+
+    path = request.getfixturevalue(which)
+    prompts = mixed_prompts()
+    reference = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    with backend_for(path) as backend:
+        scores = backend.score_options(prompts)
+        for prompt, got in zip(prompts, scores, strict=True):
+            probs, other = torch_letter_probs(reference, backend._tokens(prompt), backend._letter_ids)
+            assert sum(got.probs) == pytest.approx(1.0, abs=1e-9)
+            assert got.probs == pytest.approx(probs, abs=1e-3)
+            assert got.other_mass == pytest.approx(other, abs=1e-3)
+    assert len({s.probs for s in scores}) > 1, "a random model still answers prompts differently"
+
+
+def test_the_prompt_cache_is_reused_and_changes_nothing(tiny_dir):
+    prompts = mixed_prompts()
+    with backend_for(tiny_dir) as backend:
+        total = sum(len(backend._tokens(p)) for p in prompts)
+        reused = backend.score_options(prompts)
+        assert backend.describe()["prefix_reuse"] is True
+        assert backend.prompt_tokens < 0.6 * total, "a persona's system prompt is evaluated once"
+        fresh = []
+        for p in prompts:
+            backend._cache = None  # forget everything: the next prompt starts from nothing
+            fresh.extend(backend.score_options([p]))
+    for r, f in zip(reused, fresh, strict=True):
+        assert r.probs == pytest.approx(f.probs, abs=1e-5)
+        assert r.other_mass == pytest.approx(f.other_mass, abs=1e-5)
+
+
+def test_a_wrapped_sliding_window_cache_is_rebuilt(tiny_gemma_dir):
+    """Past the window the cache cannot be cut back: every prompt is evaluated in full."""
+    prompts = mixed_prompts(2)
+    with backend_for(tiny_gemma_dir) as backend:
+        first = backend.score_options(prompts)
+        assert backend.prompt_tokens == sum(len(backend._tokens(p)) for p in prompts)
+        again = [backend.score_options([p])[0] for p in prompts]
+    assert [s.probs for s in first] == [s.probs for s in again]
+
+
+def test_gemma_softcap_is_applied_to_the_scores(tiny_gemma_dir):
+    prompt = mixed_prompts(1)[0]
+    with backend_for(tiny_gemma_dir) as backend:
+        assert backend._softcap == 2.0
+        logits = backend.last_logits(backend._tokens(prompt))
+        assert float(abs(logits).max()) <= 2.0
+
+
+def test_text_mode_matches_transformers_greedy(tiny_dir):
+    from transformers import AutoModelForCausalLM
+
+    prompts = mixed_prompts(2)
+    reference = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32).eval()
+    with backend_for(tiny_dir, max_tokens=5) as backend:
+        texts = backend.generate(prompts)
+        backend.score_options(prompts[:1])  # the cache now holds something else
+        again = backend.generate(prompts)
+        expected = []
+        for p in prompts:
+            ids = torch.tensor([backend._tokens(p)])
+            with torch.inference_mode():
+                out = reference.generate(ids, max_new_tokens=5, do_sample=False)
+            expected.append(backend.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+    assert texts == again == expected
+    assert all(isinstance(t, str) and t for t in texts)
+    assert not any("Answer:" in t for t in texts), "the prompt must not be echoed"
+
+
+def test_chat_template_is_used_with_a_single_bos(tmp_path):
+    path = build_tiny_model(tmp_path / "chat", chat_template=CHAT_TEMPLATE)
+    prompt = mixed_prompts(1)[0]
+    with backend_for(path) as backend:
+        assert backend.describe()["chat_template"] is True
+        text, has_bos = backend.render(prompt)
+        assert has_bos and text.startswith("<bos><|system|>\n") and text.endswith("<|assistant|>\n")
+        assert backend._tokens(prompt).count(backend.tokenizer.bos_token_id) == 1
+        assert sum(backend.score_options([prompt])[0].probs) == pytest.approx(1.0)
+    with backend_for(path, extra={"chat": "off"}) as plain:
+        assert plain.render(prompt) == (prompt.as_text(), False)
+        assert plain._tokens(prompt)[0] == plain.tokenizer.bos_token_id
+
+
+def test_chat_template_without_system_role_gets_it_merged(tmp_path):
+    path = build_tiny_model(tmp_path / "nosys", chat_template=NO_SYSTEM_CHAT_TEMPLATE)
+    prompt = mixed_prompts(1)[0]
+    with backend_for(path) as backend:
+        text, _ = backend.render(prompt)
+    assert "<|system|>" not in text
+    assert text.startswith(f"<bos><|user|>\n{prompt.system}\n\n{prompt.user}")
+
+
+def test_chat_on_without_a_template_is_refused(tiny_dir):
+    with pytest.raises(PermanentBackendError, match="no chat template"):
+        backend_for(tiny_dir, extra={"chat": "on"})
+
+
+def test_simulation_writes_a_record_per_persona_and_question(store, tiny_dir):
+    personas = builtin_personas()
+    config = SimulationConfig(backend="mlx", model=str(tiny_dir), split="test", limit=3,
+                              personas="1,6")
+    outcome = run_simulation(store, config, personas)
+    assert outcome.status == "finished", outcome.message
+    assert outcome.written == 6
+    rows = list(store.db.execute(
+        "SELECT respondent, answer, p_a + p_b + p_c, other_mass, method FROM records"))
+    assert len(rows) == 6
+    assert {r[0] for r in rows} == {personas[0].slug, personas[5].slug}
+    assert all(r[1] in ("A", "B", "C") and r[2] == pytest.approx(1.0) and 0 <= r[3] <= 1
+               and r[4] == "logprob" for r in rows)
+    run = store.find_run(outcome.run)
+    assert (run["backend"], run["model"]) == ("mlx", "tiny-llama")
+
+
+def test_simulation_in_text_mode(store, tiny_dir):
+    config = SimulationConfig(backend="mlx", model=str(tiny_dir), split="test", limit=2,
+                              personas="1", mode="text", max_tokens=3)
+    outcome = run_simulation(store, config, builtin_personas())
+    assert (outcome.status, outcome.written) == ("finished", 2), outcome.message
+    texts = [r[0] for r in store.db.execute("SELECT raw_text FROM records")]
+    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+
+
+def test_list_models_and_describe(tiny_dir):
+    backend = backend_for(tiny_dir, device="cpu")
+    with backend:
+        assert backend.list_models() == ["tiny-llama"]
+        assert backend.describe() == {"backend": "mlx", "model": "tiny-llama", "device": "cpu",
+                                      "chat_template": False, "prefix_reuse": True}
+        # An explicit device gives generation its own stream on that device.
+        assert backend.generate(mixed_prompts(1)[:1], 2) == backend_for(tiny_dir).generate(
+            mixed_prompts(1)[:1], 2)
+    backend.close()  # twice is fine
+
+
+def test_without_mlx_lm_the_registry_says_what_is_missing(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "mlx_lm", None)  # makes `import mlx_lm` fail
+    monkeypatch.delitem(sys.modules, "fairpp_app.backends.mlx_backend")
+    with pytest.raises(PermanentBackendError, match="needs the Python package 'mlx_lm'"):
+        create("mlx", BackendOptions(model="anything"))
+
+
+# ---- errors and config translation -------------------------------------------------------
+
+def test_missing_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(PermanentBackendError, match="model not found: .*no-such-model"):
+        backend_for(tmp_path / "no-such-model")
+
+
+def test_simulation_reports_a_missing_model_without_traceback(store, tmp_path):
+    config = SimulationConfig(backend="mlx", model=str(tmp_path / "gone"), split="test",
+                              limit=1, personas="1")
+    with pytest.raises(PermanentBackendError, match="model not found"):
+        run_simulation(store, config, builtin_personas())
+
+
+def test_unsupported_architecture_is_a_clear_error(tmp_path, tiny_dir):
+    import json
+    import shutil
+
+    path = tmp_path / "odd"
+    shutil.copytree(tiny_dir, path)
+    config = json.loads((path / "config.json").read_text())
+    config["model_type"] = "no-such-architecture"
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(PermanentBackendError, match="mlx-lm could not load"):
+        backend_for(path)
+
+
+def test_unknown_device_is_refused(tiny_dir):
+    with pytest.raises(PermanentBackendError, match="auto, cpu or gpu"):
+        backend_for(tiny_dir, device="tpu")
+
+
+def test_a_gpu_mlx_does_not_have_is_refused(tiny_dir):
+    import mlx.core as mx
+
+    if mx.is_available(mx.gpu):
+        pytest.skip("this machine has an mlx GPU")
+    with pytest.raises(PermanentBackendError, match="no GPU"):
+        backend_for(tiny_dir, device="gpu")
+
+
+def test_transformers5_rope_and_layer_settings_are_translated():
+    gemma = {"model_type": "gemma3_text",
+             "rope_parameters": {"full_attention": {"rope_theta": 1e6, "rope_type": "default"},
+                                 "sliding_attention": {"rope_theta": 1e4, "rope_type": "default"}},
+             "layer_types": ["sliding_attention"] * 5 + ["full_attention"]
+             + ["sliding_attention"] * 5 + ["full_attention"]}
+    assert config_overrides(gemma) == {"rope_theta": 1e6, "rope_local_base_freq": 1e4,
+                                       "sliding_window_pattern": 6}
+    scaled = {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0}
+    assert config_overrides({"model_type": "llama", "rope_parameters": scaled}) == {
+        "rope_theta": 5e5, "rope_scaling": scaled}
+    assert config_overrides({"model_type": "llama", "rope_theta": 1e4}) == {}
+    with pytest.raises(PermanentBackendError, match="irregular"):
+        config_overrides({"model_type": "gemma3_text",
+                          "layer_types": ["full_attention", "sliding_attention", "sliding_attention",
+                                          "full_attention"]})
+
+
+# ---- the embedded model, converted, against llama.cpp ------------------------------------
+
+@pytest.fixture(scope="session")
+def embedded_home(tmp_path_factory) -> Path:
+    """One data dir for the session, so the embedded GGUF is assembled and converted once."""
+    return tmp_path_factory.mktemp("embedded-home")
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_embedded_gemma_agrees_with_llama_cpp(embedded_home, monkeypatch, capsys):
+    from fairpp_app.backends.llamacpp import EmbeddedBackend
+
+    monkeypatch.setenv("FAIRPP_HOME", str(embedded_home))
+    persona = builtin_personas()[2]
+    prompts = [build_prompt(q, persona) for q in split_questions(5)]
+    started = time.perf_counter()
+    with backend_for("embedded") as mlx_backend:
+        load_s = time.perf_counter() - started
+        assert mlx_backend.model_name == "gemma-3-270m"
+        started = time.perf_counter()
+        mlx_scores = mlx_backend.score_options(prompts)
+        rate = len(prompts) / (time.perf_counter() - started)
+    with EmbeddedBackend(BackendOptions()) as cpp:
+        started = time.perf_counter()
+        cpp_scores = cpp.score_options(prompts)
+        cpp_rate = len(prompts) / (time.perf_counter() - started)
+    agree = sum(m.answer == c.answer for m, c in zip(mlx_scores, cpp_scores))
+    max_diff = max(abs(x - y) for m, c in zip(mlx_scores, cpp_scores)
+                   for x, y in zip(m.probs, c.probs))
+    with capsys.disabled():
+        print(f"\n[mlx vs llama.cpp] argmax agreement {agree}/{len(prompts)}, max |dp| "
+              f"{max_diff:.4f}; mlx {rate:.3f} records/s, llama.cpp {cpp_rate:.2f} records/s, "
+              f"load+convert {load_s:.0f} s")
+    assert all(sum(s.probs) == pytest.approx(1.0) for s in mlx_scores)
+    assert agree >= 0.8 * len(prompts)
+    assert max_diff < 0.1
