@@ -18,17 +18,19 @@ the last row is taken.
 
 Models whose tokenizer has a chat template are prompted through it and the first assistant
 token is scored; base models get ``Prompt.as_text()`` with the BOS token where the
-tokenizer adds one. The KV cache is not kept between prompts (``REUSES_PREFIX`` is False):
-batching is what pays here.
+tokenizer adds one. The KV cache is not kept between prompts (``REUSES_PREFIX`` is False).
+Batching is for GPUs; on a CPU the ~180-token prompts already keep the matrix units
+busy, and batches of 8 gained only 0.9-1.3x over single prompts
+(bench/transformers_batch.py).
 """
 
 from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -119,15 +121,21 @@ class TransformersBackend(Backend):
         """Prompt text and whether it already holds the BOS token."""
         if not self._chat:
             return prompt.as_text(), False
-        try:
-            text = self.tokenizer.apply_chat_template(prompt.messages(), tokenize=False,
-                                                      add_generation_prompt=True)
-        except Exception:  # noqa: BLE001  templates that refuse a system turn raise jinja errors
-            if not prompt.system:
-                raise
-            merged = [{"role": "user", "content": f"{prompt.system}\n\n{prompt.user}"}]
-            text = self.tokenizer.apply_chat_template(merged, tokenize=False,
-                                                      add_generation_prompt=True)
+        from jinja2 import TemplateError
+
+        attempts = [prompt.messages()]
+        if prompt.system:  # Gemma's and older Mistral templates refuse a system turn
+            attempts.append([{"role": "user", "content": f"{prompt.system}\n\n{prompt.user}"}])
+        for messages in attempts:
+            try:
+                text = self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                          add_generation_prompt=True)
+                break
+            except TemplateError as exc:
+                error = exc
+        else:
+            raise PermanentBackendError(
+                f"the chat template of {self.model_name} cannot render a prompt: {error}")
         bos = self.tokenizer.bos_token
         return text, bool(bos) and text.startswith(bos)
 
