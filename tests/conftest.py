@@ -36,6 +36,13 @@ def isolated_home(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture(scope="session")
+def embedded_home(tmp_path_factory) -> Path:
+    """One data dir shared by every test that needs the embedded model converted to HF
+    format, so the GGUF is assembled and converted (about a minute, 1 GB) once per session."""
+    return tmp_path_factory.mktemp("embedded-home")
+
+
+@pytest.fixture(scope="session")
 def bank() -> list[qb.Question]:
     """The full template bank (built once; treat as read-only)."""
     return qb.build_bank()

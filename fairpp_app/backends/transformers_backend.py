@@ -18,7 +18,17 @@ the last row is taken.
 
 Models whose tokenizer has a chat template are prompted through it and the first assistant
 token is scored; base models get ``Prompt.as_text()`` with the BOS token where the
-tokenizer adds one. The KV cache is not kept between prompts (``REUSES_PREFIX`` is False).
+tokenizer adds one.
+
+Shared-prefix reuse: the engine sends prompts persona-major, so a batch usually shares a
+long system prompt. When the rows of a batch share at least ``MIN_SHARED_PREFIX`` tokens,
+that prefix is run once (batch size 1, its KV cache kept for the next batch of the same
+persona), the cache is repeated along the batch and only the suffixes go through the
+model. Suffixes are left-padded against the prefix, so padding sits between prefix and
+suffix, masked out, and position ids count real tokens only: each row sees exactly what it
+would see alone (tested against plain scoring). This roughly halves the work per record
+on a GPU, where scoring is compute-bound. Models whose sliding attention window is shorter
+than the prompts score without it (the padding would shift what the window sees).
 Batching is for GPUs; on a CPU the ~180-token prompts already keep the matrix units
 busy, and batches of 8 gained only 0.9-1.3x over single prompts
 (bench/transformers_batch.py).
@@ -26,6 +36,7 @@ busy, and batches of 8 gained only 0.9-1.3x over single prompts
 
 from __future__ import annotations
 
+import copy
 import inspect
 import os
 from collections.abc import Sequence
@@ -40,6 +51,7 @@ from ..errors import PermanentBackendError
 from ..prompts import Prompt
 from .base import Backend, BackendOptions
 
+MIN_SHARED_PREFIX = 16
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
@@ -61,9 +73,25 @@ class TransformersBackend(Backend):
         threads = int(os.environ.get("FAIRPP_THREADS", "0"))
         if threads > 0 and self.device == "cpu":
             torch.set_num_threads(threads)
-        self.tokenizer = hfmodels.load_tokenizer(self.path)
-        self.model = hfmodels.load_causal_lm(self.path, self.device, self.dtype)
-        self._name = hfmodels.model_display_name(options.model)
+        self._setup(hfmodels.load_tokenizer(self.path),
+                    hfmodels.load_causal_lm(self.path, self.device, self.dtype),
+                    hfmodels.model_display_name(options.model))
+
+    @classmethod
+    def from_loaded(cls, model, tokenizer, options: BackendOptions, name: str) -> "TransformersBackend":
+        """Wrap a model already in memory (benchmarks on randomly initialised models)."""
+        self = cls.__new__(cls)
+        Backend.__init__(self, options)
+        self.device = str(next(model.parameters()).device)
+        self.dtype = next(model.parameters()).dtype
+        self.path = Path(name)
+        self._setup(tokenizer, model, name)
+        return self
+
+    def _setup(self, tokenizer, model, name: str) -> None:
+        self.tokenizer = tokenizer
+        self.model = model
+        self._name = name
         self._bos_id, self._adds_bos = self._bos_rule()
         self._pad_id = self._pad_token_id()
         self._letter_ids = self._option_token_ids()
@@ -71,6 +99,8 @@ class TransformersBackend(Backend):
         params = inspect.signature(self.model.forward).parameters
         self._keeps_logits = "logits_to_keep" in params
         self._takes_positions = "position_ids" in params
+        # transformers 5 renamed past_key_values to cache.
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
 
     # ---- set-up ------------------------------------------------------------------------
 
@@ -170,8 +200,65 @@ class TransformersBackend(Backend):
 
     # ---- scoring and generation --------------------------------------------------------
 
+    def _shared_prefix(self, rows: list[list[int]]) -> int:
+        if len(rows) < 2 or not self._keeps_logits or not self._takes_positions:
+            return 0
+        if not self.options.extra.get("prefix_cache", True):
+            return 0
+        window = getattr(self.model.config, "sliding_window", None)
+        if window and max(len(r) for r in rows) >= window:
+            return 0  # padding between prefix and suffix would eat into the window
+        first, n = rows[0], min(len(r) for r in rows) - 1  # keep >= 1 suffix token per row
+        cached = getattr(self, "_last_prefix", None)
+        if cached is not None and len(cached[0]) <= n and all(
+                tuple(r[:len(cached[0])]) == cached[0] for r in rows):
+            return len(cached[0])  # the persona's prefix, already in the cache
+        length = 0
+        while length < n and all(r[length] == first[length] for r in rows):
+            length += 1
+        return length if length >= MIN_SHARED_PREFIX else 0
+
+    def _prefix_cache(self, prefix: tuple[int, ...]):
+        cached = getattr(self, "_last_prefix", None)
+        if cached is not None and cached[0] == prefix:
+            return cached[1]
+        ids = torch.tensor([prefix], dtype=torch.long, device=self.device)
+        out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        cache = getattr(out, "cache", None) or out.past_key_values
+        self._last_prefix = (prefix, cache)
+        return cache
+
+    def _logits_with_prefix(self, rows: list[list[int]], shared: int) -> torch.Tensor:
+        cache = copy.deepcopy(self._prefix_cache(tuple(rows[0][:shared])))
+        cache.batch_repeat_interleave(len(rows))
+        suffixes = [r[shared:] for r in rows]
+        width = max(len(x) for x in suffixes)
+        ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), shared + width), dtype=torch.long)
+        mask[:, :shared] = 1
+        for i, suffix in enumerate(suffixes):
+            ids[i, width - len(suffix):] = torch.tensor(suffix, dtype=torch.long)
+            mask[i, shared + width - len(suffix):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                         position_ids=positions.to(self.device), use_cache=True,
+                         logits_to_keep=1, **{self._cache_arg: cache})
+        return out.logits[:, -1, :].float()
+
     def last_logits(self, prompts: Sequence[Prompt]) -> torch.Tensor:
         """Float32 logits of the next token after each prompt, shape (len(prompts), vocab)."""
+        rows = [self._tokens(p) for p in prompts]
+        shared = self._shared_prefix(rows)
+        systems = {p.system for p in prompts}
+        if shared and len(systems) == 1 and None not in systems:
+            # Cut at the persona's own prefix, so every batch of that persona reuses one cache.
+            persona_only = self._tokens(Prompt(system=prompts[0].system, user=""))
+            limit = next((i for i, (a, b) in enumerate(zip(persona_only, rows[0])) if a != b),
+                         min(len(persona_only), len(rows[0])))
+            shared = min(shared, limit) if limit >= MIN_SHARED_PREFIX else shared
+        if shared:
+            with torch.inference_mode(), _oom_as_error(self.device):
+                return self._logits_with_prefix(rows, shared)
         batch = self._batch(prompts)
         with torch.inference_mode(), _oom_as_error(self.device):
             if self._keeps_logits:
@@ -222,6 +309,7 @@ class TransformersBackend(Backend):
         if getattr(self, "model", None) is None:
             return
         self.model = None
+        self._last_prefix = None
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()
 

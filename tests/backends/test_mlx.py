@@ -278,12 +278,6 @@ def test_transformers5_rope_and_layer_settings_are_translated():
 
 # ---- the embedded model, converted, against llama.cpp ------------------------------------
 
-@pytest.fixture(scope="session")
-def embedded_home(tmp_path_factory) -> Path:
-    """One data dir for the session, so the embedded GGUF is assembled and converted once."""
-    return tmp_path_factory.mktemp("embedded-home")
-
-
 @pytest.mark.model
 @pytest.mark.slow
 def test_embedded_gemma_agrees_with_llama_cpp(embedded_home, monkeypatch, capsys):

@@ -91,6 +91,37 @@ def test_batched_scores_equal_one_at_a_time(which, request):
     assert len({s.probs for s in batched}) > 1, "a random model still answers prompts differently"
 
 
+@pytest.fixture(scope="module")
+def tiny_gemma_wide_dir(tmp_path_factory) -> Path:
+    """Gemma 3 layout whose sliding window is longer than the prompts (like the real 270M)."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-gemma-wide", arch="gemma3",
+                            sliding_window=512, softcap=2.0)
+
+
+def test_short_sliding_window_disables_prefix_reuse(tiny_gemma_dir):
+    persona = builtin_personas()[5]
+    with backend_for(tiny_gemma_dir, batch_size=3) as backend:
+        rows = [backend._tokens(build_prompt(q, persona)) for q in split_questions(3)]
+        assert backend._shared_prefix(rows) == 0
+
+
+@pytest.mark.parametrize("which", ["tiny_dir", "tiny_gemma_wide_dir"])
+def test_shared_persona_prefix_is_reused_exactly(which, request):
+    """Persona-major batches run the shared system prompt once; scores must not change."""
+    path = request.getfixturevalue(which)
+    persona = builtin_personas()[5]
+    prompts = [build_prompt(q, persona) for q in split_questions(6)]
+    with backend_for(path, batch_size=3) as backend:
+        rows = [backend._tokens(p) for p in prompts[:3]]
+        assert backend._shared_prefix(rows) >= 16
+        reused = backend.score_options(prompts)
+        assert backend._last_prefix is not None
+    with backend_for(path, batch_size=3, extra={"prefix_cache": False}) as backend:
+        plain = backend.score_options(prompts)
+        assert getattr(backend, "_last_prefix", None) is None
+    assert_same_scores(reused, plain)
+
+
 def test_scores_go_through_the_models_own_head_with_softcapping(tiny_gemma_dir):
     """Gemma's final softcapping is applied: scores match decoder -> lm_head -> tanh cap."""
     prompt = mixed_prompts(1)[0]
@@ -274,12 +305,6 @@ def test_importing_hfmodels_does_not_import_torch():
 
 
 # ---- the embedded model, converted, against llama.cpp ------------------------------------
-
-@pytest.fixture(scope="session")
-def embedded_home(tmp_path_factory) -> Path:
-    """One data dir for the session, so the embedded GGUF is assembled and converted once."""
-    return tmp_path_factory.mktemp("embedded-home")
-
 
 @pytest.fixture
 def embedded(embedded_home, monkeypatch):
