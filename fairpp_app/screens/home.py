@@ -1,0 +1,140 @@
+"""Home: what the database holds, which backends can run, recent runs, and first steps.
+
+An empty database gets one key that builds the question bank. The bank is built by the
+same function as ``fairpp questions build`` and written in chunks from a thread worker,
+so the progress bar moves and the screen stays responsive.
+"""
+
+from __future__ import annotations
+
+from rich.table import Table
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
+
+from ..questions import SPLITS
+from ..widgets.backends_panel import BackendsPanel
+
+CHUNK = 2000
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+class HomeScreen(Screen):
+    BINDINGS = [
+        Binding("b", "build_bank", "Build bank"),
+        Binding("r", "refresh", "Refresh"),
+    ]
+    PALETTE = [
+        ("Build the question bank", "build_bank", "write the 28,420 template questions"),
+        ("Refresh home", "refresh", "re-read counts, runs and backends"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll(id="home"):
+            yield Static(id="db-info")
+            with Vertical(id="first-run"):
+                yield Static(id="first-run-text")
+                yield ProgressBar(id="build-progress", show_eta=False)
+            with Horizontal(id="home-panels"):
+                yield Static(id="counts", classes="panel")
+                yield BackendsPanel(id="backends", classes="panel")
+            yield Static("Recent runs", classes="section")
+            yield DataTable(id="recent-runs", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#recent-runs", DataTable)
+        table.add_columns("run", "kind", "backend / model", "status", "records")
+        self.building = False
+        self.refresh_view()
+
+    def on_screen_resume(self) -> None:
+        self.refresh_view()
+
+    def action_refresh(self) -> None:
+        self.refresh_view()
+        self.query_one(BackendsPanel).check_ollama()
+
+    def refresh_view(self) -> None:
+        store = self.app.store
+        counts = store.counts()
+        size = store.path.stat().st_size if store.path.exists() else 0
+        self.query_one("#db-info", Static).update(
+            f"[b]Database[/b] {self.app.db_path}  ({human_size(size)}, schema {store.version})")
+        table = Table(title="Contents", title_justify="left", show_header=False, box=None,
+                      padding=(0, 1))
+        table.add_column("what")
+        table.add_column("count", justify="right")
+        table.add_row("questions", f"{counts['questions']:,}")
+        for split in SPLITS:
+            table.add_row(f"  {split}", f"{store.question_count(split):,}")
+        for key, label in (("personas", "personas"), ("runs", "runs"), ("records", "records"),
+                           ("trainings", "trained adapters")):
+            table.add_row(label, f"{counts[key]:,}")
+        self.query_one("#counts", Static).update(table)
+        self._first_run(counts["questions"] == 0)
+        runs = self.query_one("#recent-runs", DataTable)
+        runs.clear()
+        for run in reversed(store.list_runs()[-10:]):
+            who = " / ".join(x for x in (run["backend"], run["model"]) if x) or "-"
+            runs.add_row(run["name"], run["kind"], who, run["status"], f"{run['records']:,}",
+                         key=run["name"])
+        if not runs.row_count:
+            runs.add_row("no runs yet", "", "", "", "")
+
+    def _first_run(self, empty: bool) -> None:
+        box = self.query_one("#first-run")
+        box.display = empty or self.building
+        if empty and not self.building:
+            self.query_one("#first-run-text", Static).update(
+                "[b]This database is empty.[/b] Press [b]b[/b] to build the question bank "
+                "(28,420 template questions with their train/test split; a few seconds). "
+                "Then let personas answer in Simulate ([b]4[/b]), or import the official "
+                "answers with `fairpp import fairpp-csv FILE`.")
+        self.query_one("#build-progress").display = self.building
+
+    def action_build_bank(self) -> None:
+        if self.building:
+            self.notify("the question bank is already being built")
+            return
+        self.building = True
+        self._first_run(True)
+        self.query_one("#first-run-text", Static).update("Building the question bank…")
+        self.build_bank(self.query_one("#build-progress", ProgressBar))
+
+    @work(thread=True, exclusive=True, group="bank")
+    def build_bank(self, progress: ProgressBar) -> None:
+        from ..questions import build_bank
+        from ..store import Store
+
+        try:
+            bank = build_bank()
+            self.app.call_from_thread(progress.update, total=len(bank), progress=0)
+            with Store(self.app.db_path) as store:
+                for start in range(0, len(bank), CHUNK):
+                    store.upsert_questions(bank[start:start + CHUNK])
+                    self.app.call_from_thread(progress.update, progress=start + CHUNK)
+            self.app.call_from_thread(self._built, len(bank), None)
+        except Exception as exc:  # shown to the user; the screen stays usable
+            self.app.call_from_thread(self._built, 0, exc)
+
+    def _built(self, n: int, error: Exception | None) -> None:
+        self.building = False
+        if error is not None:
+            self.app.show_error(error)
+        else:
+            self.notify(f"question bank built: {n:,} template questions")
+            self.app.data_changed()
+        self.refresh_view()

@@ -1,0 +1,1 @@
+"""Reusable pieces of the terminal app: bars, heatmaps, forms, tables, plots, the palette."""

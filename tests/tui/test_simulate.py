@@ -1,0 +1,167 @@
+"""Simulate: the form, a run in a worker, pause/resume, errors on screen, a real tiny run."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from textual.widgets import DataTable, Static
+
+from fairpp_app.answers import OptionScores
+from fairpp_app.backends import registry
+from fairpp_app.backends.base import Backend
+from fairpp_app.prompts import template_hash
+from fairpp_app.screens.simulate import SimulateScreen, config_from_run
+from fairpp_app.simulate import SimulationConfig
+from fairpp_app.widgets.config_form import ConfigForm
+from tui_data import SIZE, plain
+
+pytestmark = pytest.mark.asyncio
+
+
+class GatedBackend(Backend):
+    """Answers A at once for the first prompt, then waits for the test to open the gate."""
+
+    name = "embedded"
+    SUPPORTS_LOGPROBS = True
+
+    def __init__(self, options) -> None:
+        super().__init__(options)
+        self.calls = 0
+        self.gate = threading.Event()
+
+    @property
+    def model_name(self) -> str:
+        return "gemma-3-270m"
+
+    def score_options(self, prompts):
+        self.calls += 1
+        if self.calls > 1:
+            self.gate.wait(10)
+        return [OptionScores((0.7, 0.2, 0.1)) for _ in prompts]
+
+
+async def _open(app, pilot) -> SimulateScreen:
+    await pilot.press("4")
+    await pilot.pause()
+    assert isinstance(app.screen, SimulateScreen)
+    return app.screen
+
+
+def _runs(screen) -> dict[str, str]:
+    table = screen.query_one("#sim-runs", DataTable)
+    return {str(table.get_row_at(i)[0]): str(table.get_row_at(i)[1])
+            for i in range(table.row_count)}
+
+
+async def test_form_is_generated_from_the_config(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await _open(app, pilot)
+        form = screen.query_one(ConfigForm)
+        assert form.build() == SimulationConfig()  # defaults round-trip
+        form.load({"limit": 3, "personas": "6", "calibrate": True, "mode": "text"})
+        config = form.build()
+        got = (config.limit, config.personas, config.calibrate, config.mode)
+        assert got == (3, "6", True, "text")
+        form.load({"limit": 0})
+        await pilot.press("f5")
+        await pilot.pause()
+        assert screen.state == "idle"
+        assert "--limit must be at least 1" in plain(screen.query_one("#sim-error", Static))
+
+
+async def test_backend_error_is_shown_with_what_to_do(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await _open(app, pilot)
+        screen.query_one(ConfigForm).load({"backend": "llamacpp", "limit": 1})
+        await pilot.press("f5")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        error = plain(screen.query_one("#sim-error", Static))
+        assert "needs --model PATH" in error and "GGUF" in error
+        assert screen.state == "idle"
+        assert any(n.severity == "error" for n in app._notifications)
+
+
+async def test_pause_then_resume_finishes_the_same_run(store, make_app, monkeypatch):
+    backends = []
+
+    def create(name, options=None):
+        backends.append(GatedBackend(options))
+        return backends[-1]
+
+    monkeypatch.setattr(registry, "create", create)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await _open(app, pilot)
+        screen.query_one(ConfigForm).load({"limit": 4, "personas": "6", "split": "test",
+                                           "run": "gated", "batch_size": 1})
+        await pilot.press("f5")
+        while not backends or backends[0].calls < 2:  # second prompt is waiting at the gate
+            await pilot.pause(0.01)
+        await pilot.press("f6")
+        assert screen.state == "pausing"
+        backends[0].gate.set()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert screen.state == "paused"
+        assert store.get_run("gated")["status"] == "cancelled"
+        assert store.record_count(store.get_run("gated")["id"]) == 2
+        assert _runs(screen)["gated"] == "cancelled"
+
+        await pilot.press("f6")  # resume: the same config again
+        backends[-1].gate.set()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert screen.state == "idle"
+        assert store.get_run("gated")["status"] == "finished"
+        assert store.record_count(store.get_run("gated")["id"]) == 4
+        assert _runs(screen)["gated"] == "finished"
+        assert "4/4 records" in plain(screen.query_one("#sim-stats", Static))
+
+
+async def test_a_stopped_run_is_resumed_from_the_runs_table(store, make_app, monkeypatch):
+    backends = []
+
+    def create(name, options=None):
+        backends.append(GatedBackend(options))
+        backends[-1].gate.set()
+        return backends[-1]
+
+    monkeypatch.setattr(registry, "create", create)
+    run = store.create_run("left-over", "simulation", backend="embedded", model="gemma-3-270m",
+                           mode="logprob", status="stopped",
+                           prompt_hash=template_hash(),
+                           params={"personas": "6", "split": "test", "limit": 3,
+                                   "respondent": "personas", "debias": "none",
+                                   "calibrate": False})
+    assert config_from_run(store.get_run("left-over"))["limit"] == 3
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await _open(app, pilot)
+        assert _runs(screen)["left-over"] == "stopped"
+        await pilot.press("f8")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert store.get_run("left-over")["status"] == "finished"
+        assert store.record_count(run["id"]) == 3
+
+
+@pytest.mark.model
+async def test_real_tiny_simulation_on_the_embedded_model(store, make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await _open(app, pilot)
+        screen.query_one(ConfigForm).load({"limit": 2, "personas": "6", "split": "test",
+                                           "run": "tui-tiny"})
+        await pilot.click("#sim-start")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        run = store.get_run("tui-tiny")
+        assert run["status"] == "finished", plain(screen.query_one("#sim-error", Static))
+        assert store.record_count(run["id"]) == 2
+        assert _runs(screen)["tui-tiny"] == "finished"
+        assert "2/2 records" in plain(screen.query_one("#sim-stats", Static))
+        assert "finished" in plain(screen.query_one("#sim-state", Static))
