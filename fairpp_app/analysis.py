@@ -57,37 +57,32 @@ def run_metrics(store: Store, run_name: str, personas: list[Persona], split: str
         frame = pd.concat([ref, frame], ignore_index=True)
     respondents = _ordered_respondents(frame, slugs)
     target_personas = [s for s in slugs if s in respondents]
-    answers = answer_maps(frame)
-    probs = prob_maps(frame)
-    dims = {qid: int(d) for qid, d in zip(frame["question_id"], frame["dimension"])}
+    grid = _AnswerGrid(frame, respondents)
 
     result: dict = {"run": run_name, "split": split, "personas": target_personas,
                     "respondents": respondents, "similarity": {}, "agreement": {},
                     "soft_similarity": {}, "soft_agreement": {}, "by_dimension": {},
                     "counts": {}, "questions": {}}
     for r in respondents:
-        ans = answers.get(r, {})
-        c = metrics.letter_counts(ans.values())
+        codes = grid.codes[:, grid.col[r]]
+        answered = codes != _ABSENT
+        c = np.bincount(codes[codes >= 0], minlength=3)
         result["counts"][r] = {"A": int(c[0]), "B": int(c[1]), "C": int(c[2]),
-                               "unparsed": sum(1 for a in ans.values() if a is None)}
-        result["questions"][r] = len(ans)
+                               "unparsed": int(np.sum(codes == _UNPARSED))}
+        result["questions"][r] = int(answered.sum())
         sims, agrees, soft_s, soft_a, by_dim = {}, {}, {}, {}, {}
         for p in target_personas:
-            pa = answers.get(p, {})
-            sims[p] = metrics.paired_similarity(ans, pa)
-            agrees[p] = metrics.agreement(ans, pa)
-            common = [q for q in probs.get(r, {}) if q in probs.get(p, {})]
-            if common:
-                px = np.stack([probs[r][q] for q in common])
-                py = np.stack([probs[p][q] for q in common])
-                soft_s[p] = metrics.soft_similarity(px, py)
-                soft_a[p] = metrics.soft_agreement(px, py)
-            per_dim = {}
-            for d in sorted(set(dims.values())):
-                da = {q: a for q, a in ans.items() if dims.get(q) == d}
-                db = {q: a for q, a in pa.items() if dims.get(q) == d}
-                per_dim[str(d)] = metrics.paired_similarity(da, db)
-            by_dim[p] = per_dim
+            x, y = codes, grid.codes[:, grid.col[p]]
+            both = (x >= 0) & (y >= 0)
+            sims[p] = _similarity(x[both], y[both])
+            agrees[p] = float(np.mean(x[both] == y[both])) if both.any() else None
+            px, py = grid.probs[:, grid.col[r]], grid.probs[:, grid.col[p]]
+            common = ~np.isnan(px).any(axis=1) & ~np.isnan(py).any(axis=1)
+            if common.any():
+                soft_s[p] = metrics.soft_similarity(px[common], py[common])
+                soft_a[p] = metrics.soft_agreement(px[common], py[common])
+            by_dim[p] = {str(d): _similarity(x[both & (grid.dims == d)], y[both & (grid.dims == d)])
+                         for d in grid.dim_values}
         result["similarity"][r] = sims
         result["agreement"][r] = agrees
         if soft_s:
@@ -95,6 +90,37 @@ def run_metrics(store: Store, run_name: str, personas: list[Persona], split: str
             result["soft_agreement"][r] = soft_a
         result["by_dimension"][r] = by_dim
     return result
+
+
+_ABSENT, _UNPARSED = -2, -1
+
+
+def _similarity(x: np.ndarray, y: np.ndarray) -> float | None:
+    if len(x) == 0:
+        return None
+    return metrics.js_similarity(np.bincount(x, minlength=3), np.bincount(y, minlength=3))
+
+
+class _AnswerGrid:
+    """Answers as a (question x respondent) matrix of codes: 0-2 = A-C, -1 unparsed,
+    -2 not answered; probabilities as (question x respondent x 3), NaN where unknown.
+    Vectorised, because a full Fair-PP run holds a quarter of a million records."""
+
+    def __init__(self, frame, respondents: list[str]) -> None:
+        qids = list(dict.fromkeys(frame["question_id"]))
+        row = {q: i for i, q in enumerate(qids)}
+        self.col = {r: j for j, r in enumerate(respondents)}
+        self.codes = np.full((len(qids), len(respondents)), _ABSENT, dtype=np.int64)
+        self.probs = np.full((len(qids), len(respondents), 3), np.nan)
+        self.dims = np.zeros(len(qids), dtype=np.int64)
+        rows = np.array([row[q] for q in frame["question_id"]], dtype=np.int64)
+        cols = np.array([self.col[r] for r in frame["respondent"]], dtype=np.int64)
+        letters = {"A": 0, "B": 1, "C": 2}
+        self.codes[rows, cols] = [letters.get(a, _UNPARSED) if isinstance(a, str) else _UNPARSED
+                                  for a in frame["answer"]]
+        self.probs[rows, cols] = frame[["p_a", "p_b", "p_c"]].to_numpy(dtype=float, na_value=np.nan)
+        self.dims[rows] = frame["dimension"].to_numpy(dtype=np.int64)
+        self.dim_values = sorted(set(self.dims.tolist())) if len(qids) else []
 
 
 def persona_answers(store: Store, run_name: str, slugs: list[str], split: str) -> dict[str, dict[str, str | None]]:
