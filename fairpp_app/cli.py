@@ -113,6 +113,37 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--run", help="run name for the generation log")
     _add_json(sg)
 
+    tr = add("train", "fine-tune a model toward one persona (sft, wsft, dpo, wdpo) with LoRA; "
+             "resumable with --resume NAME",
+             epilog="several GPUs: accelerate launch -m fairpp_app.cli train ... (one process "
+                    "per GPU; --batch-size is per GPU)")
+    add_config_flags(tr, "train")
+    tr.add_argument("--resume", metavar="NAME", help="continue the training NAME from its last "
+                    "checkpoint (its stored settings are used; other flags are ignored)")
+    tr.add_argument("--quiet", action="store_true", help="no line per step on stderr")
+    _add_json(tr)
+
+    ev = add("evaluate", "answer a split with a trained adapter (or the base model) as the bare "
+             "model respondent; stored as run eval-NAME, resumable")
+    which = ev.add_mutually_exclusive_group(required=True)
+    which.add_argument("--adapter", metavar="NAME", help="finished training to evaluate")
+    which.add_argument("--base", metavar="MODEL", nargs="?", const="embedded",
+                       help="evaluate the untrained base model instead (default: the embedded one)")
+    ev.add_argument("--split", default="test", choices=("test", "scenario", "train", "all"),
+                    help="questions to answer (default: test)")
+    ev.add_argument("--limit", type=int, help="answer only the first N questions of the split")
+    ev.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    ev.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass (default 8)")
+    _add_json(ev)
+
+    rp = add("report", "the paper's Table 2 for a target persona: base, role-play, SFT, WSFT, DPO, WDPO")
+    rp.add_argument("--target", default="6", help="target persona: number or slug (default 6)")
+    rp.add_argument("--from-run", help="run holding the personas' answers (default: that of the "
+                    "latest training for the target)")
+    rp.add_argument("--split", default="test", choices=("test", "scenario", "train", "all"),
+                    help="questions compared (default: test)")
+    _add_json(rp)
+
     add("backends", "list backends and whether they can run here")
 
     r = add("runs", "list runs")
@@ -129,8 +160,9 @@ def add_config_flags(parser: argparse.ArgumentParser, which: str) -> None:
     import typing
 
     from .simulate import SimulationConfig
+    from .training.config import TrainingConfig
 
-    cls = {"simulate": SimulationConfig}[which]
+    cls = {"simulate": SimulationConfig, "train": TrainingConfig}[which]
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")

@@ -439,6 +439,62 @@ class Store:
         return {r["question_id"]: (r["tier"], r["weight"]) for r in self.db.query(
             "SELECT question_id, tier, weight FROM weights WHERE set_id = ?", [rows[0]["id"]])}
 
+    # ---- trainings -----------------------------------------------------------------------
+
+    def create_training(self, name: str, method: str, target: str, base_model: str,
+                        from_run: str | None, config: dict, status: str = "created") -> dict:
+        now = _now()
+        self.db["trainings"].insert({
+            "name": name, "method": method, "target": target, "base_model": base_model,
+            "from_run": from_run, "config": json.dumps(config, sort_keys=True), "status": status,
+            "adapter_path": None, "created_at": now, "updated_at": now,
+        })
+        return self.get_training(name)
+
+    def find_training(self, name: str) -> dict | None:
+        rows = list(self.db.query("SELECT * FROM trainings WHERE name = ?", [name]))
+        if not rows:
+            return None
+        row = rows[0]
+        row["config"] = json.loads(row["config"] or "{}")
+        return row
+
+    def get_training(self, name: str) -> dict:
+        row = self.find_training(name)
+        if row is None:
+            known = [r["name"] for r in self.db.query("SELECT name FROM trainings ORDER BY id")]
+            hint = (f"; trainings here: {', '.join(known)}" if known
+                    else "; this database has no trainings yet")
+            raise NotFoundError(f"no training named '{name}'{hint}")
+        return row
+
+    def update_training(self, training_id: int, *, status: str | None = None,
+                        adapter_path: str | None = None, config: dict | None = None) -> None:
+        sets, args = ["updated_at = ?"], [_now()]
+        if status is not None:
+            sets.append("status = ?")
+            args.append(status)
+        if adapter_path is not None:
+            sets.append("adapter_path = ?")
+            args.append(adapter_path)
+        if config is not None:
+            sets.append("config = ?")
+            args.append(json.dumps(config, sort_keys=True))
+        self.db.execute(f"UPDATE trainings SET {', '.join(sets)} WHERE id = ?", [*args, training_id])
+
+    def list_trainings(self, *, target: str | None = None, method: str | None = None,
+                       status: str | None = None) -> list[dict]:
+        clauses, args = [], []
+        for column, value in (("target", target), ("method", method), ("status", status)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = list(self.db.query(f"SELECT * FROM trainings{where} ORDER BY id", args))
+        for row in rows:
+            row["config"] = json.loads(row["config"] or "{}")
+        return rows
+
     # ---- overview ------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:

@@ -1,0 +1,129 @@
+"""What defines a training run; the CLI flags and the TUI form are generated from it.
+
+Defaults follow the paper where it fits a laptop (DPO beta 0.1, alpha = beta = 1 for the
+weights, one epoch, 32 questions per optimizer step as 8 x 4 accumulation) and LoRA where
+the authors fine-tuned every weight. The learning rate is LoRA's usual order (1e-4), not
+the paper's 5e-7 for a full fine-tune. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields
+
+from ..errors import UsageError
+
+METHODS = ("wdpo", "dpo", "wsft", "sft")
+DEVICES = ("auto", "cuda", "cpu", "mps", "mlx")
+OPTIMIZERS = ("adamw_torch", "rmsprop", "sgd")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def _help(text: str, **kw) -> dict:
+    return {"help": text, **kw}
+
+
+def is_weighted(method: str) -> bool:
+    return method in ("wdpo", "wsft")
+
+
+def is_preference(method: str) -> bool:
+    return method in ("wdpo", "dpo")
+
+
+@dataclass
+class TrainingConfig:
+    """Everything that defines a training run (stored with it, so --resume needs only the name)."""
+
+    method: str = field(default="wdpo", metadata=_help(
+        "wdpo / dpo: preference pairs (target's option over each other option); wsft / sft: the "
+        "target's option as the completion. The w-methods weight each question by the paper's tiers",
+        choices=METHODS))
+    target: str = field(default="6", metadata=_help("target persona: number or slug"))
+    from_run: str | None = field(default=None, metadata=_help(
+        "run holding the personas' answers (required for a new training)"))
+    base: str | None = field(default=None, metadata=_help(
+        "base model: a Hugging Face model folder or a .gguf file (default: the embedded Gemma 3 270M)"))
+    name: str | None = field(default=None, metadata=_help(
+        "training name (default: METHOD-pTARGET); its files go to DATA_DIR/trainings/NAME"))
+    device: str = field(default="auto", metadata=_help(
+        "auto picks cuda, then mps, then cpu; mlx uses the MLX trainer", choices=DEVICES))
+    limit: int | None = field(default=None, metadata=_help(
+        "train on the first N train questions only (quick runs)"))
+    lora_r: int = field(default=16, metadata=_help("LoRA rank"))
+    lora_alpha: int = field(default=32, metadata=_help("LoRA scaling alpha"))
+    lora_dropout: float = field(default=0.0, metadata=_help("dropout on the LoRA branch"))
+    lr: float = field(default=1e-4, metadata=_help("peak learning rate"))
+    optim: str = field(default="adamw_torch", metadata=_help(
+        "optimizer (the paper used rmsprop for a full fine-tune)", choices=OPTIMIZERS))
+    warmup_steps: int = field(default=0, metadata=_help("linear warm-up steps"))
+    epochs: int = field(default=1, metadata=_help("passes over the training questions"))
+    batch_size: int = field(default=8, metadata=_help(
+        "questions per micro-batch (a DPO question is two pairs sharing one prompt)"))
+    grad_accum: int = field(default=4, metadata=_help("micro-batches per optimizer step"))
+    max_steps: int | None = field(default=None, metadata=_help(
+        "stop after N optimizer steps (overrides --epochs)"))
+    dpo_beta: float = field(default=0.1, metadata=_help("DPO temperature beta"))
+    alpha: float = field(default=1.0, metadata=_help("weight tier exponent alpha (w-methods)"))
+    beta: float = field(default=1.0, metadata=_help("weight tier-size exponent beta (w-methods)"))
+    save_every: int = field(default=50, metadata=_help(
+        "checkpoint (adapter, optimizer, scheduler) every N steps; --resume continues from the last"))
+    eval_every: int = field(default=50, metadata=_help(
+        "answer the held-out questions every N steps and report similarity to each persona (0: never)"))
+    eval_limit: int = field(default=100, metadata=_help("held-out test questions used by --eval-every"))
+    seed: int = field(default=42, metadata=_help("seed for the LoRA init and the data order"))
+    generic_path: bool = field(default=False, metadata=_help(
+        "score completions the generic TRL way (whole prompt+completion sequences, chosen and "
+        "rejected separately); same loss, several times slower"))
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise UsageError(f"--method must be one of {', '.join(METHODS)}, not '{self.method}'")
+        if self.device not in DEVICES:
+            raise UsageError(f"--device must be one of {', '.join(DEVICES)}, not '{self.device}'")
+        if self.optim not in OPTIMIZERS:
+            raise UsageError(f"--optim must be one of {', '.join(OPTIMIZERS)}, not '{self.optim}'")
+        if self.name is not None and not NAME_RE.match(self.name):
+            raise UsageError(f"--name '{self.name}' must be letters, digits, '.', '_' or '-' "
+                             "(it names a folder)")
+        positive_ints = {"lora_r": self.lora_r, "lora_alpha": self.lora_alpha, "epochs": self.epochs,
+                         "batch_size": self.batch_size, "grad_accum": self.grad_accum,
+                         "save_every": self.save_every, "eval_limit": self.eval_limit}
+        for key, value in positive_ints.items():
+            if value < 1:
+                raise UsageError(f"--{key.replace('_', '-')} must be at least 1")
+        for key in ("max_steps", "limit"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise UsageError(f"--{key.replace('_', '-')} must be at least 1")
+        if self.eval_every < 0 or self.warmup_steps < 0:
+            raise UsageError("--eval-every and --warmup-steps must not be negative")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise UsageError("--lr must be a positive number")
+        if not (self.dpo_beta > 0 and math.isfinite(self.dpo_beta)):
+            raise UsageError("--dpo-beta must be a positive number")
+        if self.alpha < 0 or self.beta < 0:
+            raise UsageError("--alpha and --beta must be zero or positive")
+        if not 0 <= self.lora_dropout < 1:
+            raise UsageError("--lora-dropout must be in [0, 1)")
+
+    @classmethod
+    def field_specs(cls) -> list:
+        return list(fields(cls))
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "TrainingConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def default_name(self, target_number: int) -> str:
+        return self.name or f"{self.method}-p{target_number}"
+
+    def require_source(self) -> None:
+        if not self.from_run:
+            raise UsageError("--from-run is required: the run holding the personas' answers "
+                             "(see `fairpp runs`)")

@@ -1,0 +1,136 @@
+"""Training examples from a run's persona answers (plain Python: the torch and MLX trainers share it).
+
+One example per train question: the prompt the bare ``model`` respondent sees (no
+persona: the point of alignment is that the model answers as the target without being
+told to), the target persona's letter as the preferred completion, the two other letters
+as the rejected ones, and the question's weight (the paper's tiers for the w-methods, 1
+otherwise). A DPO example is therefore two pairs sharing one prompt; SFT uses the
+preferred letter only. Questions whose target answer is unparsed are skipped and counted,
+never turned into C.
+
+The data hash covers every example with its weight, the method and the prompt template,
+so a resumed training can tell that its data changed underneath it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from ..analysis import persona_answers
+from ..errors import UsageError
+from ..personas import Persona
+from ..prompts import Prompt, build_prompt, template_hash
+from ..questions import LETTERS, Question
+from ..store import Store
+from ..weighting import compute_weights
+from .config import is_weighted
+
+
+@dataclass(frozen=True)
+class Example:
+    question: Question
+    chosen: str                   # the target persona's letter
+    rejected: tuple[str, str]     # the two other letters
+    weight: float = 1.0
+    tier: int | None = None
+
+    def prompt(self) -> Prompt:
+        return build_prompt(self.question, None)
+
+    def pairs(self) -> list[tuple[str, str]]:
+        return [(self.chosen, r) for r in self.rejected]
+
+
+@dataclass
+class TrainingSet:
+    examples: list[Example]
+    target: Persona
+    method: str
+    from_run: str
+    alpha: float
+    beta: float
+    skipped: list[str] = field(default_factory=list)   # target answer unparsed
+    tiers: list[dict] = field(default_factory=list)
+    data_hash: str = ""
+
+    @property
+    def n_pairs(self) -> int:
+        per = 2 if self.method in ("wdpo", "dpo") else 1
+        return per * len(self.examples)
+
+    def summary(self) -> dict:
+        return {"questions": len(self.examples), "pairs": self.n_pairs,
+                "skipped_unparsed": len(self.skipped), "tiers": self.tiers,
+                "data_hash": self.data_hash, "weighted": is_weighted(self.method),
+                "alpha": self.alpha, "beta": self.beta}
+
+
+def data_hash(method: str, examples: list[Example]) -> str:
+    blob = json.dumps({"method": method, "template": template_hash(),
+                       "examples": [[e.question.id, e.chosen, list(e.rejected), round(e.weight, 12)]
+                                    for e in examples]})
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def build_training_set(store: Store, from_run: str, target: Persona, personas: list[Persona],
+                       method: str, alpha: float = 1.0, beta: float = 1.0,
+                       limit: int | None = None, save_weights: bool = True) -> TrainingSet:
+    """The training examples of ``method`` toward ``target`` from ``from_run``'s answers."""
+    slugs = [p.slug for p in personas]
+    answers = persona_answers(store, from_run, slugs, "train")
+    questions = [q for q in store.questions("train") if q.id in answers]
+    if limit is not None:
+        questions = questions[:limit]
+    answers = {q.id: answers[q.id] for q in questions}
+    answered = [q for q in questions if target.slug in answers[q.id]]
+    if not answered:
+        raise UsageError(f"run '{from_run}' has no train-split answers of persona {target.number} "
+                         f"({target.slug}); simulate or import them first")
+    present = [s for s in slugs if any(s in by for by in answers.values())]
+    tiers: list[dict] = []
+    weights: dict[str, tuple[int, float]] = {}
+    if is_weighted(method):
+        by_q = {q.id: answers[q.id] for q in answered}
+        result = compute_weights(by_q, target.slug, present, alpha, beta)
+        tiers, weights = result.tiers, result.weights
+        if save_weights:
+            run = store.get_run(from_run)
+            store.save_weights(run["id"], target.slug, alpha, beta, "train", result.tiers,
+                               result.weights, result.skipped)
+    examples, skipped = [], []
+    for q in answered:
+        letter = answers[q.id].get(target.slug)
+        if letter is None:
+            skipped.append(q.id)
+            continue
+        rejected = tuple(x for x in LETTERS if x != letter)
+        if is_weighted(method):
+            tier, w = weights[q.id]
+        else:
+            tier, w = None, 1.0
+        examples.append(Example(q, letter, rejected, float(w), tier))  # type: ignore[arg-type]
+    if not examples:
+        raise UsageError(f"every train answer of persona {target.number} in run '{from_run}' is "
+                         "unparsed; nothing to train on")
+    return TrainingSet(examples, target, method, from_run, alpha, beta, skipped, tiers,
+                       data_hash(method, examples))
+
+
+def _rank(qid: str) -> str:
+    return hashlib.sha256(f"fairpp-eval\x1f{qid}".encode()).hexdigest()
+
+
+def eval_subset(store: Store, from_run: str, personas: list[Persona], target: Persona,
+                limit: int, split: str = "test") -> tuple[list[Question], dict[str, dict[str, str | None]]]:
+    """A fixed, spread-out subset of held-out questions the target answered, with every persona's answers.
+
+    Ranked by a hash of the question id, so the subset is the same on every run and
+    resume, and covers topics and groups instead of the first block of the bank.
+    """
+    answers = persona_answers(store, from_run, [p.slug for p in personas], split)
+    usable = [qid for qid, by in answers.items() if by.get(target.slug) is not None]
+    chosen = set(sorted(usable, key=_rank)[:limit])
+    questions = [q for q in store.questions(split) if q.id in chosen]
+    return questions, {q.id: answers[q.id] for q in questions}

@@ -1,0 +1,121 @@
+"""A trained adapter (or its base model) answering as the bare ``model`` respondent.
+
+``fairpp evaluate --adapter NAME`` loads the base model the adapter was trained on, puts
+the adapter on it, and runs it through the simulation engine like any backend, so its
+answers are stored, resumable and comparable the same way: a simulation-kind run named
+``eval-NAME`` whose respondent is the adapter's name. ``--base`` does the same for the
+untrained model (run ``eval-base-MODEL``), which is the report's first row.
+
+``live_similarity`` is the small version the trainer runs every ``--eval-every`` steps on
+a fixed held-out subset, with the model being trained.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from pathlib import Path
+from typing import Callable
+
+from .. import metrics
+from ..errors import UsageError
+from ..events import Event
+from ..personas import Persona
+from ..prompts import build_prompt
+from ..store import Store
+
+
+def eval_run_name(adapter: str) -> str:
+    return f"eval-{adapter}"
+
+
+def base_run_name(display: str) -> str:
+    return f"eval-base-{display}"
+
+
+def compare_with_personas(mine: dict[str, str | None], answers: dict[str, dict[str, str | None]],
+                          personas: list[Persona], target: Persona) -> dict:
+    """Similarity and agreement of one respondent's answers to each persona's, and the margin."""
+    sims: dict[str, float] = {}
+    agrees: dict[str, float] = {}
+    for p in personas:
+        theirs = {qid: by.get(p.slug) for qid, by in answers.items()}
+        s = metrics.paired_similarity(mine, theirs)
+        if s is None:
+            continue
+        sims[p.slug] = s
+        a = metrics.agreement(mine, theirs)
+        if a is not None:
+            agrees[p.slug] = a
+    others = [v for k, v in sims.items() if k != target.slug]
+    margin = (sims[target.slug] - sum(others) / len(others)
+              if target.slug in sims and others else None)
+    return {"similarity": sims, "agreement": agrees, "margin": margin}
+
+
+def live_similarity(scorer, questions, answers: dict[str, dict[str, str | None]],
+                    personas: list[Persona], target: Persona) -> dict:
+    """Answers of the model in ``scorer`` on ``questions`` (logprob mode, no persona), compared."""
+    model = scorer.model
+    was_training = model.training
+    model.eval()
+    try:
+        scores = scorer.score_options([build_prompt(q, None) for q in questions])
+    finally:
+        if was_training:
+            model.train()
+    mine = {q.id: s.answer for q, s in zip(questions, scores)}
+    return {**compare_with_personas(mine, answers, personas, target), "answers": mine}
+
+
+def load_adapter(store: Store, name: str, device: str = "auto", batch_size: int = 8):
+    """A ``ModelScorer`` of the finished training ``name``: its base model with the adapter on."""
+    from peft import PeftModel
+
+    from .. import hfmodels
+    from .runner import read_metadata
+    from .scoring import ModelScorer
+    from .torch_trainer import load_base
+
+    row = store.get_training(name)
+    if row["status"] != "finished" or not row["adapter_path"]:
+        raise UsageError(f"training '{name}' has no adapter yet (status {row['status']}); "
+                         f"finish it with `fairpp train --resume {name}`")
+    folder = Path(row["adapter_path"])
+    if not folder.is_dir():
+        raise UsageError(f"the adapter of '{name}' is missing from {folder}")
+    meta = read_metadata(folder)
+    device = hfmodels.pick_device(device)
+    model, tokenizer, _ = load_base(meta["base_model"], device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # peft reads a deprecated property
+        model = PeftModel.from_pretrained(model, str(folder)).eval()
+    return ModelScorer(model, tokenizer, device, name=name, batch_size=batch_size)
+
+
+def evaluate_adapter(store: Store, personas: list[Persona], name: str, *, split: str = "test",
+                     limit: int | None = None, device: str = "auto", batch_size: int = 8,
+                     listener: Callable[[Event], None] | None = None,
+                     cancel: threading.Event | None = None):
+    """Run the adapter ``name`` as a ``model`` respondent on ``split``; returns the engine's Outcome."""
+    from ..simulate import SimulationConfig, run_simulation
+
+    scorer = load_adapter(store, name, device, batch_size)
+    config = SimulationConfig(backend="transformers", model=name, respondent="model", split=split,
+                              limit=limit, run=eval_run_name(name), mode="logprob",
+                              batch_size=batch_size, device=scorer.device)
+    return run_simulation(store, config, personas, listener=listener, cancel=cancel, backend=scorer)
+
+
+def evaluate_base(store: Store, personas: list[Persona], base: str | None = None, *,
+                  split: str = "test", limit: int | None = None, device: str = "auto",
+                  batch_size: int = 8, listener: Callable[[Event], None] | None = None,
+                  cancel: threading.Event | None = None):
+    """Run the untrained base model as a ``model`` respondent (the report's 'base' row)."""
+    from ..hfmodels import model_display_name
+    from ..simulate import SimulationConfig, run_simulation
+
+    config = SimulationConfig(backend="transformers", model=base, respondent="model", split=split,
+                              limit=limit, run=base_run_name(model_display_name(base)),
+                              mode="logprob", batch_size=batch_size, device=device)
+    return run_simulation(store, config, personas, listener=listener, cancel=cancel)

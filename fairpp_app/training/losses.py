@@ -1,0 +1,58 @@
+"""The weighted SFT and DPO losses of paper section 7, for torch and MLX arrays alike.
+
+Both are weighted means over one micro-batch, normalised by the sum of its weights:
+
+    WSFT = sum_j w_j * NLL(y_j | x_j) / sum_j w_j
+    WDPO = sum_j w_j * -log sigmoid(beta * ((pi_w - ref_w) - (pi_l - ref_l))) / sum_j w_j
+
+with w = 1 giving SFT and DPO. A question of weight 0 multiplies its term by 0, so it adds
+nothing to the loss or to the gradient. A micro-batch whose weights are all 0 has loss 0
+(its denominator is taken as 1) rather than 0/0.
+
+Only arithmetic, ``.sum()`` and a ``softplus`` passed in are used (-log sigmoid(x) is
+softplus(-x)), so the MLX trainer runs the same lines on ``mx.array``. Inputs are
+log-probabilities laid out per question: ``logps[:, 0]`` the preferred letter and
+``logps[:, 1:]`` the rejected ones, so one prompt serves both of its pairs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+Array = Any
+
+
+def weighted_mean(values: Array, weights: Array) -> Array:
+    total = weights.sum()
+    return (values * weights).sum() / (total + (total == 0))
+
+
+def sft_terms(logps: Array) -> Array:
+    """Per-question NLL of the preferred completion, shape (B,)."""
+    return -logps[:, 0]
+
+
+def dpo_logits(policy: Array, reference: Array, beta: float) -> Array:
+    """beta * ((pi_w - ref_w) - (pi_l - ref_l)) per pair, shape (B, n_rejected)."""
+    chosen = policy[:, :1] - reference[:, :1]
+    rejected = policy[:, 1:] - reference[:, 1:]
+    return beta * (chosen - rejected)
+
+
+def wsft_loss(logps: Array, weights: Array) -> Array:
+    return weighted_mean(sft_terms(logps), weights)
+
+
+def wdpo_loss(policy: Array, reference: Array, weights: Array, beta: float,
+              softplus: Callable[[Array], Array]) -> Array:
+    """Weighted DPO over every pair of the micro-batch; each pair carries its question's weight."""
+    logits = dpo_logits(policy, reference, beta)
+    pair_weights = weights[:, None] + 0 * logits
+    return weighted_mean(softplus(-logits), pair_weights)
+
+
+def dpo_rewards(policy: Array, reference: Array, beta: float) -> tuple[Array, Array]:
+    """Implicit rewards of the preferred and rejected letters, each (B, n_rejected)."""
+    chosen = beta * (policy[:, :1] - reference[:, :1])
+    rejected = beta * (policy[:, 1:] - reference[:, 1:])
+    return chosen + 0 * rejected, rejected

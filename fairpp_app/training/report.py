@@ -1,0 +1,133 @@
+"""The paper's Table 2 for one target persona: base, role-play, SFT, WSFT, DPO, WDPO.
+
+Every row is a set of answers on one split compared with the personas' answers of the
+reference run (``--from-run``): similarity to each persona (the paper's 1 - JS distance),
+the target's similarity, the margin (target minus the mean of the others) and the
+per-question agreement with the target, which the marginal-only similarity cannot see.
+
+- base: the untrained model as the bare ``model`` respondent (``fairpp evaluate --base``,
+  or any run where that model answered as ``model``);
+- role-play: the base model told to be the target (its persona answers in a run of that
+  model); without such a run, the target's own answers in the reference run, which is the
+  ceiling the trained models aim at;
+- SFT / WSFT / DPO / WDPO: the latest finished training of each method for the target,
+  through its ``eval-NAME`` run (``fairpp evaluate --adapter NAME``).
+"""
+
+from __future__ import annotations
+
+from ..analysis import persona_answers, run_metrics
+from ..errors import UsageError
+from ..hfmodels import model_display_name
+from ..personas import Persona
+from ..store import Store
+from .config import METHODS
+from .evaluate import base_run_name, compare_with_personas, eval_run_name
+
+ROW_ORDER = ("base", "role-play", "sft", "wsft", "dpo", "wdpo")
+
+
+def _row(label: str, source: str | None, result: dict | None, target: Persona, note: str = "",
+         questions: int = 0) -> dict:
+    sims = (result or {}).get("similarity", {})
+    agrees = (result or {}).get("agreement", {})
+    return {"row": label, "source": source, "questions": questions,
+            "similarity": sims, "target_similarity": sims.get(target.slug),
+            "margin": (result or {}).get("margin"), "agreement": agrees.get(target.slug),
+            "note": note}
+
+
+def _from_run_metrics(store: Store, run: str, respondent: str, personas: list[Persona],
+                      target: Persona, split: str, from_run: str) -> tuple[dict | None, int]:
+    m = run_metrics(store, run, personas, split, persona_run=from_run)
+    if respondent not in m["similarity"]:
+        return None, 0
+    sims = {k: v for k, v in m["similarity"][respondent].items() if v is not None}
+    agrees = {k: v for k, v in m["agreement"][respondent].items() if v is not None}
+    others = [v for k, v in sims.items() if k != target.slug]
+    margin = (sims[target.slug] - sum(others) / len(others)
+              if target.slug in sims and others else None)
+    counts = m["counts"][respondent]
+    return {"similarity": sims, "agreement": agrees, "margin": margin}, sum(counts.values())
+
+
+def _run_with(store: Store, respondent: str, split: str, *, kind: str | None = None,
+              model: str | None = None, exclude: str | None = None,
+              prefer: str | None = None) -> str | None:
+    """The run with the most answers of ``respondent`` on ``split`` (``prefer`` first if it has any)."""
+    sql = """SELECT runs.name AS name, count(*) AS n FROM records
+             JOIN runs ON runs.id = records.run_id JOIN questions q ON q.id = records.question_id
+             WHERE records.respondent = ? AND q.split = ?"""
+    args: list = [respondent, split]
+    if kind is not None:
+        sql += " AND records.respondent_kind = ?"
+        args.append(kind)
+    if model is not None:
+        sql += " AND runs.model = ?"
+        args.append(model)
+    if exclude is not None:
+        sql += " AND runs.name != ?"
+        args.append(exclude)
+    rows = list(store.db.query(sql + " GROUP BY runs.id ORDER BY n DESC, runs.id DESC", args))
+    names = [r["name"] for r in rows]
+    if prefer in names:
+        return prefer
+    return names[0] if names else None
+
+
+def build_report(store: Store, personas: list[Persona], target: Persona,
+                 from_run: str | None = None, split: str = "test") -> dict:
+    trainings = [t for t in store.list_trainings(target=target.slug, status="finished")
+                 if from_run is None or t["from_run"] == from_run]
+    if from_run is None:
+        if not trainings:
+            raise UsageError(f"no finished training for persona {target.number} to take the "
+                             "reference run from; pass --from-run")
+        from_run = trainings[-1]["from_run"]
+    store.get_run(from_run)  # a clear error when it does not exist
+    answers = persona_answers(store, from_run, [p.slug for p in personas], split)
+    if not any(target.slug in by for by in answers.values()):
+        raise UsageError(f"run '{from_run}' has no answers of persona {target.number} on split "
+                         f"'{split}' to compare with")
+    base = trainings[-1]["base_model"] if trainings else None
+    display = model_display_name(base)
+    rows = []
+
+    run = _run_with(store, display, split, kind="model", prefer=base_run_name(display))
+    if run is None:
+        rows.append(_row("base", None, None, target,
+                         f"not evaluated: fairpp evaluate --base {base or ''}".strip()))
+    else:
+        result, n = _from_run_metrics(store, run, display, personas, target, split, from_run)
+        rows.append(_row("base", run, result, target, questions=n))
+
+    run = _run_with(store, target.slug, split, model=display, exclude=from_run)
+    if run is not None:
+        theirs = persona_answers(store, run, [target.slug], split)
+        mine = {qid: by.get(target.slug) for qid, by in theirs.items()}
+        rows.append(_row("role-play", run, compare_with_personas(mine, answers, personas, target),
+                         target, questions=len(mine)))
+    else:
+        mine = {qid: by.get(target.slug) for qid, by in answers.items() if target.slug in by}
+        rows.append(_row("role-play", from_run, compare_with_personas(mine, answers, personas, target),
+                         target, f"the target's own answers in {from_run} (no role-play run of "
+                                 f"{display})", questions=len(mine)))
+
+    for method in ("sft", "wsft", "dpo", "wdpo"):
+        latest = [t for t in trainings if t["method"] == method]
+        label = method.upper()
+        if not latest:
+            rows.append(_row(label, None, None, target, "no finished training"))
+            continue
+        name = latest[-1]["name"]
+        run = eval_run_name(name)
+        if store.find_run(run) is None:
+            rows.append(_row(label, name, None, target,
+                             f"not evaluated: fairpp evaluate --adapter {name} --split {split}"))
+            continue
+        result, n = _from_run_metrics(store, run, name, personas, target, split, from_run)
+        note = "" if result else f"{run} has no answers on split '{split}'"
+        rows.append(_row(label, name, result, target, note, questions=n))
+    return {"target": {"number": target.number, "slug": target.slug, "name": target.name},
+            "from_run": from_run, "split": split, "base_model": display,
+            "personas": [p.slug for p in personas], "rows": rows, "methods": list(METHODS)}

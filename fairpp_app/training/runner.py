@@ -1,0 +1,216 @@
+"""One entry point for a training, and the half of it that no framework needs.
+
+``run_training`` is what the CLI and the TUI call. It opens a :class:`TrainingSession`
+(the row in the trainings table, the configuration, the examples, the held-out set, the
+events), then hands it to the trainer for the device: the torch one (transformers + TRL +
+peft) or the MLX one. Both trainers get the same session, so a run's row, files, events
+and adapter metadata look the same whichever framework trained it.
+
+A training is named and lives in ``DATA_DIR/trainings/NAME``: ``checkpoints/`` while it
+runs, ``adapter/`` when it is done (with ``fairpp_adapter.json`` saying what it is). Its
+configuration is stored with the row, so ``--resume NAME`` needs nothing else, and the
+data hash is stored too, so a resume whose answers changed underneath it refuses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..errors import UsageError
+from ..events import Event
+from ..paths import data_dir
+from ..personas import Persona, resolve
+from ..prompts import template_hash
+from ..store import Store
+from .config import TrainingConfig, is_weighted
+from .data import TrainingSet, build_training_set, eval_subset
+from .errors import TrainerUnavailable
+
+METADATA_FILE = "fairpp_adapter.json"
+RESUMABLE = ("created", "running", "failed", "cancelled", "interrupted")
+
+
+def trainings_root() -> Path:
+    return data_dir() / "trainings"
+
+
+def base_spec(base: str | None) -> str:
+    """How a base model is stored: the embedded name, or an absolute path (resumable from anywhere)."""
+    from ..hfmodels import EMBEDDED_MODEL, is_embedded
+
+    if is_embedded(base):
+        return EMBEDDED_MODEL
+    return str(Path(base).expanduser().resolve())  # type: ignore[arg-type]
+
+
+@dataclass
+class TrainingOutcome:
+    name: str
+    status: str
+    step: int
+    adapter_path: str | None = None
+    message: str = ""
+    summary: dict = field(default_factory=dict)
+
+
+def is_main_process() -> bool:
+    """Under `accelerate launch` only rank 0 writes rows, events and files."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+class TrainingSession:
+    """The framework-neutral half of a training: its row, its data, its files and its events."""
+
+    def __init__(self, store: Store, personas: list[Persona], config: TrainingConfig | None = None,
+                 resume: str | None = None, listener: Callable[[Event], None] | None = None,
+                 cancel: threading.Event | None = None) -> None:
+        self.store = store
+        self.personas = personas
+        self.listener = listener or (lambda e: None)
+        self.cancel = cancel or threading.Event()
+        self.resumed = resume is not None
+        self.main = is_main_process()
+        if resume is not None:
+            row = store.get_training(resume)
+            if row["status"] == "finished":
+                raise UsageError(f"training '{resume}' already finished; its adapter is at "
+                                 f"{row['adapter_path']}")
+            if row["status"] not in RESUMABLE:
+                raise UsageError(f"training '{resume}' has status '{row['status']}' and cannot resume")
+            config = TrainingConfig.from_json(row["config"].get("config", {}))
+            self.row: dict | None = row
+        elif config is None:
+            raise UsageError("give a training configuration or --resume NAME")
+        else:
+            config.require_source()
+            self.row = None
+        self.config = config
+        self.target = resolve(config.target, personas)
+        self.name = resume or config.default_name(self.target.number)
+        if self.row is None and self.main:  # other ranks would find rank 0's fresh row
+            existing = store.find_training(self.name)
+            if existing is not None:
+                hint = ("choose another --name" if existing["status"] == "finished" else
+                        f"continue it with `fairpp train --resume {self.name}` or choose another --name")
+                raise UsageError(f"training '{self.name}' already exists (status {existing['status']}); "
+                                 + hint)
+        self._data: TrainingSet | None = None
+        self._eval: tuple | None = None
+        self.last_loss: float | None = None
+
+    # ---- files ---------------------------------------------------------------------------
+
+    @property
+    def directory(self) -> Path:
+        return trainings_root() / self.name
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.directory / "checkpoints"
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.directory / "adapter"
+
+    # ---- data ----------------------------------------------------------------------------
+
+    def data(self) -> TrainingSet:
+        if self._data is None:
+            cfg = self.config
+            self._data = build_training_set(self.store, cfg.from_run, self.target, self.personas,
+                                            cfg.method, cfg.alpha, cfg.beta, cfg.limit,
+                                            save_weights=self.main)
+            if self.row is not None:
+                stored = self.row["config"].get("data", {}).get("data_hash")
+                if stored and stored != self._data.data_hash:
+                    raise UsageError(
+                        f"the training data of '{self.name}' changed since it started (the answers "
+                        f"in run '{cfg.from_run}' differ); start a new training with another --name")
+        return self._data
+
+    def eval_set(self) -> tuple[list, dict]:
+        """The fixed held-out questions of the live similarity, with every persona's answers."""
+        if self._eval is None:
+            self._eval = eval_subset(self.store, self.config.from_run, self.personas, self.target,
+                                     self.config.eval_limit, "test")
+        return self._eval
+
+    # ---- the row -------------------------------------------------------------------------
+
+    def open_row(self, base_model: str, extra: dict | None = None) -> dict:
+        """Create the training's row (or mark a resumed one running)."""
+        if not self.main:
+            return self.row or {"id": None, "name": self.name}
+        if self.row is None:
+            self.config.base = base_model
+            stored = {"config": self.config.as_json(), "data": self.data().summary(),
+                      "template": template_hash(), **(extra or {})}
+            self.row = self.store.create_training(
+                self.name, self.config.method, self.target.slug, base_model, self.config.from_run,
+                stored, status="running")
+        else:
+            self.store.update_training(self.row["id"], status="running")
+        return self.row
+
+    def mark(self, status: str, adapter_path: str | None = None) -> None:
+        if self.main and self.row is not None and self.row.get("id") is not None:
+            self.store.update_training(self.row["id"], status=status, adapter_path=adapter_path)
+
+    def emit(self, event: Event) -> None:
+        if not self.main:
+            return
+        if self.row is not None and self.row.get("id") is not None:
+            self.store.add_event(event.kind, event.payload(), training_id=self.row["id"])
+        self.listener(event)
+
+    def metadata(self, steps: int, extra: dict | None = None) -> dict:
+        data = self.data()
+        return {
+            "format": 1, "name": self.name, "base_model": self.config.base,
+            "method": self.config.method,
+            "target": {"number": self.target.number, "slug": self.target.slug,
+                       "name": self.target.name},
+            "from_run": self.config.from_run,
+            "weights": {"weighted": is_weighted(self.config.method), "alpha": self.config.alpha,
+                        "beta": self.config.beta, "tiers": data.tiers},
+            "data_hash": data.data_hash, "questions": len(data.examples), "pairs": data.n_pairs,
+            "skipped_unparsed": len(data.skipped), "steps": steps,
+            "prompt_template": template_hash(), "config": self.config.as_json(),
+            "saved_at": time.time(), **(extra or {}),
+        }
+
+    def write_metadata(self, folder: Path, steps: int, extra: dict | None = None) -> None:
+        (folder / METADATA_FILE).write_text(json.dumps(self.metadata(steps, extra), indent=2))
+
+
+def read_metadata(adapter_dir: Path | str) -> dict:
+    path = Path(adapter_dir) / METADATA_FILE
+    if not path.is_file():
+        raise UsageError(f"{adapter_dir} holds no fairpp adapter ({METADATA_FILE} is missing)")
+    return json.loads(path.read_text())
+
+
+def run_training(store: Store, personas: list[Persona], config: TrainingConfig | None = None, *,
+                 resume: str | None = None, listener: Callable[[Event], None] | None = None,
+                 cancel: threading.Event | None = None) -> TrainingOutcome:
+    """Train (or resume) with the trainer for the configured device."""
+    session = TrainingSession(store, personas, config, resume, listener, cancel)
+    if session.config.device == "mlx":
+        try:
+            from .mlx_trainer import train_mlx
+        except ImportError as exc:
+            raise TrainerUnavailable(f"the MLX trainer is not available here ({exc}); "
+                                     "use --device auto, cpu, cuda or mps") from None
+        return train_mlx(session)
+    try:
+        from .torch_trainer import train_torch
+    except ImportError as exc:
+        raise TrainerUnavailable(f"training needs torch, transformers, peft and trl ({exc}); "
+                                 "install them with: pip install 'fairpp[train]'") from None
+    return train_torch(session)

@@ -1,0 +1,86 @@
+"""The transformers backend around a model already in memory, and the completion tokens.
+
+Training and evaluation must see prompts exactly as ``fairpp simulate --backend
+transformers`` does, so instead of re-implementing the rendering (chat template or plain
+text, BOS rule, left padding, position ids, last-position logits) this subclass of the
+backend borrows all of it and only skips the loading: it wraps the model being trained
+(a peft model) or an adapter loaded for evaluation.
+
+The completion a trainer scores is one letter token: the spelling that follows the
+prompt in the backend's format ("A" as the first assistant token under a chat template,
+" A" after "Answer:" in plain text), falling back to the other spelling when the
+tokenizer has no single token for it.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from ..answers import LETTERS
+from ..backends.base import Backend, BackendOptions
+from ..backends.transformers_backend import TransformersBackend
+from ..errors import PermanentBackendError
+from ..prompts import Prompt
+
+
+class ModelScorer(TransformersBackend):
+    """Scores options with ``model`` (loaded elsewhere) under the backend's exact rules."""
+
+    def __init__(self, model, tokenizer, device: str, *, name: str, batch_size: int = 8,
+                 chat: str = "auto", n_ctx: int = 4096) -> None:
+        Backend.__init__(self, BackendOptions(model=name, device=device, batch_size=batch_size,
+                                              n_ctx=n_ctx, extra={"chat": chat}))
+        self.device = device
+        self.path = None
+        self.tokenizer = tokenizer
+        self.model = model
+        self.dtype = next(model.parameters()).dtype
+        self._name = name
+        self._bos_id, self._adds_bos = self._bos_rule()
+        self._pad_id = self._pad_token_id()
+        self._letter_ids = self._option_token_ids()
+        self._chat = self._chat_mode()
+        # A peft wrapper's forward takes **kwargs and hands them on; ask the real model.
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        params = inspect.signature(inner.forward).parameters
+        self._keeps_logits = "logits_to_keep" in params
+        self._takes_positions = "position_ids" in params
+        self._completion_ids = self._completion_token_ids()
+
+    @property
+    def chat(self) -> bool:
+        return self._chat
+
+    @property
+    def pad_id(self) -> int:
+        return self._pad_id
+
+    @property
+    def keeps_logits(self) -> bool:
+        return self._keeps_logits
+
+    def prompt_ids(self, prompt: Prompt) -> list[int]:
+        """Token ids of a prompt, exactly as the transformers backend feeds them."""
+        return self._tokens(prompt)
+
+    def _completion_token_ids(self) -> dict[str, int]:
+        out = {}
+        for letter in LETTERS:
+            spellings = (letter, " " + letter) if self._chat else (" " + letter, letter)
+            for spelling in spellings:
+                ids = self.tokenizer.encode(spelling, add_special_tokens=False)
+                if len(ids) == 1:
+                    out[letter] = int(ids[0])
+                    break
+            else:
+                raise PermanentBackendError(f"the model has no single token for option {letter}")
+        return out
+
+    def completion_id(self, letter: str) -> int:
+        return self._completion_ids[letter]
+
+    def describe(self) -> dict:
+        return {**super().describe(), "adapter": self._name}
+
+    def close(self) -> None:
+        """The model belongs to whoever loaded it (the trainer keeps training it)."""
