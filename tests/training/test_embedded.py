@@ -9,7 +9,6 @@ evaluation, and that the fast path agrees with the generic one on it.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
