@@ -1,0 +1,268 @@
+"""The MLX trainer on the tiny random Llama (and, slow, the embedded Gemma 3 270M).
+
+What must hold whatever the weights: the four methods train end to end through
+``run_training(--device mlx)`` with the torch trainer's row, events and metadata; WDPO's
+first loss is ln 2 (policy == reference while LoRA B is zero); the loss arithmetic on
+``mx.array`` equals torch's; a question of weight 0 moves nothing; a run stopped after a
+checkpoint resumes to the very weights an unbroken run reaches; the letters trained on
+are the backend's last-position log-probs (Gemma's softcap and sliding window included);
+and the finished adapter loads in mlx-lm and in peft with the same scores.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mlx_lm")
+
+import mlx.core as mx  # noqa: E402
+from mlx.utils import tree_flatten, tree_map  # noqa: E402
+
+from fairpp_app.personas import resolve  # noqa: E402
+from fairpp_app.training import losses  # noqa: E402
+from fairpp_app.training.config import TrainingConfig  # noqa: E402
+from fairpp_app.training.data import build_training_set  # noqa: E402
+from fairpp_app.training.errors import TrainingDiverged  # noqa: E402
+from fairpp_app.training.mlx_trainer import (MLXTrainer, add_lora, last_logprobs,  # noqa: E402
+                                             letter_logprobs, load_backend, softplus)
+from fairpp_app.training.runner import read_metadata, run_training  # noqa: E402
+
+from conftest import N_TEST, PERSONA_RUN, TARGET_SLUG  # noqa: E402
+
+
+def _config(tiny_dir, method: str, **kw) -> TrainingConfig:
+    options = dict(method=method, from_run=PERSONA_RUN, base=str(tiny_dir), name=f"mlx-{method}",
+                   device="mlx", batch_size=4, grad_accum=2, max_steps=2, eval_every=0,
+                   save_every=50, lr=5e-3)
+    options.update(kw)
+    return TrainingConfig(**options)
+
+
+def _steps(store, name: str) -> list[dict]:
+    row = store.get_training(name)
+    return [e["payload"] for e in store.events(training_id=row["id"]) if e["kind"] == "train_step"]
+
+
+def _moved(model, seed: int = 1) -> None:
+    """LoRA B starts at zero (policy == reference); give it values so they differ."""
+    key = mx.random.key(seed)
+    model.update(tree_map(lambda p: mx.random.normal(p.shape, key=key) * 0.5,
+                          model.trainable_parameters()))
+
+
+@pytest.fixture
+def trainer_for(persona_store, personas, tiny_dir):
+    def make(method: str, moved: bool = True) -> MLXTrainer:
+        config = _config(tiny_dir, method, batch_size=4, grad_accum=1)
+        data = build_training_set(persona_store, PERSONA_RUN, resolve(TARGET_SLUG, personas),
+                                  personas, method, save_weights=False)
+        backend = load_backend(str(tiny_dir))
+        add_lora(backend.model, config)
+        if moved:
+            _moved(backend.model)
+        return MLXTrainer(backend, data.examples, config)
+    return make
+
+
+# ---- end to end ------------------------------------------------------------------------------
+
+def test_four_methods_train_with_the_torch_trainers_records(persona_store, personas, tiny_dir):
+    store = persona_store
+    for method in ("sft", "wsft", "dpo", "wdpo"):
+        outcome = run_training(store, personas, _config(tiny_dir, method))
+        assert outcome.status == "finished" and outcome.step == 2
+        row = store.get_training(f"mlx-{method}")
+        assert row["status"] == "finished" and row["adapter_path"] == outcome.adapter_path
+        steps = _steps(store, f"mlx-{method}")
+        assert [s["step"] for s in steps] == [1, 2]
+        assert all(math.isfinite(s["loss"]) for s in steps)
+        if method.endswith("dpo"):
+            assert steps[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)  # policy == reference
+            assert steps[-1]["reward_accuracy"] is not None
+        meta = read_metadata(outcome.adapter_path)
+        assert meta["method"] == method and meta["target"]["slug"] == TARGET_SLUG
+        assert meta["framework"] == "mlx" and meta["steps"] == 2 and meta["questions"] == 39
+        assert meta["data_hash"] == row["config"]["data"]["data_hash"]
+        assert meta["weights"]["weighted"] == method.startswith("w")
+        kinds = [e["kind"] for e in store.events(training_id=row["id"])]
+        assert kinds[0] == "train_started" and kinds[-1] == "train_ended"
+
+
+def test_eval_events_are_stored_with_similarity_to_every_persona(persona_store, personas, tiny_dir):
+    events = []
+    run_training(persona_store, personas,
+                 _config(tiny_dir, "wdpo", max_steps=4, grad_accum=1, eval_every=2,
+                         eval_limit=N_TEST), listener=events.append)
+    row = persona_store.get_training("mlx-wdpo")
+    stored = persona_store.events(training_id=row["id"])
+    evals = [e["payload"] for e in stored if e["kind"] == "train_eval"]
+    assert [e["step"] for e in evals] == [0, 2, 4]
+    slugs = {p.slug for p in personas}
+    for e in evals:
+        assert set(e["similarity"]) == slugs and set(e["agreement"]) == slugs
+        others = [v for k, v in e["similarity"].items() if k != TARGET_SLUG]
+        assert e["margin"] == pytest.approx(e["similarity"][TARGET_SLUG] - sum(others) / 6)
+    assert evals[0]["loss"] is None and evals[1]["loss"] is not None
+    assert [e.kind for e in events] == [e["kind"] for e in stored]
+
+
+def test_resume_from_a_checkpoint_reaches_the_unbroken_runs_weights(persona_store, personas,
+                                                                    tiny_dir):
+    store = persona_store
+    options = dict(max_steps=4, grad_accum=1, batch_size=3, save_every=2)
+    whole = run_training(store, personas, _config(tiny_dir, "wdpo", name="whole", **options))
+
+    def crash_at_3(event):
+        if event.kind == "train_step" and event.step == 3:
+            raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        run_training(store, personas, _config(tiny_dir, "wdpo", name="broken", **options),
+                     listener=crash_at_3)
+    assert store.get_training("broken")["status"] == "failed"
+    last = store.events(training_id=store.get_training("broken")["id"])[-1]["id"]
+    resumed = run_training(store, personas, resume="broken")
+    assert resumed.status == "finished" and resumed.step == 4
+    after = store.events(training_id=store.get_training("broken")["id"], after_id=last)
+    assert after[0]["kind"] == "train_started" and after[0]["payload"]["start_step"] == 2
+    assert [e["payload"]["step"] for e in after if e["kind"] == "train_step"] == [3, 4]
+    assert [s["loss"] for s in _steps(store, "broken")][-2:] == pytest.approx(
+        [s["loss"] for s in _steps(store, "whole")][-2:], abs=1e-6)
+    a = mx.load(f"{whole.adapter_path}/mlx/adapters.safetensors")
+    b = mx.load(f"{resumed.adapter_path}/mlx/adapters.safetensors")
+    assert set(a) == set(b) and all(mx.allclose(a[k], b[k], atol=1e-6).item() for k in a)
+    assert read_metadata(resumed.adapter_path)["steps"] == 4
+
+
+def test_nan_loss_stops_the_run_with_the_torch_message(persona_store, personas, tiny_dir):
+    config = _config(tiny_dir, "wdpo", lr=1e30, max_steps=6, batch_size=2, grad_accum=1)
+    with pytest.raises(TrainingDiverged, match=r"the loss became (nan|inf|-inf) at step \d.*--lr"):
+        run_training(persona_store, personas, config)
+    row = persona_store.get_training("mlx-wdpo")
+    assert row["status"] == "failed"
+    ended = persona_store.events(training_id=row["id"])[-1]
+    assert ended["kind"] == "train_ended" and "loss became" in ended["payload"]["message"]
+
+
+# ---- the arithmetic --------------------------------------------------------------------------
+
+def test_mlx_losses_match_torch_on_fixed_inputs():
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    rng = np.random.default_rng(0)
+    policy = np.log(rng.dirichlet([1, 1, 1], size=6)).astype(np.float32)
+    reference = np.log(rng.dirichlet([1, 1, 1], size=6)).astype(np.float32)
+    weights = np.array([0.3, 0.0, 1.2, 0.05, 2.0, 0.7], dtype=np.float32)
+    for beta in (0.1, 1.0):
+        ours = losses.wdpo_loss(mx.array(policy), mx.array(reference), mx.array(weights), beta,
+                                softplus).item()
+        theirs = losses.wdpo_loss(torch.tensor(policy), torch.tensor(reference),
+                                  torch.tensor(weights), beta, F.softplus).item()
+        assert ours == pytest.approx(theirs, abs=1e-5)
+    assert losses.wsft_loss(mx.array(policy), mx.array(weights)).item() == pytest.approx(
+        losses.wsft_loss(torch.tensor(policy), torch.tensor(weights)).item(), abs=1e-5)
+    same = losses.wdpo_loss(mx.array(policy), mx.array(policy), mx.array(weights), 0.1, softplus)
+    assert same.item() == pytest.approx(math.log(2), abs=1e-6)
+
+
+@pytest.mark.parametrize("method", ["wdpo", "wsft"])
+def test_a_zero_weight_question_adds_no_gradient(trainer_for, method):
+    trainer = trainer_for(method)
+    zero = next(i for i, e in enumerate(trainer.examples) if e.weight > 0)
+    other = zero + 1
+    trainer.examples[zero] = replace(trainer.examples[zero], weight=0.0)
+
+    def grads(rows):
+        return dict(tree_flatten(trainer.gradients(rows)[1]))
+
+    both, alone, only_zero = grads([zero, other]), grads([other]), grads([zero])
+    assert set(both) == set(alone) and all("lora" in k for k in alone)
+    for k in alone:
+        assert np.allclose(np.array(both[k]), np.array(alone[k]), rtol=1e-5, atol=1e-7), k
+    assert all(float(mx.abs(g).max()) == 0.0 for g in only_zero.values())
+    assert sum(float(mx.abs(g).sum()) for g in alone.values()) > 0
+
+
+def test_reference_is_the_base_model_and_batches_change_nothing(trainer_for, tiny_dir):
+    trainer = trainer_for("wdpo")
+    rows = list(range(6))
+    ref = trainer.reference(rows)
+    base = load_backend(str(tiny_dir))
+    plain = letter_logprobs(base.model, trainer.prompts(rows), trainer.letters(rows))
+    assert mx.allclose(ref, plain, atol=1e-5).item()
+    moved = trainer.policy(rows)
+    assert not mx.allclose(moved, ref, atol=1e-3).item()  # the adapter really moved
+    one_by_one = mx.concatenate([trainer.policy([i]) for i in rows])
+    assert mx.allclose(moved, one_by_one, atol=1e-5).item()
+
+
+def test_trained_letters_are_the_backends_last_position(tmp_path):
+    """Gemma 3 layout: a sliding window shorter than the prompts and a final-logit softcap."""
+    from tiny_models import build_tiny_model
+
+    from fairpp_app.prompts import build_prompt
+    from fairpp_app.questions import build_bank
+
+    folder = build_tiny_model(tmp_path / "g", arch="gemma3", sliding_window=8, softcap=2.0)
+    backend = load_backend(str(folder))
+    assert backend._softcap == 2.0
+    for q in build_bank()[:2]:
+        tokens = backend._tokens(build_prompt(q, None))
+        ours = last_logprobs(backend.model, mx.array([tokens]), backend._softcap)[0]
+        backend._cache = None
+        logits = backend.last_logits(tokens)
+        assert mx.allclose(ours, logits - mx.logsumexp(logits), atol=1e-5).item()
+
+
+def test_the_adapter_loads_in_mlx_lm_and_in_peft(persona_store, personas, tiny_dir):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("peft")
+    from mlx_lm.tuner.utils import load_adapters
+
+    from fairpp_app.prompts import build_prompt
+    from fairpp_app.training import mlx_trainer, torch_trainer
+    from fairpp_app.training.evaluate import load_adapter
+
+    assert mlx_trainer.PROJECTIONS == torch_trainer.PROJECTIONS
+    outcome = run_training(persona_store, personas, _config(tiny_dir, "dpo", lr=5e-2))
+    meta = read_metadata(outcome.adapter_path)
+    assert meta["peft_adapter"] is True
+    prompts = [build_prompt(q, None) for q in persona_store.questions("test", limit=4)]
+    trained = load_backend(str(tiny_dir))
+    load_adapters(trained.model, f"{outcome.adapter_path}/mlx")
+    plain = load_backend(str(tiny_dir)).score_options(prompts)
+    ours = trained.score_options(prompts)
+    assert any(abs(a.probs[0] - b.probs[0]) > 1e-3 for a, b in zip(ours, plain))  # it trained
+    scorer = load_adapter(persona_store, "mlx-dpo", device="cpu")
+    with torch.no_grad():
+        theirs = scorer.score_options(prompts)
+    for a, b in zip(ours, theirs):
+        assert a.probs == pytest.approx(b.probs, abs=1e-4)
+
+
+# ---- the real model --------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_a_few_wdpo_steps_on_the_embedded_model(embedded_home, monkeypatch, persona_store,
+                                                personas):
+    monkeypatch.setenv("FAIRPP_HOME", str(embedded_home))
+    name = f"mlx-embedded-{id(persona_store)}"
+    config = TrainingConfig(method="wdpo", from_run=PERSONA_RUN, name=name, limit=8, device="mlx",
+                            batch_size=2, grad_accum=1, max_steps=3, eval_every=3, eval_limit=4,
+                            save_every=3)
+    outcome = run_training(persona_store, personas, config)
+    assert outcome.status == "finished" and outcome.step == 3
+    events = persona_store.events(training_id=persona_store.get_training(name)["id"])
+    step_losses = [e["payload"]["loss"] for e in events if e["kind"] == "train_step"]
+    assert len(step_losses) == 3 and all(math.isfinite(x) for x in step_losses)
+    assert step_losses[0] == pytest.approx(math.log(2), abs=1e-4)
+    evals = [e["payload"] for e in events if e["kind"] == "train_eval"]
+    assert [e["step"] for e in evals] == [0, 3] and len(evals[-1]["similarity"]) == 7
+    meta = read_metadata(outcome.adapter_path)
+    assert meta["base_model"] == "gemma-3-270m" and meta["completion"]["chat_template"] is False
+    assert meta["peft_adapter"] is True
