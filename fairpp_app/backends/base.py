@@ -10,9 +10,10 @@ rest; the simulation engine owns retrying.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Sequence
+from typing import Callable, ClassVar, Sequence
 
-from ..answers import OptionScores
+from ..answers import LETTERS, OptionScores
+from ..errors import PermanentBackendError
 from ..prompts import Prompt
 
 
@@ -73,3 +74,15 @@ class Backend:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def option_token_ids(encode: Callable[[str], list[int]]) -> list[list[int]]:
+    """Single-token spellings of each option letter ("A" and " A"), whose probabilities are
+    summed: after "Answer:" a tokenizer usually predicts " A", after a chat turn "A"."""
+    ids = []
+    for letter in LETTERS:
+        variants = {int(t[0]) for t in (encode(letter), encode(" " + letter)) if len(t) == 1}
+        if not variants:
+            raise PermanentBackendError(f"the model has no single token for option {letter}")
+        ids.append(sorted(variants))
+    return ids

@@ -19,7 +19,7 @@ import numpy as np
 from ..answers import LETTERS, OptionScores
 from ..errors import PermanentBackendError
 from ..prompts import Prompt
-from .base import Backend, BackendOptions
+from .base import Backend, BackendOptions, option_token_ids
 
 
 _LOG_CALLBACK = None
@@ -71,18 +71,7 @@ class LlamaCppBackend(Backend):
         return self.path.name
 
     def _option_token_ids(self) -> list[list[int]]:
-        """Single-token spellings of each letter ("A", " A"), to be summed."""
-        ids = []
-        for letter in LETTERS:
-            variants = set()
-            for spelling in (letter, " " + letter):
-                toks = self.llm.tokenize(spelling.encode(), add_bos=False, special=False)
-                if len(toks) == 1:
-                    variants.add(toks[0])
-            if not variants:
-                raise PermanentBackendError(f"the model has no single token for option {letter}")
-            ids.append(sorted(variants))
-        return ids
+        return option_token_ids(lambda text: self.llm.tokenize(text.encode(), add_bos=False, special=False))
 
     def _chat_formatter(self):
         mode = str(self.options.extra.get("chat", "auto"))

@@ -51,7 +51,7 @@ from .. import hfmodels
 from ..answers import LETTERS, OptionScores
 from ..errors import PermanentBackendError
 from ..prompts import Prompt
-from .base import Backend, BackendOptions
+from .base import Backend, BackendOptions, option_token_ids
 
 #: Tokens per forward pass while filling the cache; bounds memory on long prompts.
 PREFILL_STEP = 512
@@ -152,18 +152,7 @@ class MLXBackend(Backend):
         return float(cap) if cap and not handled else None
 
     def _option_token_ids(self) -> list[list[int]]:
-        """Single-token spellings of each letter ("A", " A"), to be summed."""
-        ids = []
-        for letter in LETTERS:
-            variants = set()
-            for spelling in (letter, " " + letter):
-                toks = self.tokenizer.encode(spelling, add_special_tokens=False)
-                if len(toks) == 1:
-                    variants.add(int(toks[0]))
-            if not variants:
-                raise PermanentBackendError(f"the model has no single token for option {letter}")
-            ids.append(sorted(variants))
-        return ids
+        return option_token_ids(lambda text: self.tokenizer.encode(text, add_special_tokens=False))
 
     def _use_chat_template(self) -> bool:
         mode = str(self.options.extra.get("chat", "auto"))

@@ -49,7 +49,7 @@ from .. import hfmodels
 from ..answers import LETTERS, OptionScores
 from ..errors import PermanentBackendError
 from ..prompts import Prompt
-from .base import Backend, BackendOptions
+from .base import Backend, BackendOptions, option_token_ids
 
 MIN_SHARED_PREFIX = 16
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
@@ -125,18 +125,7 @@ class TransformersBackend(Backend):
         return 0
 
     def _option_token_ids(self) -> list[list[int]]:
-        """Single-token spellings of each letter ("A", " A"), to be summed."""
-        ids = []
-        for letter in LETTERS:
-            variants = set()
-            for spelling in (letter, " " + letter):
-                toks = self.tokenizer.encode(spelling, add_special_tokens=False)
-                if len(toks) == 1:
-                    variants.add(int(toks[0]))
-            if not variants:
-                raise PermanentBackendError(f"the model has no single token for option {letter}")
-            ids.append(sorted(variants))
-        return ids
+        return option_token_ids(lambda text: self.tokenizer.encode(text, add_special_tokens=False))
 
     def _chat_mode(self) -> bool:
         mode = str(self.options.extra.get("chat", "auto"))
