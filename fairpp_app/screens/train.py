@@ -159,7 +159,10 @@ class TrainScreen(Screen):
         if training_id == self.training_id:
             return
         self.training_id, self.last_event = training_id, 0
-        self.loss, self.similarity = {"loss": ([], [])}, {}
+        self.loss, self.similarity = {"loss": ([], []), "reward margin": ([], [])}, {}
+        row = self.app.store.db.execute("SELECT target FROM trainings WHERE id = ?",
+                                        [training_id]).fetchone()
+        self.target_label = self._label(row[0]) if row else None
         self.poll(force=True)
 
     def poll(self, force: bool = False) -> None:
@@ -175,6 +178,10 @@ class TrainScreen(Screen):
                 xs, ys = self.loss["loss"]
                 xs.append(p["step"])
                 ys.append(p["loss"])
+                if p.get("reward_margin") is not None:  # DPO methods only
+                    xs, ys = self.loss["reward margin"]
+                    xs.append(p["step"])
+                    ys.append(p["reward_margin"])
             elif e["kind"] == "train_eval":
                 for persona, value in (p.get("similarity") or {}).items():
                     if value is None:
@@ -186,9 +193,15 @@ class TrainScreen(Screen):
                 self.action_reload()
         if events:
             self.last_event = events[-1]["id"]
-        self.query_one("#train-loss", LineChart).show("training loss", self.loss)
+        self.query_one("#train-loss", LineChart).show("training loss and reward margin", self.loss)
+        ordered = dict(sorted(self.similarity.items(), key=lambda kv: self._order(kv[0])))
         self.query_one("#train-sim", LineChart).show(
-            "similarity to each persona (held-out questions)", self.similarity)
+            "similarity to each persona (held-out questions)", ordered,
+            highlight=getattr(self, "target_label", None))
+
+    def _order(self, label: str) -> tuple[int, str]:
+        digits = label[1:]
+        return (int(digits), label) if label.startswith("P") and digits.isdigit() else (10**6, label)
 
     def _label(self, slug: str) -> str:
         return next((f"P{p.number}" for p in self.app.personas if p.slug == slug), slug)

@@ -42,13 +42,18 @@ class LineChart(PlotextPlot):
     """One or more series against a shared x axis (training loss, similarity...)."""
 
     def show(self, title: str, series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
-             xlabel: str = "step") -> None:
+             xlabel: str = "step", highlight: str | None = None) -> None:
+        """Draw every series; ``highlight`` names one drawn last, bold and labelled as such."""
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
         plt.title(title)
         plt.xlabel(xlabel)
         for name, (xs, ys) in series.items():
-            if xs:
+            if xs and name != highlight:
                 plt.plot(list(xs), list(ys), label=name, marker="braille")
+        if highlight in series and series[highlight][0]:
+            xs, ys = series[highlight]
+            plt.plot(list(xs), list(ys), label=f"{highlight} (target)", marker="hd",
+                     color="red+")
         self.refresh()

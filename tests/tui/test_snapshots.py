@@ -77,3 +77,68 @@ def test_analysis_heatmap(snap_db, snap_compare):
         await _settle(pilot)
 
     assert snap_compare(FairppApp(path), terminal_size=SIZE, run_before=open_analysis)
+
+
+# The Train screen's charts on a hand-made training: ten steps of a falling loss (and reward
+# margin, which the screen does not chart) and three evaluations of similarity to each persona.
+TRAIN_NAME = "wdpo-p6"
+TRAIN_TARGET = "disengaged-traditionalists"  # persona 6
+TRAIN_LOSS = [0.693, 0.652, 0.604, 0.561, 0.523, 0.488, 0.457, 0.431, 0.409, 0.392]
+TRAIN_MARGIN = [0.00, 0.05, 0.11, 0.18, 0.26, 0.33, 0.41, 0.48, 0.54, 0.59]
+TRAIN_SIMILARITY = {  # eval step -> similarity per persona slug, persona-number order
+    4: [0.42, 0.55, 0.61, 0.47, 0.63, 0.66, 0.58],
+    7: [0.40, 0.54, 0.63, 0.45, 0.68, 0.78, 0.61],
+    10: [0.37, 0.52, 0.65, 0.43, 0.71, 0.89, 0.63],
+}
+
+
+@pytest.fixture
+def train_db(store, db_path, slugs, monkeypatch):
+    """The bank copy with one finished WDPO training toward persona 6 and its events, opened
+    by a relative path (the header shows it); no run, so the form has no run to choose."""
+    from fairpp_app.widgets import backends_panel
+
+    monkeypatch.setattr(backends_panel, "available", lambda name: name in INSTALLED)
+    monkeypatch.setattr(backends_panel, "embedded_model_present", lambda: True)
+    row = store.create_training(TRAIN_NAME, "wdpo", TRAIN_TARGET, "gemma-3-270m", None,
+                                {"method": "wdpo", "target": "6"}, status="finished")
+    for step, (loss, margin) in enumerate(zip(TRAIN_LOSS, TRAIN_MARGIN), start=1):
+        store.add_event("train_step", {"training": TRAIN_NAME, "step": step, "loss": loss,
+                                       "learning_rate": 1e-4, "reward_margin": margin,
+                                       "reward_accuracy": None}, training_id=row["id"])
+        if step in TRAIN_SIMILARITY:
+            store.add_event("train_eval", {
+                "training": TRAIN_NAME, "step": step, "target": TRAIN_TARGET,
+                "similarity": dict(zip(slugs, TRAIN_SIMILARITY[step])), "agreement": {},
+                "margin": margin, "loss": loss}, training_id=row["id"])
+    monkeypatch.chdir(db_path.parent)
+    return Path(db_path.name), row
+
+
+def test_train_charts(train_db, snap_compare):
+    """Train (key 6) with the one stored training 'wdpo-p6' (wdpo, target
+    disengaged-traditionalists, finished) listed and selected: the form on the left with
+    its defaults (method wdpo, target P6, from run (none), device auto...), the state 'idle',
+    and on the right two line charts against 'step'. 'training loss and reward margin' has
+    a falling curve 'loss', 0.693 at step 1 down to 0.392 at step 10, and a rising curve
+    'reward margin', 0.00 to 0.59. 'similarity to each persona (held-out questions)' has
+    seven lines over steps 4, 7 and 10, legend in persona order P1, P2, P3, P4, P5, P7 in
+    braille and last 'P6 (target)' drawn bold in red: P6 climbs 0.66, 0.78, 0.89 to end
+    on top; P1 and P4 fall to 0.37 and 0.43 at the bottom; P2, P3, P5 and P7 stay between
+    0.52 and 0.71."""
+    path, row = train_db
+
+    async def open_train(pilot) -> None:
+        from fairpp_app.screens.train import TrainScreen
+
+        await pilot.press("6")
+        await _settle(pilot)
+        screen = pilot.app.screen
+        assert isinstance(screen, TrainScreen) and screen.training_id == row["id"]
+        assert screen.loss["loss"] == (list(range(1, 11)), TRAIN_LOSS)
+        assert screen.similarity["P6"] == ([4, 7, 10], [0.66, 0.78, 0.89])
+        assert len(screen.similarity) == 7
+        assert screen.target_label == "P6"
+        assert screen.loss["reward margin"][0] == list(range(1, 11))
+
+    assert snap_compare(FairppApp(path), terminal_size=SIZE, run_before=open_train)
