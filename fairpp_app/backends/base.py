@@ -86,3 +86,16 @@ def option_token_ids(encode: Callable[[str], list[int]]) -> list[list[int]]:
             raise PermanentBackendError(f"the model has no single token for option {letter}")
         ids.append(sorted(variants))
     return ids
+
+
+def completion_token_ids(encode: Callable[[str], list[int]], chat: bool) -> dict[str, int]:
+    """The one token per letter that training puts after the prompt: "A" after a chat turn,
+    " A" after the plain-text "Answer:" (falling back to the other spelling)."""
+    out = {}
+    for letter in LETTERS:
+        spellings = (letter, " " + letter) if chat else (" " + letter, letter)
+        ids = next((t for t in map(encode, spellings) if len(t) == 1), None)
+        if ids is None:
+            raise PermanentBackendError(f"the model has no single token for option {letter}")
+        out[letter] = int(ids[0])
+    return out

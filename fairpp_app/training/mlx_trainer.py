@@ -65,10 +65,9 @@ from mlx_lm.models import cache as cache_lib
 from mlx_lm.tuner.lora import LoRALinear
 from mlx_lm.tuner.utils import linear_to_lora_layers
 
-from ..answers import LETTERS
-from ..backends.base import BackendOptions
+from ..backends.base import BackendOptions, completion_token_ids
 from ..backends.mlx_backend import MLXBackend
-from ..errors import FairppError, PermanentBackendError
+from ..errors import FairppError
 from ..events import TrainingEval, TrainingStep
 from . import losses
 from .config import TrainingConfig, is_preference
@@ -144,17 +143,8 @@ def adapter_disabled(model):
 
 def completion_ids(backend: MLXBackend) -> dict[str, int]:
     """The one token per letter that is trained on, chosen as the torch trainer chooses it."""
-    out = {}
-    for letter in LETTERS:
-        spellings = (letter, " " + letter) if backend._chat else (" " + letter, letter)
-        for spelling in spellings:
-            ids = backend.tokenizer.encode(spelling, add_special_tokens=False)
-            if len(ids) == 1:
-                out[letter] = int(ids[0])
-                break
-        else:
-            raise PermanentBackendError(f"the model has no single token for option {letter}")
-    return out
+    return completion_token_ids(
+        lambda text: backend.tokenizer.encode(text, add_special_tokens=False), backend._chat)
 
 
 def last_logprobs(model, tokens: mx.array, softcap: float | None = None) -> mx.array:

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import inspect
 
-from ..answers import LETTERS
-from ..backends.base import Backend, BackendOptions
+from ..backends.base import Backend, BackendOptions, completion_token_ids
 from ..backends.transformers_backend import TransformersBackend
-from ..errors import PermanentBackendError
 from ..prompts import Prompt
 
 
@@ -64,17 +62,8 @@ class ModelScorer(TransformersBackend):
         return self._tokens(prompt)
 
     def _completion_token_ids(self) -> dict[str, int]:
-        out = {}
-        for letter in LETTERS:
-            spellings = (letter, " " + letter) if self._chat else (" " + letter, letter)
-            for spelling in spellings:
-                ids = self.tokenizer.encode(spelling, add_special_tokens=False)
-                if len(ids) == 1:
-                    out[letter] = int(ids[0])
-                    break
-            else:
-                raise PermanentBackendError(f"the model has no single token for option {letter}")
-        return out
+        return completion_token_ids(
+            lambda text: self.tokenizer.encode(text, add_special_tokens=False), self._chat)
 
     def completion_id(self, letter: str) -> int:
         return self._completion_ids[letter]
