@@ -134,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, help="answer only the first N questions of the split")
     ev.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     ev.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass (default 8)")
+    ev.add_argument("--debias", choices=("none", "permute"),
+                    help="permute: also answer with options A and B swapped and average, as "
+                         "`simulate --debias permute` does (default: an adapter follows the run "
+                         "it was trained from; --base uses none)")
     _add_json(ev)
 
     rp = add("report", "the paper's Table 2 for a target persona: base, role-play, SFT, WSFT, DPO, WDPO")

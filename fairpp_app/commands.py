@@ -367,10 +367,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         except ImportError as exc:
             raise UsageError(f"evaluating needs torch, transformers and peft ({exc})") from None
         if args.adapter:
-            outcome = evaluate_adapter(store, personas, args.adapter, **options)
+            outcome = evaluate_adapter(store, personas, args.adapter, debias=args.debias, **options)
         else:
             base = None if args.base == "embedded" else args.base
-            outcome = evaluate_base(store, personas, base, **options)
+            outcome = evaluate_base(store, personas, base, debias=args.debias or "none", **options)
     if args.json:
         _print_json(outcome.__dict__)
     else:

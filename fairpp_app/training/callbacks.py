@@ -56,7 +56,8 @@ class LiveEvalCallback(TrainerCallback):
 
     def evaluate(self, step: int) -> TrainingEval:
         result = live_similarity(self.scorer, self.questions, self.answers,
-                                 self.session.personas, self.session.target)
+                                 self.session.personas, self.session.target,
+                                 debias=self.session.debias)
         event = TrainingEval(self.session.name, step, self.session.target.slug,
                              similarity=result["similarity"], agreement=result["agreement"],
                              margin=result["margin"], loss=getattr(self.session, "last_loss", None))

@@ -8,8 +8,13 @@ otherwise). A DPO example is therefore two pairs sharing one prompt; SFT uses th
 preferred letter only. Questions whose target answer is unparsed are skipped and counted,
 never turned into C.
 
-The data hash covers every example with its weight, the method and the prompt template,
-so a resumed training can tell that its data changed underneath it.
+When the source run was scored with ``--debias permute`` (each question asked twice, A
+and B swapped, probabilities averaged), every question is also trained in its swapped
+order, the letters swapped with it, so the model learns the option rather than its
+position, and sees both layouts that its evaluation will ask.
+
+The data hash covers every example with its weight and order, the method and the prompt
+template, so a resumed training can tell that its data changed underneath it.
 """
 
 from __future__ import annotations
@@ -35,9 +40,17 @@ class Example:
     rejected: tuple[str, str]     # the two other letters
     weight: float = 1.0
     tier: int | None = None
+    swapped: bool = False         # options A and B shown in swapped order (letters follow)
 
     def prompt(self) -> Prompt:
-        return build_prompt(self.question, None)
+        return build_prompt(self.question, None, swap_ab=self.swapped)
+
+    def swap(self) -> "Example":
+        """The same question with options A and B swapped, the letters following their options."""
+        flip = {"A": "B", "B": "A", "C": "C"}
+        return Example(self.question, flip[self.chosen],
+                       tuple(flip[r] for r in self.rejected),  # type: ignore[arg-type]
+                       self.weight, self.tier, not self.swapped)
 
     def pairs(self) -> list[tuple[str, str]]:
         return [(self.chosen, r) for r in self.rejected]
@@ -51,9 +64,14 @@ class TrainingSet:
     from_run: str
     alpha: float
     beta: float
+    permute: bool = False
     skipped: list[str] = field(default_factory=list)   # target answer unparsed
     tiers: list[dict] = field(default_factory=list)
     data_hash: str = ""
+
+    @property
+    def n_questions(self) -> int:
+        return len({e.question.id for e in self.examples})
 
     @property
     def n_pairs(self) -> int:
@@ -61,15 +79,17 @@ class TrainingSet:
         return per * len(self.examples)
 
     def summary(self) -> dict:
-        return {"questions": len(self.examples), "pairs": self.n_pairs,
+        return {"questions": self.n_questions, "examples": len(self.examples), "pairs": self.n_pairs,
                 "skipped_unparsed": len(self.skipped), "tiers": self.tiers,
                 "data_hash": self.data_hash, "weighted": is_weighted(self.method),
+                "both_orders": self.permute,
                 "alpha": self.alpha, "beta": self.beta}
 
 
 def data_hash(method: str, examples: list[Example]) -> str:
     blob = json.dumps({"method": method, "template": template_hash(),
                        "examples": [[e.question.id, e.chosen, list(e.rejected), round(e.weight, 12)]
+                                    + ([True] if e.swapped else [])
                                     for e in examples]})
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -78,6 +98,7 @@ def build_training_set(store: Store, from_run: str, target: Persona, personas: l
                        method: str, alpha: float = 1.0, beta: float = 1.0,
                        limit: int | None = None, save_weights: bool = True) -> TrainingSet:
     """The training examples of ``method`` toward ``target`` from ``from_run``'s answers."""
+    permute = run_debias(store, from_run) == "permute"
     slugs = [p.slug for p in personas]
     answers = persona_answers(store, from_run, slugs, "train")
     questions = [q for q in store.questions("train") if q.id in answers]
@@ -110,12 +131,20 @@ def build_training_set(store: Store, from_run: str, target: Persona, personas: l
             tier, w = weights[q.id]
         else:
             tier, w = None, 1.0
-        examples.append(Example(q, letter, rejected, float(w), tier))  # type: ignore[arg-type]
+        example = Example(q, letter, rejected, float(w), tier)  # type: ignore[arg-type]
+        examples.append(example)
+        if permute:
+            examples.append(example.swap())
     if not examples:
         raise UsageError(f"every train answer of persona {target.number} in run '{from_run}' is "
                          "unparsed; nothing to train on")
-    return TrainingSet(examples, target, method, from_run, alpha, beta, skipped, tiers,
+    return TrainingSet(examples, target, method, from_run, alpha, beta, permute, skipped, tiers,
                        data_hash(method, examples))
+
+
+def run_debias(store: Store, run: str) -> str:
+    """How a run's answers were debiased (``none`` or ``permute``), from its stored settings."""
+    return str(store.get_run(run)["params"].get("debias") or "none")
 
 
 def _rank(qid: str) -> str:

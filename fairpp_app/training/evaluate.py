@@ -21,6 +21,7 @@ from .. import metrics
 from ..errors import UsageError
 from ..events import Event
 from ..personas import Persona
+from ..answers import average
 from ..prompts import build_prompt
 from ..store import Store
 
@@ -29,8 +30,8 @@ def eval_run_name(adapter: str) -> str:
     return f"eval-{adapter}"
 
 
-def base_run_name(display: str) -> str:
-    return f"eval-base-{display}"
+def base_run_name(display: str, debias: str = "none") -> str:
+    return f"eval-base-{display}" + ("" if debias == "none" else f"-{debias}")
 
 
 def compare_with_personas(mine: dict[str, str | None], answers: dict[str, dict[str, str | None]],
@@ -54,13 +55,21 @@ def compare_with_personas(mine: dict[str, str | None], answers: dict[str, dict[s
 
 
 def live_similarity(scorer, questions, answers: dict[str, dict[str, str | None]],
-                    personas: list[Persona], target: Persona) -> dict:
-    """Answers of the model in ``scorer`` on ``questions`` (logprob mode, no persona), compared."""
+                    personas: list[Persona], target: Persona, debias: str = "none") -> dict:
+    """Answers of the model in ``scorer`` on ``questions`` (logprob mode, no persona), compared.
+
+    With ``debias="permute"`` each question is also scored with A and B swapped and the two
+    distributions averaged, as ``fairpp simulate --debias permute`` did for the personas.
+    """
     model = scorer.model
-    was_training = model.training
-    model.eval()
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
     try:
         scores = scorer.score_options([build_prompt(q, None) for q in questions])
+        if debias == "permute":
+            swapped = scorer.score_options([build_prompt(q, None, swap_ab=True) for q in questions])
+            scores = [average(s, w.swapped_ab()) for s, w in zip(scores, swapped)]
     finally:
         if was_training:
             model.train()
@@ -95,27 +104,36 @@ def load_adapter(store: Store, name: str, device: str = "auto", batch_size: int 
 
 def evaluate_adapter(store: Store, personas: list[Persona], name: str, *, split: str = "test",
                      limit: int | None = None, device: str = "auto", batch_size: int = 8,
-                     listener: Callable[[Event], None] | None = None,
+                     debias: str | None = None, listener: Callable[[Event], None] | None = None,
                      cancel: threading.Event | None = None):
-    """Run the adapter ``name`` as a ``model`` respondent on ``split``; returns the engine's Outcome."""
-    from ..simulate import SimulationConfig, run_simulation
+    """Run the adapter ``name`` as a ``model`` respondent on ``split``; returns the engine's Outcome.
 
+    ``debias`` defaults to that of the run the adapter was trained from, so its answers are
+    measured the way the personas' were.
+    """
+    from ..simulate import SimulationConfig, run_simulation
+    from .data import run_debias
+
+    if debias is None:
+        from_run = store.get_training(name)["from_run"]
+        debias = run_debias(store, from_run) if store.find_run(from_run) else "none"
     scorer = load_adapter(store, name, device, batch_size)
     config = SimulationConfig(backend="transformers", model=name, respondent="model", split=split,
                               limit=limit, run=eval_run_name(name), mode="logprob",
-                              batch_size=batch_size, device=scorer.device)
+                              debias=debias, batch_size=batch_size, device=scorer.device)
     return run_simulation(store, config, personas, listener=listener, cancel=cancel, backend=scorer)
 
 
 def evaluate_base(store: Store, personas: list[Persona], base: str | None = None, *,
                   split: str = "test", limit: int | None = None, device: str = "auto",
-                  batch_size: int = 8, listener: Callable[[Event], None] | None = None,
+                  batch_size: int = 8, debias: str = "none",
+                  listener: Callable[[Event], None] | None = None,
                   cancel: threading.Event | None = None):
     """Run the untrained base model as a ``model`` respondent (the report's 'base' row)."""
     from ..hfmodels import model_display_name
     from ..simulate import SimulationConfig, run_simulation
 
     config = SimulationConfig(backend="transformers", model=base, respondent="model", split=split,
-                              limit=limit, run=base_run_name(model_display_name(base)),
-                              mode="logprob", batch_size=batch_size, device=device)
+                              limit=limit, run=base_run_name(model_display_name(base), debias),
+                              mode="logprob", debias=debias, batch_size=batch_size, device=device)
     return run_simulation(store, config, personas, listener=listener, cancel=cancel)

@@ -423,7 +423,8 @@ class _Evaluator:
         self.backend._reset_cache()  # its keys and values came from older weights
         try:
             result = live_similarity(self.backend, self.questions, self.answers,
-                                     self.session.personas, self.session.target)
+                                     self.session.personas, self.session.target,
+                                     debias=self.session.debias)
         finally:
             self.backend._cache = None
         self.session.emit(TrainingEval(
@@ -475,7 +476,7 @@ def _train(session: TrainingSession) -> TrainingOutcome:
     batches = Batches(len(data.examples), config)
     start = trainer.step
     session.emit(TrainingStarted(session.name, config.method, session.target.slug,
-                                 config.base or "", device, len(data.examples), data.n_pairs,
+                                 config.base or "", device, data.n_questions, data.n_pairs,
                                  batches.total, start, len(data.skipped)))
     evaluate = _Evaluator(session, backend)
     if start == 0:

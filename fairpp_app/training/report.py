@@ -22,6 +22,7 @@ from ..hfmodels import model_display_name
 from ..personas import Persona
 from ..store import Store
 from .config import METHODS
+from .data import run_debias
 from .evaluate import base_run_name, compare_with_personas, eval_run_name
 
 ROW_ORDER = ("base", "role-play", "sft", "wsft", "dpo", "wdpo")
@@ -52,9 +53,13 @@ def _from_run_metrics(store: Store, run: str, respondent: str, personas: list[Pe
 
 
 def _run_with(store: Store, respondent: str, split: str, *, kind: str | None = None,
-              model: str | None = None, exclude: str | None = None,
+              model: str | None = None, exclude: str | None = None, debias: str | None = None,
               prefer: str | None = None) -> str | None:
-    """The run with the most answers of ``respondent`` on ``split`` (``prefer`` first if it has any)."""
+    """The run with the most answers of ``respondent`` on ``split`` (``prefer`` first if it has any).
+
+    With ``debias``, only runs answered with that debiasing count: a base model scored in
+    one letter order is not comparable with personas scored in both.
+    """
     sql = """SELECT runs.name AS name, count(*) AS n FROM records
              JOIN runs ON runs.id = records.run_id JOIN questions q ON q.id = records.question_id
              WHERE records.respondent = ? AND q.split = ?"""
@@ -70,6 +75,8 @@ def _run_with(store: Store, respondent: str, split: str, *, kind: str | None = N
         args.append(exclude)
     rows = list(store.db.query(sql + " GROUP BY runs.id ORDER BY n DESC, runs.id DESC", args))
     names = [r["name"] for r in rows]
+    if debias is not None:
+        names = [n for n in names if run_debias(store, n) == debias]
     if prefer in names:
         return prefer
     return names[0] if names else None
@@ -91,17 +98,20 @@ def build_report(store: Store, personas: list[Persona], target: Persona,
                          f"'{split}' to compare with")
     base = trainings[-1]["base_model"] if trainings else None
     display = model_display_name(base)
+    debias = run_debias(store, from_run)
     rows = []
 
-    run = _run_with(store, display, split, kind="model", prefer=base_run_name(display))
+    run = _run_with(store, display, split, kind="model", debias=debias,
+                    prefer=base_run_name(display, debias))
     if run is None:
+        flag = "" if debias == "none" else f" --debias {debias}"
         rows.append(_row("base", None, None, target,
-                         f"not evaluated: fairpp evaluate --base {base or ''}".strip()))
+                         f"not evaluated: fairpp evaluate --base {base or ''}".strip() + flag))
     else:
         result, n = _from_run_metrics(store, run, display, personas, target, split, from_run)
         rows.append(_row("base", run, result, target, questions=n))
 
-    run = _run_with(store, target.slug, split, model=display, exclude=from_run)
+    run = _run_with(store, target.slug, split, model=display, exclude=from_run, debias=debias)
     if run is not None:
         theirs = persona_answers(store, run, [target.slug], split)
         mine = {qid: by.get(target.slug) for qid, by in theirs.items()}
@@ -127,6 +137,9 @@ def build_report(store: Store, personas: list[Persona], target: Persona,
             continue
         result, n = _from_run_metrics(store, run, name, personas, target, split, from_run)
         note = "" if result else f"{run} has no answers on split '{split}'"
+        if result and run_debias(store, run) != debias:
+            note = (f"{run} answered with --debias {run_debias(store, run)} but the personas in "
+                    f"{from_run} with --debias {debias}: not comparable")
         rows.append(_row(label, name, result, target, note, questions=n))
     return {"target": {"number": target.number, "slug": target.slug, "name": target.name},
             "from_run": from_run, "split": split, "base_model": display,

@@ -29,7 +29,7 @@ from ..personas import Persona, resolve
 from ..prompts import template_hash
 from ..store import Store
 from .config import TrainingConfig, is_weighted
-from .data import TrainingSet, build_training_set, eval_subset
+from .data import TrainingSet, build_training_set, eval_subset, run_debias
 from .errors import TrainerUnavailable
 
 METADATA_FILE = "fairpp_adapter.json"
@@ -134,6 +134,11 @@ class TrainingSession:
                         f"in run '{cfg.from_run}' differ); start a new training with another --name")
         return self._data
 
+    @property
+    def debias(self) -> str:
+        """The source run's debiasing; the live similarity answers the same way."""
+        return run_debias(self.store, self.config.from_run)
+
     def eval_set(self) -> tuple[list, dict]:
         """The fixed held-out questions of the live similarity, with every persona's answers."""
         if self._eval is None:
@@ -179,7 +184,8 @@ class TrainingSession:
             "from_run": self.config.from_run,
             "weights": {"weighted": is_weighted(self.config.method), "alpha": self.config.alpha,
                         "beta": self.config.beta, "tiers": data.tiers},
-            "data_hash": data.data_hash, "questions": len(data.examples), "pairs": data.n_pairs,
+            "data_hash": data.data_hash, "questions": data.n_questions, "pairs": data.n_pairs,
+            "both_orders": data.permute,
             "skipped_unparsed": len(data.skipped), "steps": steps,
             "prompt_template": template_hash(), "config": self.config.as_json(),
             "saved_at": time.time(), **(extra or {}),

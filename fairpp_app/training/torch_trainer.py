@@ -373,7 +373,7 @@ def _train(session: TrainingSession) -> TrainingOutcome:
         start = _step_of(resume_from) if resume_from else 0
         steps = total_steps(config, len(data.examples))
         session.emit(TrainingStarted(session.name, config.method, session.target.slug,
-                                     config.base or "", device, len(data.examples), data.n_pairs,
+                                     config.base or "", device, data.n_questions, data.n_pairs,
                                      steps, start, len(data.skipped)))
         status, message = "finished", ""
         try:
