@@ -32,8 +32,7 @@ The loss is :mod:`losses`' arithmetic with ``softplus(x) = logaddexp(0, x)``. Li
 Trainer, each micro-batch's weighted mean is averaged over the step's micro-batches,
 gradients are clipped to norm 1, there is no weight decay, and the learning rate warms up
 linearly over ``--warmup-steps`` and then decays linearly to 0. ``--lora-dropout`` acts
-on the LoRA branch while training (the torch trainer's ``disable_dropout_in_model``
-zeroes it there; the default 0 makes the two agree). The data order is a
+on the LoRA branch while training, as in the torch trainer. The data order is a
 seeded permutation per epoch, so step N always sees the same questions and a resume
 continues with the step after its checkpoint. A checkpoint (``checkpoint-N``: adapter
 weights, the optimizer's state flattened with ``tree_flatten``, ``trainer_state.json``)

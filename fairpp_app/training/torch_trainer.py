@@ -331,11 +331,14 @@ def prepare_model(config: TrainingConfig, device: str, base: str | None):
     from transformers import set_seed
 
     model, tokenizer, path = load_base(base, device)
+    # The base model's dropout goes (TRL's default: the policy and the reference must see the
+    # same network), before the adapter is added, so --lora-dropout still acts on the LoRA
+    # branch, which the reference (adapter disabled) never runs.
+    disable_dropout_in_model(model)
     set_seed(config.seed)  # the LoRA init
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # peft reads a deprecated property
         model = add_lora(model, config)
-    disable_dropout_in_model(model)
     return model, tokenizer, path
 
 

@@ -163,3 +163,24 @@ def test_prompts_and_scores_match_the_transformers_backend(tiny_dir, store):
     # plain text: the completion is " A" after "Answer:", one token the backend also scores
     assert scorer.tokenizer.decode([scorer.completion_id("A")]) == " A"
     assert scorer.completion_id("A") in backend._letter_ids[0]
+
+
+def test_lora_dropout_acts_on_the_lora_branch_only(tiny_dir):
+    """--lora-dropout survives the removal of the base model's dropout, which stays off."""
+    config = TrainingConfig(method="wdpo", from_run=PERSONA_RUN, base=str(tiny_dir), name="drop",
+                            lora_dropout=0.25)
+    model, _, _ = prepare_model(config, "cpu", str(tiny_dir))
+    lora, base = [], []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Dropout):
+            (lora if ".lora_dropout." in name else base).append(module.p)
+    assert lora and set(lora) == {0.25}
+    assert all(p == 0 for p in base)
+    _moved_adapter(model)  # B away from zero: dropout on the branch now changes the output
+    model.train()
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        first, second = model(input_ids=ids).logits, model(input_ids=ids).logits
+        assert not torch.equal(first, second)
+        with model.disable_adapter():  # the reference: deterministic in train mode too
+            assert torch.equal(model(input_ids=ids).logits, model(input_ids=ids).logits)
