@@ -47,6 +47,9 @@ class TrainingConfig:
         "base model: a Hugging Face model folder or a .gguf file (default: the embedded Gemma 3 270M)"))
     name: str | None = field(default=None, metadata=_help(
         "training name (default: METHOD-pTARGET); its files go to DATA_DIR/trainings/NAME"))
+    init_from: str | None = field(default=None, metadata=_help(
+        "start from a finished training's model (its adapter merged into the base), as the "
+        "paper starts DPO from SFT and WDPO from WSFT; that model is also the DPO reference"))
     device: str = field(default="auto", metadata=_help(
         "auto picks cuda, then mps, then cpu; mlx uses the MLX trainer", choices=DEVICES))
     limit: int | None = field(default=None, metadata=_help(
@@ -84,6 +87,8 @@ class TrainingConfig:
             raise UsageError(f"--device must be one of {', '.join(DEVICES)}, not '{self.device}'")
         if self.optim not in OPTIMIZERS:
             raise UsageError(f"--optim must be one of {', '.join(OPTIMIZERS)}, not '{self.optim}'")
+        if self.init_from is not None and not NAME_RE.match(self.init_from):
+            raise UsageError(f"--init-from '{self.init_from}' is not a training name")
         if self.name is not None and not NAME_RE.match(self.name):
             raise UsageError(f"--name '{self.name}' must be letters, digits, '.', '_' or '-' "
                              "(it names a folder)")

@@ -82,9 +82,9 @@ def load_adapter(store: Store, name: str, device: str = "auto", batch_size: int 
     from peft import PeftModel
 
     from .. import hfmodels
-    from .runner import read_metadata
+    from .runner import adapter_chain, read_metadata
     from .scoring import ModelScorer
-    from .torch_trainer import load_base
+    from .torch_trainer import load_base, merge_adapters
 
     row = store.get_training(name)
     if row["status"] != "finished" or not row["adapter_path"]:
@@ -96,6 +96,8 @@ def load_adapter(store: Store, name: str, device: str = "auto", batch_size: int 
     meta = read_metadata(folder)
     device = hfmodels.pick_device(device)
     model, tokenizer, _ = load_base(meta["base_model"], device)
+    # A training started --init-from another sits on that one's merged model.
+    model = merge_adapters(model, adapter_chain(store, meta.get("init_from")))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # peft reads a deprecated property
         model = PeftModel.from_pretrained(model, str(folder)).eval()

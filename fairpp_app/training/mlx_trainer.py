@@ -62,11 +62,11 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 from mlx_lm.models import cache as cache_lib
 from mlx_lm.tuner.lora import LoRALinear
-from mlx_lm.tuner.utils import linear_to_lora_layers
+from mlx_lm.tuner.utils import linear_to_lora_layers, load_adapters
 
 from ..backends.base import BackendOptions, completion_token_ids
 from ..backends.mlx_backend import MLXBackend
-from ..errors import FairppError
+from ..errors import FairppError, UsageError
 from ..events import TrainingEval, TrainingStep
 from . import losses
 from .config import TrainingConfig, is_preference
@@ -120,6 +120,18 @@ def add_lora(model, config: TrainingConfig) -> dict:
     mx.random.seed(config.seed)  # LoRA A's init
     linear_to_lora_layers(model, len(model.layers), params)
     return params
+
+
+def merge_adapters(model, chain) -> None:
+    """Fuse each MLX adapter of ``chain`` (training folders, in order) into ``model``'s weights."""
+    for folder in chain:
+        mlx_dir = Path(folder) / MLX_ADAPTER
+        if not (mlx_dir / ADAPTER_WEIGHTS).is_file():
+            raise UsageError(f"{folder} holds no MLX adapter to start from (a torch training); "
+                             "start the MLX trainer from an MLX training")
+        load_adapters(model, str(mlx_dir))
+        fused = [(name, m.fuse()) for name, m in model.named_modules() if isinstance(m, LoRALinear)]
+        model.update_modules(tree_unflatten(fused))
 
 
 def lora_layers(model) -> list[tuple[str, LoRALinear]]:
@@ -464,6 +476,7 @@ def _train(session: TrainingSession) -> TrainingOutcome:
     data = session.data()
     base = session.row["base_model"] if session.row else config.base
     backend = load_backend(base)
+    merge_adapters(backend.model, session.init_chain)
     lora = add_lora(backend.model, config)
     device = f"mlx-{backend.describe()['device']}"
     session.open_row(base_spec(base), {"base_path": str(backend.path), "framework": "mlx"})

@@ -103,6 +103,13 @@ class TrainingSession:
         self._data: TrainingSet | None = None
         self._eval: tuple | None = None
         self.last_loss: float | None = None
+        self.init_chain = adapter_chain(store, config.init_from)
+        if config.init_from is not None and self.row is None:
+            start = store.get_training(config.init_from)
+            if start["base_model"] != base_spec(config.base):
+                raise UsageError(f"--init-from '{config.init_from}' was trained on "
+                                 f"{start['base_model']}, not on {base_spec(config.base)}; give "
+                                 "the same --base")
 
     # ---- files ---------------------------------------------------------------------------
 
@@ -185,7 +192,8 @@ class TrainingSession:
             "weights": {"weighted": is_weighted(self.config.method), "alpha": self.config.alpha,
                         "beta": self.config.beta, "tiers": data.tiers},
             "data_hash": data.data_hash, "questions": data.n_questions, "pairs": data.n_pairs,
-            "both_orders": data.permute,
+            "both_orders": data.permute, "init_from": self.config.init_from,
+            "init_chain": [str(p) for p in self.init_chain],
             "skipped_unparsed": len(data.skipped), "steps": steps,
             "prompt_template": template_hash(), "config": self.config.as_json(),
             "saved_at": time.time(), **(extra or {}),
@@ -193,6 +201,31 @@ class TrainingSession:
 
     def write_metadata(self, folder: Path, steps: int, extra: dict | None = None) -> None:
         (folder / METADATA_FILE).write_text(json.dumps(self.metadata(steps, extra), indent=2))
+
+
+def adapter_chain(store: Store, name: str | None) -> list[Path]:
+    """The adapter folders to merge, in order, to rebuild the model training ``name`` ended with.
+
+    A training started ``--init-from`` another one sits on that one's merged model, which may
+    itself have started from a third: the chain runs from the first training to ``name``.
+    Empty for ``None``.
+    """
+    chain: list[Path] = []
+    seen: set[str] = set()
+    while name is not None:
+        if name in seen:
+            raise UsageError(f"trainings started from each other in a loop at '{name}'")
+        seen.add(name)
+        row = store.get_training(name)
+        if row["status"] != "finished" or not row["adapter_path"]:
+            raise UsageError(f"training '{name}' has not finished (status {row['status']}); "
+                             f"only a finished training can be started from")
+        folder = Path(row["adapter_path"])
+        if not folder.is_dir():
+            raise UsageError(f"the adapter of training '{name}' is missing from {folder}")
+        chain.append(folder)
+        name = TrainingConfig.from_json(row["config"].get("config", {})).init_from
+    return chain[::-1]
 
 
 def read_metadata(adapter_dir: Path | str) -> dict:

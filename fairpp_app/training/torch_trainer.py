@@ -46,7 +46,7 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.utils import disable_dropout_in_model, pad, selective_log_softmax
 
 from .. import hfmodels
-from ..errors import FairppError
+from ..errors import FairppError, UsageError
 from . import losses
 from .callbacks import CancelCallback, EventCallback, LiveEvalCallback
 from .config import TrainingConfig, is_preference
@@ -327,10 +327,26 @@ def build_trainer(session: TrainingSession, model, tokenizer, device: str, *,
     return trainer
 
 
-def prepare_model(config: TrainingConfig, device: str, base: str | None):
+def merge_adapters(model, chain):
+    """``model`` with each adapter of ``chain`` (folders, in order) merged into its weights."""
+    from peft import PeftModel
+
+    for folder in chain:
+        if not (Path(folder) / "adapter_model.safetensors").is_file():
+            raise UsageError(f"{folder} holds no peft adapter to start from (an MLX training "
+                             "whose layers peft cannot name); start from a torch training")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+    return model
+
+
+def prepare_model(config: TrainingConfig, device: str, base: str | None, chain=()):
+    """The base model (with ``chain`` merged into it: --init-from) and a fresh LoRA adapter."""
     from transformers import set_seed
 
     model, tokenizer, path = load_base(base, device)
+    model = merge_adapters(model, chain)
     # The base model's dropout goes (TRL's default: the policy and the reference must see the
     # same network), before the adapter is added, so --lora-dropout still acts on the LoRA
     # branch, which the reference (adapter disabled) never runs.
@@ -361,7 +377,7 @@ def _train(session: TrainingSession) -> TrainingOutcome:
     hf_logging.set_verbosity_error()
     try:
         base = session.row["base_model"] if session.row else config.base
-        model, tokenizer, path = prepare_model(config, device, base)
+        model, tokenizer, path = prepare_model(config, device, base, session.init_chain)
         from .runner import base_spec
 
         session.open_row(base_spec(base), {"base_path": str(path)})

@@ -244,6 +244,38 @@ def test_the_adapter_loads_in_mlx_lm_and_in_peft(persona_store, personas, tiny_d
         assert a.probs == pytest.approx(b.probs, abs=1e-4)
 
 
+def test_init_from_fuses_the_first_mlx_training_into_the_model(persona_store, personas, tiny_dir):
+    from mlx_lm.tuner.utils import load_adapters
+
+    from fairpp_app.errors import UsageError
+    from fairpp_app.prompts import build_prompt
+    from fairpp_app.training.mlx_trainer import merge_adapters
+
+    first = run_training(persona_store, personas, _config(tiny_dir, "sft", name="mlx-first",
+                                                          max_steps=3, lr=5e-2))
+    second = run_training(persona_store, personas, _config(tiny_dir, "dpo", name="mlx-second",
+                                                           init_from="mlx-first", max_steps=1))
+    meta = read_metadata(second.adapter_path)
+    assert meta["init_chain"] == [first.adapter_path]
+    assert _steps(persona_store, "mlx-second")[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    prompts = [build_prompt(q, None) for q in persona_store.questions("test", limit=4)]
+    unfused = load_backend(str(tiny_dir))
+    load_adapters(unfused.model, f"{first.adapter_path}/mlx")
+    fused = load_backend(str(tiny_dir))
+    merge_adapters(fused.model, [first.adapter_path])
+    plain = load_backend(str(tiny_dir)).score_options(prompts)
+    for a, b, c in zip(fused.score_options(prompts), unfused.score_options(prompts), plain):
+        assert a.probs == pytest.approx(b.probs, abs=1e-4)
+    assert any(abs(a.probs[0] - c.probs[0]) > 1e-3
+               for a, c in zip(fused.score_options(prompts), plain))
+    # A torch training has no MLX adapter to fuse: a message, not a crash mid-way.
+    run_training(persona_store, personas, _config(tiny_dir, "sft", name="torch-first",
+                                                  device="cpu", max_steps=1))
+    with pytest.raises(UsageError, match="holds no MLX adapter"):
+        run_training(persona_store, personas, _config(tiny_dir, "dpo", name="mlx-third",
+                                                      init_from="torch-first"))
+
+
 # ---- the real model --------------------------------------------------------------------------
 
 @pytest.mark.slow
