@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import threading
 import warnings
-from pathlib import Path
 from typing import Callable
 
 from .. import metrics
-from ..errors import UsageError
+from ..answers import average
 from ..events import Event
 from ..personas import Persona
-from ..answers import average
 from ..prompts import build_prompt
 from ..store import Store
 
@@ -82,17 +80,11 @@ def load_adapter(store: Store, name: str, device: str = "auto", batch_size: int 
     from peft import PeftModel
 
     from .. import hfmodels
-    from .runner import adapter_chain, read_metadata
+    from .runner import adapter_chain, finished_adapter, read_metadata
     from .scoring import ModelScorer
     from .torch_trainer import load_base, merge_adapters
 
-    row = store.get_training(name)
-    if row["status"] != "finished" or not row["adapter_path"]:
-        raise UsageError(f"training '{name}' has no adapter yet (status {row['status']}); "
-                         f"finish it with `fairpp train --resume {name}`")
-    folder = Path(row["adapter_path"])
-    if not folder.is_dir():
-        raise UsageError(f"the adapter of '{name}' is missing from {folder}")
+    _, folder = finished_adapter(store, name)
     meta = read_metadata(folder)
     device = hfmodels.pick_device(device)
     model, tokenizer, _ = load_base(meta["base_model"], device)

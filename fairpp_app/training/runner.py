@@ -216,16 +216,22 @@ def adapter_chain(store: Store, name: str | None) -> list[Path]:
         if name in seen:
             raise UsageError(f"trainings started from each other in a loop at '{name}'")
         seen.add(name)
-        row = store.get_training(name)
-        if row["status"] != "finished" or not row["adapter_path"]:
-            raise UsageError(f"training '{name}' has not finished (status {row['status']}); "
-                             f"only a finished training can be started from")
-        folder = Path(row["adapter_path"])
-        if not folder.is_dir():
-            raise UsageError(f"the adapter of training '{name}' is missing from {folder}")
+        row, folder = finished_adapter(store, name)
         chain.append(folder)
         name = TrainingConfig.from_json(row["config"].get("config", {})).init_from
     return chain[::-1]
+
+
+def finished_adapter(store: Store, name: str) -> tuple[dict, Path]:
+    """The row and adapter folder of the finished training ``name``, or a clear error."""
+    row = store.get_training(name)
+    if row["status"] != "finished" or not row["adapter_path"]:
+        raise UsageError(f"training '{name}' has not finished (status {row['status']}), so it has "
+                         f"no adapter yet; finish it with `fairpp train --resume {name}`")
+    folder = Path(row["adapter_path"])
+    if not folder.is_dir():
+        raise UsageError(f"the adapter of training '{name}' is missing from {folder}")
+    return row, folder
 
 
 def read_metadata(adapter_dir: Path | str) -> dict:
