@@ -64,6 +64,9 @@ def cmd_questions(args: argparse.Namespace) -> int:
             stats = store.question_stats()
             if args.json:
                 _print_json(stats)
+            elif not stats["total"]:
+                out.print("questions: 0")
+                err.print("the question bank is empty; build it with `fairpp questions build`")
             else:
                 out.print(f"questions: {stats['total']:,}")
                 for key in ("split", "kind", "topic", "dimension", "framing", "group_type"):

@@ -145,3 +145,10 @@ def test_opening_a_path_in_a_missing_folder_creates_it(tmp_path, capsys):
     _run_json(capsys, ["--db", str(db), "info", "--json"])
     with Store(db) as s:
         assert s.version == SCHEMA_VERSION
+
+
+def test_stats_of_an_empty_bank_says_how_to_build_it(isolated_home, capsys):
+    assert main(["questions", "stats"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "questions: 0"
+    assert "fairpp questions build" in captured.err
