@@ -181,10 +181,10 @@ def cmd_weights(args: argparse.Namespace) -> int:
     from .analysis import run_weights
     from .personas import resolve
 
+    if args.alpha < 0 or args.beta < 0:  # before the database is opened (or created)
+        raise UsageError("--alpha and --beta must be zero or positive")
     store, personas = _open(args)
     target = resolve(args.target, personas)
-    if args.alpha < 0 or args.beta < 0:
-        raise UsageError("--alpha and --beta must be zero or positive")
     with store:
         result = run_weights(store, args.run, target, personas, args.alpha, args.beta, args.split)
     if args.json:
