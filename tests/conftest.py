@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ import pytest
 from fairpp_app import questions as qb
 from fairpp_app.personas import builtin_personas
 from fairpp_app.store import Store
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "backends"))  # tiny_models
 
 PERSONA_SOURCE = "gpt-4o-mini"
 DEFAULT_MODELS = ("Qwen2.5-7B-Instruct",)
@@ -40,6 +43,23 @@ def embedded_home(tmp_path_factory) -> Path:
     """One data dir shared by every test that needs the embedded model converted to HF
     format, so the GGUF is assembled and converted (about a minute, 1 GB) once per session."""
     return tmp_path_factory.mktemp("embedded-home")
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    """A tiny random Llama folder (tests/backends/tiny_models.py), built once per session."""
+    from tiny_models import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma_dir(tmp_path_factory) -> Path:
+    """Gemma 3 layout with a sliding window shorter than the prompts and logit softcapping."""
+    from tiny_models import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-gemma", arch="gemma3",
+                            sliding_window=8, softcap=2.0)
 
 
 @pytest.fixture(scope="session")

@@ -10,16 +10,15 @@ folder and compare its answers with llama.cpp's.
 
 from __future__ import annotations
 
-import functools
 import time
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("mlx_lm")
 torch = pytest.importorskip("torch")
 
-from tiny_models import CHAT_TEMPLATE, NO_SYSTEM_CHAT_TEMPLATE, build_tiny_model  # noqa: E402
+from tiny_models import (CHAT_TEMPLATE, NO_SYSTEM_CHAT_TEMPLATE, build_tiny_model,  # noqa: E402
+                         mixed_prompts, split_questions)
 
 from fairpp_app.backends.base import BackendOptions  # noqa: E402
 from fairpp_app.backends.mlx_backend import MLXBackend, config_overrides  # noqa: E402
@@ -27,32 +26,7 @@ from fairpp_app.backends.registry import create  # noqa: E402
 from fairpp_app.errors import PermanentBackendError  # noqa: E402
 from fairpp_app.personas import builtin_personas  # noqa: E402
 from fairpp_app.prompts import build_prompt  # noqa: E402
-from fairpp_app.questions import build_bank  # noqa: E402
 from fairpp_app.simulate import SimulationConfig, run_simulation  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("mlx-tiny") / "tiny-llama")
-
-
-@pytest.fixture(scope="session")
-def tiny_gemma_dir(tmp_path_factory) -> Path:
-    """Gemma 3 layout with a sliding window shorter than the prompts and logit softcapping."""
-    return build_tiny_model(tmp_path_factory.mktemp("mlx-tiny") / "tiny-gemma", arch="gemma3",
-                            sliding_window=8, softcap=2.0)
-
-
-@functools.cache
-def split_questions(n: int) -> tuple:
-    return tuple(q for q in build_bank() if q.split == "test")[:n]
-
-
-def mixed_prompts(n_questions: int = 3):
-    """Two personas and the bare model, persona-major, as the engine orders them."""
-    personas = builtin_personas()
-    return [build_prompt(q, persona) for persona in (personas[0], personas[5], None)
-            for q in split_questions(n_questions)]
 
 
 def backend_for(path, **options) -> MLXBackend:

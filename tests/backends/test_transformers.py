@@ -9,7 +9,6 @@ Gemma 3 270M GGUF once per session and compare it with llama.cpp on the same pro
 
 from __future__ import annotations
 
-import functools
 import os
 import subprocess
 import sys
@@ -21,7 +20,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from tiny_models import CHAT_TEMPLATE, NO_SYSTEM_CHAT_TEMPLATE, build_tiny_model
+from tiny_models import (CHAT_TEMPLATE, NO_SYSTEM_CHAT_TEMPLATE, build_tiny_model, mixed_prompts,
+                         split_questions)
 
 from fairpp_app import hfmodels
 from fairpp_app.backends.base import BackendOptions
@@ -30,35 +30,7 @@ from fairpp_app.backends.transformers_backend import TransformersBackend
 from fairpp_app.errors import PermanentBackendError
 from fairpp_app.personas import builtin_personas
 from fairpp_app.prompts import build_prompt
-from fairpp_app.questions import build_bank
 from fairpp_app.simulate import SimulationConfig, run_simulation
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama")
-
-
-@pytest.fixture(scope="session")
-def tiny_gemma_dir(tmp_path_factory) -> Path:
-    """Gemma 3 layout with a sliding window shorter than the prompts and logit softcapping."""
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-gemma", arch="gemma3",
-                            sliding_window=8, softcap=2.0)
-
-
-@functools.cache
-def split_questions(n: int) -> tuple:
-    return tuple(q for q in build_bank() if q.split == "test")[:n]
-
-
-def mixed_prompts(n_questions: int = 3):
-    """Prompts of different lengths: two personas and the bare model, persona-major."""
-    personas = builtin_personas()
-    questions = split_questions(n_questions)
-    prompts = []
-    for persona in (personas[0], personas[5], None):
-        prompts.extend(build_prompt(q, persona) for q in questions)
-    return prompts
 
 
 def backend_for(path: Path, **options) -> TransformersBackend:

@@ -18,7 +18,9 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from fairpp_app.prompts import TEMPLATE
+from fairpp_app.personas import builtin_personas
+from fairpp_app.prompts import TEMPLATE, build_prompt
+from fairpp_app.questions import build_bank
 
 SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>")
 LETTER_SPELLINGS = ("A", "B", "C", " A", " B", " C")
@@ -125,3 +127,17 @@ def build_tiny_model(out_dir: Path, arch: str = "llama", *, chat_template: str |
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+@lru_cache(maxsize=None)
+def split_questions(n: int) -> tuple:
+    """The first ``n`` test-split questions of the bank."""
+    return tuple(q for q in build_bank() if q.split == "test")[:n]
+
+
+def mixed_prompts(n_questions: int = 3) -> list:
+    """Prompts of different lengths: two personas and the bare model, persona-major, as the
+    engine orders them."""
+    personas = builtin_personas()
+    return [build_prompt(q, persona) for persona in (personas[0], personas[5], None)
+            for q in split_questions(n_questions)]

@@ -1,6 +1,6 @@
 """Fixtures of the training tests: a tiny random model and a small synthetic persona run.
 
-The model is the backend tests' tiny Llama (tests/backends/tiny_models.py): a BPE
+The model is the session's tiny Llama (``tiny_dir`` in tests/conftest.py): a BPE
 tokenizer trained here on the bank's wording, two layers, random weights; it loads in a
 second, so the four methods run end to end on the CPU in seconds. The persona run has the
 seven personas answering 40 train and 10 test questions with seeded, varied answers (the
@@ -11,19 +11,14 @@ train question whose target answer is unparsed.
 from __future__ import annotations
 
 import random
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "backends"))
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 pytest.importorskip("trl")
 
-from tiny_models import build_tiny_model  # noqa: E402
 
 PERSONA_RUN = "personas"
 N_TRAIN, N_TEST = 40, 10
@@ -40,11 +35,6 @@ def one_thread(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # for the CLI subprocesses
     yield before
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama")
 
 
 def persona_records(store, run_id: int, questions, slugs, seed: int = 0) -> list[dict]:
