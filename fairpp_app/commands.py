@@ -298,8 +298,7 @@ def cmd_backends(args: argparse.Namespace) -> int:
 # other commands never load torch.
 
 def _training_listener(quiet: bool):
-    from .events import TrainingEval, TrainingStep
-    from .training.events import TrainingEnded, TrainingStarted
+    from .events import TrainingEnded, TrainingEval, TrainingStarted, TrainingStep
 
     def listen(event) -> None:
         if isinstance(event, TrainingStarted):

@@ -62,6 +62,21 @@ class RunEnded(Event):
 
 
 @dataclass
+class TrainingStarted(Event):
+    kind = "train_started"
+    training: str
+    method: str
+    target: str
+    base_model: str
+    device: str
+    questions: int
+    pairs: int
+    total_steps: int
+    start_step: int = 0
+    skipped: int = 0  # questions whose target answer is unparsed
+
+
+@dataclass
 class TrainingStep(Event):
     kind = "train_step"
     training: str
@@ -82,6 +97,17 @@ class TrainingEval(Event):
     agreement: dict[str, float] = field(default_factory=dict)
     margin: float | None = None
     loss: float | None = None
+
+
+@dataclass
+class TrainingEnded(Event):
+    kind = "train_ended"
+    training: str
+    status: str  # finished, failed, cancelled, interrupted
+    step: int
+    message: str = ""
+    adapter_path: str | None = None
+    extra: dict = field(default_factory=dict)
 
 
 class Listener(Protocol):

@@ -67,13 +67,12 @@ from mlx_lm.tuner.utils import linear_to_lora_layers, load_adapters
 from ..backends.base import BackendOptions, completion_token_ids
 from ..backends.mlx_backend import MLXBackend
 from ..errors import FairppError, UsageError
-from ..events import TrainingEval, TrainingStep
+from ..events import TrainingEnded, TrainingEval, TrainingStarted, TrainingStep
 from . import losses
 from .config import TrainingConfig, is_preference
 from .data import Example
 from .errors import TrainingDiverged, TrainingOutOfMemory
 from .evaluate import live_similarity
-from .events import TrainingEnded, TrainingStarted
 from .runner import TrainingOutcome, TrainingSession, base_spec
 
 #: The torch trainer's LoRA targets (torch_trainer.PROJECTIONS; a test keeps them equal).

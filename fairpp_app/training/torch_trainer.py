@@ -47,12 +47,12 @@ from trl.trainer.utils import disable_dropout_in_model, pad, selective_log_softm
 
 from .. import hfmodels
 from ..errors import FairppError, UsageError
+from ..events import TrainingEnded, TrainingStarted
 from . import losses
 from .callbacks import CancelCallback, EventCallback, LiveEvalCallback
 from .config import TrainingConfig, is_preference
 from .data import Example
 from .errors import TrainingDiverged, TrainingOutOfMemory
-from .events import TrainingEnded, TrainingStarted
 from .runner import TrainingOutcome, TrainingSession
 from .scoring import ModelScorer
 

@@ -10,8 +10,6 @@ train question whose target answer is unparsed.
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 pytest.importorskip("torch")
@@ -19,11 +17,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 pytest.importorskip("trl")
 
-
-PERSONA_RUN = "personas"
-N_TRAIN, N_TEST = 40, 10
-TARGET_SLUG = "disengaged-traditionalists"
-
+from training_data import N_TEST, N_TRAIN, PERSONA_RUN, persona_records  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def one_thread(monkeypatch):
@@ -35,27 +29,6 @@ def one_thread(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # for the CLI subprocesses
     yield before
     torch.set_num_threads(before)
-
-
-def persona_records(store, run_id: int, questions, slugs, seed: int = 0) -> list[dict]:
-    rng = random.Random(seed)
-    rows = []
-    for i, q in enumerate(questions):
-        target = rng.choice("ABC")
-        n_differ = i % 7  # 0..6 others differ from the target: tiers 1..7
-        others = [s for s in slugs if s != TARGET_SLUG]
-        differ = set(rng.sample(others, n_differ))
-        for slug in slugs:
-            if slug == TARGET_SLUG:
-                letter = None if i == 3 else target
-            elif slug in differ:
-                letter = rng.choice([x for x in "ABC" if x != target])
-            else:
-                letter = target
-            rows.append({"run_id": run_id, "question_id": q.id, "respondent": slug,
-                         "raw_text": letter or "no idea", "answer": letter,
-                         "method": "text", "respondent_kind": "persona"})
-    return rows
 
 
 @pytest.fixture

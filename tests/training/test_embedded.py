@@ -17,7 +17,7 @@ import torch
 from fairpp_app.training.config import TrainingConfig
 from fairpp_app.training.runner import read_metadata, run_training
 
-from conftest import PERSONA_RUN
+from training_data import PERSONA_RUN
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 

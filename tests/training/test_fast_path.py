@@ -26,7 +26,7 @@ from fairpp_app.training.torch_trainer import (LastTokenCollator, PairSequenceCo
                                                last_token_logprobs, pair_sequence_logprobs,
                                                prepare_model)
 
-from conftest import PERSONA_RUN, TARGET_SLUG
+from training_data import PERSONA_RUN, TARGET_SLUG
 
 
 def _moved_adapter(model, seed: int = 1) -> None:

@@ -17,7 +17,7 @@ from fairpp_app.errors import NotFoundError, UsageError
 from fairpp_app.training.config import TrainingConfig
 from fairpp_app.training.runner import read_metadata, run_training
 
-from conftest import N_TEST, PERSONA_RUN
+from training_data import N_TEST, PERSONA_RUN
 
 
 def _config(tiny_dir, method: str, name: str, **kw) -> TrainingConfig:

@@ -31,7 +31,7 @@ from fairpp_app.training.mlx_trainer import (MLXTrainer, add_lora, last_logprobs
                                              letter_logprobs, load_backend, softplus)
 from fairpp_app.training.runner import read_metadata, run_training  # noqa: E402
 
-from conftest import N_TEST, PERSONA_RUN, TARGET_SLUG  # noqa: E402
+from training_data import N_TEST, PERSONA_RUN, TARGET_SLUG  # noqa: E402
 
 
 def _config(tiny_dir, method: str, **kw) -> TrainingConfig:

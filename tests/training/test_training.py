@@ -19,7 +19,7 @@ from fairpp_app.training.config import TrainingConfig
 from fairpp_app.training.errors import TrainingDiverged
 from fairpp_app.training.runner import read_metadata, run_training
 
-from conftest import N_TEST, PERSONA_RUN, TARGET_SLUG
+from training_data import N_TEST, PERSONA_RUN, TARGET_SLUG
 
 REPO = Path(__file__).resolve().parents[2]
 
