@@ -297,8 +297,10 @@ def cmd_backends(args: argparse.Namespace) -> int:
 # fairpp_app.training's torch side is imported inside the handlers: `fairpp --help` and the
 # other commands never load torch.
 
-def _training_listener(quiet: bool):
+def _training_listener(quiet: bool, personas):
     from .events import TrainingEnded, TrainingEval, TrainingStarted, TrainingStep
+
+    numbers = {p.slug: p.number for p in personas}
 
     def listen(event) -> None:
         if isinstance(event, TrainingStarted):
@@ -317,10 +319,12 @@ def _training_listener(quiet: bool):
                 line += f", accuracy {event.reward_accuracy:.2f}"
             err.print(line)
         elif isinstance(event, TrainingEval):
-            sims = " ".join(f"{slug.split('-')[0][:5]}={v:.3f}" for slug, v in event.similarity.items())
+            sims = " ".join(f"P{numbers.get(slug, '?')}={v:.3f}" for slug, v in event.similarity.items())
             margin = "-" if event.margin is None else f"{event.margin:+.3f}"
-            err.print(f"eval at step {event.step}: similarity {sims}; target {event.target} "
-                      f"margin {margin}")
+            target = event.agreement.get(event.target)
+            agree = "" if target is None else f", agreement {target:.3f}"
+            err.print(f"eval at step {event.step}: similarity {sims}; target "
+                      f"P{numbers.get(event.target, '?')} margin {margin}{agree}")
         elif isinstance(event, TrainingEnded) and event.message:
             err.print(event.message)
 
@@ -336,7 +340,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     store, personas = _open(args)
     with store:
         outcome = run_training(store, personas, config, resume=args.resume,
-                               listener=_training_listener(args.quiet))
+                               listener=_training_listener(args.quiet, personas))
     if args.json:
         _print_json(outcome.__dict__)
     else:

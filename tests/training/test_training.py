@@ -133,6 +133,22 @@ def test_cli_errors_are_messages_not_tracebacks(persona_store, tiny_dir, db_path
     assert "--lr must be a positive number" in capsys.readouterr().err
 
 
+def test_cli_prints_steps_and_evals_by_persona_number(persona_store, tiny_dir, db_path, capsys):
+    persona_store.close()
+    assert main(["--db", str(db_path), "train", "--from-run", PERSONA_RUN, "--base", str(tiny_dir),
+                 "--max-steps", "2", "--eval-every", "2", "--eval-limit", str(N_TEST),
+                 "--batch-size", "4", "--grad-accum", "1", "--name", "cli-run"]) == 0
+    err = capsys.readouterr().err
+    assert "step 2: loss" in err
+    evals = [line for line in err.splitlines() if line.startswith("eval at step")]
+    assert [line.split(":")[0] for line in evals] == ["eval at step 0", "eval at step 2"]
+    for line in evals:
+        # Two personas share the word "disengaged": numbers tell them apart.
+        assert all(f"P{n}=" in line for n in range(1, 8))
+        assert "target P6 margin" in line and "agreement" in line
+    assert "training 'cli-run' finished at step 2" in err
+
+
 def _checkpoint(home: Path, name: str) -> Path | None:
     folder = home / "trainings" / name / "checkpoints"
     for ckpt in sorted(folder.glob("checkpoint-*")) if folder.is_dir() else []:
