@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "latest training for the target)")
     rp.add_argument("--split", default="test", choices=("test", "scenario", "train", "all"),
                     help="questions compared (default: test)")
+    rp.add_argument("--use", metavar="NAME", action="append", default=[],
+                    help="fill its method's row with the training NAME instead of the latest one "
+                         "(repeat for several methods)")
     _add_json(rp)
 
     add("backends", "list backends and whether they can run here")

@@ -392,7 +392,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     store, personas = _open(args)
     target = resolve(args.target, personas)
     with store:
-        report = build_report(store, personas, target, args.from_run, args.split)
+        report = build_report(store, personas, target, args.from_run, args.split, use=args.use)
     if args.json:
         _print_json(report)
         return 0
@@ -411,6 +411,9 @@ def cmd_report(args: argparse.Namespace) -> int:
                       _fmt(row["target_similarity"]), margin, _fmt(row["agreement"]),
                       f"{row['questions']:,}" if row["questions"] else "-")
     out.print(table)
+    sources = [f"{row['row']} {row['source']}" for row in report["rows"][2:] if row["source"]]
+    if sources:
+        err.print("trainings: " + ", ".join(sources))
     for row in report["rows"]:
         if row["note"]:
             err.print(f"{row['row']}: {row['note']}")

@@ -83,14 +83,33 @@ def _run_with(store: Store, respondent: str, split: str, *, kind: str | None = N
 
 
 def build_report(store: Store, personas: list[Persona], target: Persona,
-                 from_run: str | None = None, split: str = "test") -> dict:
-    trainings = [t for t in store.list_trainings(target=target.slug, status="finished")
-                 if from_run is None or t["from_run"] == from_run]
+                 from_run: str | None = None, split: str = "test",
+                 use: list[str] | None = None) -> dict:
+    """The rows; ``use`` names trainings that fill their method's row instead of the latest."""
+    used = [store.get_training(name) for name in use or []]
+    trainings = store.list_trainings(target=target.slug, status="finished")
     if from_run is None:
-        if not trainings:
+        source = used or trainings
+        if not source:
             raise UsageError(f"no finished training for persona {target.number} to take the "
                              "reference run from; pass --from-run")
-        from_run = trainings[-1]["from_run"]
+        from_run = source[-1]["from_run"]
+    trainings = [t for t in trainings if t["from_run"] == from_run]
+    chosen: dict[str, str] = {}
+    for row in used:
+        name = row["name"]
+        if row["status"] != "finished":
+            raise UsageError(f"training '{name}' has not finished (status {row['status']})")
+        if row["target"] != target.slug:
+            raise UsageError(f"training '{name}' aims at {row['target']}, not at persona "
+                             f"{target.number} ({target.slug})")
+        if row["from_run"] != from_run:
+            raise UsageError(f"training '{name}' learnt from run '{row['from_run']}', not "
+                             f"'{from_run}'")
+        if row["method"] in chosen:
+            raise UsageError(f"--use names two {row['method']} trainings: {chosen[row['method']]} "
+                             f"and {name}")
+        chosen[row["method"]] = name
     store.get_run(from_run)  # a clear error when it does not exist
     answers = persona_answers(store, from_run, [p.slug for p in personas], split)
     if not any(target.slug in by for by in answers.values()):
@@ -126,10 +145,10 @@ def build_report(store: Store, personas: list[Persona], target: Persona,
     for method in ("sft", "wsft", "dpo", "wdpo"):
         latest = [t for t in trainings if t["method"] == method]
         label = method.upper()
-        if not latest:
+        if not latest and method not in chosen:
             rows.append(_row(label, None, None, target, "no finished training"))
             continue
-        name = latest[-1]["name"]
+        name = chosen.get(method) or latest[-1]["name"]
         run = eval_run_name(name)
         if store.find_run(run) is None:
             rows.append(_row(label, name, None, target,

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from fairpp_app.cli import main
+from fairpp_app.errors import UsageError
 from fairpp_app.training.config import TrainingConfig
 from fairpp_app.training.errors import TrainingDiverged
 from fairpp_app.training.runner import read_metadata, run_training
@@ -82,6 +83,33 @@ def test_four_methods_train_evaluate_and_report(persona_store, personas, tiny_di
     assert main(db + ["report", "--target", "6"]) == 0
     table = capsys.readouterr().out
     assert "WDPO" in table and "margin" in table
+
+
+def test_report_rows_come_from_the_latest_training_or_the_named_one(persona_store, personas,
+                                                                    tiny_dir, db_path, capsys):
+    from fairpp_app.training.report import build_report
+
+    store = persona_store
+    for name in ("dpo-one", "dpo-two"):
+        run_training(store, personas, _config(tiny_dir, "dpo", name=name, max_steps=1))
+    run_training(store, personas, _config(tiny_dir, "sft", name="to-p1", target="1", max_steps=1))
+    target = next(p for p in personas if p.slug == TARGET_SLUG)
+
+    def dpo_row(**kw):
+        return next(r for r in build_report(store, personas, target, **kw)["rows"] if r["row"] == "DPO")
+
+    assert dpo_row()["source"] == "dpo-two"
+    assert dpo_row(use=["dpo-one"])["source"] == "dpo-one"
+    assert dpo_row(from_run=PERSONA_RUN, use=["dpo-one"])["source"] == "dpo-one"
+    with pytest.raises(UsageError, match="two dpo trainings"):
+        dpo_row(use=["dpo-one", "dpo-two"])
+    with pytest.raises(UsageError, match="aims at progressive-activists"):
+        dpo_row(use=["to-p1"])
+    store.close()
+    assert main(["--db", str(db_path), "report", "--use", "dpo-one"]) == 0
+    assert "DPO dpo-one" in capsys.readouterr().err
+    assert main(["--db", str(db_path), "report", "--use", "nope"]) == 4
+    assert "no training named 'nope'" in capsys.readouterr().err
 
 
 def test_eval_events_are_stored_with_similarity_to_every_persona(persona_store, personas, tiny_dir):
