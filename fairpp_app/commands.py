@@ -411,6 +411,15 @@ def cmd_report(args: argparse.Namespace) -> int:
                       _fmt(row["target_similarity"]), margin, _fmt(row["agreement"]),
                       f"{row['questions']:,}" if row["questions"] else "-")
     out.print(table)
+    shares = []
+    for row in report["rows"]:
+        counts = row.get("answers") or {}
+        total = sum(counts.values())
+        if total:
+            shares.append(f"{row['row']} " + "/".join(
+                f"{100 * counts[k] / total:.0f}" for k in ("A", "B", "C")))
+    if shares:
+        err.print("answers A/B/C %: " + ", ".join(shares))
     sources = [f"{row['row']} {row['source']}" for row in report["rows"][2:] if row["source"]]
     if sources:
         err.print("trainings: " + ", ".join(sources))

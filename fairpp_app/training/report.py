@@ -16,6 +16,8 @@ per-question agreement with the target, which the marginal-only similarity canno
 
 from __future__ import annotations
 
+from collections import Counter
+
 from ..analysis import persona_answers, run_metrics
 from ..errors import UsageError
 from ..hfmodels import model_display_name
@@ -35,7 +37,13 @@ def _row(label: str, source: str | None, result: dict | None, target: Persona, n
     return {"row": label, "source": source, "questions": questions,
             "similarity": sims, "target_similarity": sims.get(target.slug),
             "margin": (result or {}).get("margin"), "agreement": agrees.get(target.slug),
-            "note": note}
+            "answers": (result or {}).get("answers"), "note": note}
+
+
+def _answer_counts(answers) -> dict[str, int]:
+    """How often each option was chosen (the similarity sees nothing else)."""
+    counts = Counter(answers)
+    return {"A": counts["A"], "B": counts["B"], "C": counts["C"], "unparsed": counts[None]}
 
 
 def _from_run_metrics(store: Store, run: str, respondent: str, personas: list[Persona],
@@ -49,7 +57,8 @@ def _from_run_metrics(store: Store, run: str, respondent: str, personas: list[Pe
     margin = (sims[target.slug] - sum(others) / len(others)
               if target.slug in sims and others else None)
     counts = m["counts"][respondent]
-    return {"similarity": sims, "agreement": agrees, "margin": margin}, sum(counts.values())
+    return ({"similarity": sims, "agreement": agrees, "margin": margin, "answers": counts},
+            sum(counts.values()))
 
 
 def _run_with(store: Store, respondent: str, split: str, *, kind: str | None = None,
@@ -134,13 +143,16 @@ def build_report(store: Store, personas: list[Persona], target: Persona,
     if run is not None:
         theirs = persona_answers(store, run, [target.slug], split)
         mine = {qid: by.get(target.slug) for qid, by in theirs.items()}
-        rows.append(_row("role-play", run, compare_with_personas(mine, answers, personas, target),
-                         target, questions=len(mine)))
+        result = {**compare_with_personas(mine, answers, personas, target),
+                  "answers": _answer_counts(mine.values())}
+        rows.append(_row("role-play", run, result, target, questions=len(mine)))
     else:
         mine = {qid: by.get(target.slug) for qid, by in answers.items() if target.slug in by}
-        rows.append(_row("role-play", from_run, compare_with_personas(mine, answers, personas, target),
-                         target, f"the target's own answers in {from_run} (no role-play run of "
-                                 f"{display})", questions=len(mine)))
+        result = {**compare_with_personas(mine, answers, personas, target),
+                  "answers": _answer_counts(mine.values())}
+        rows.append(_row("role-play", from_run, result, target,
+                         f"the target's own answers in {from_run} (no role-play run of "
+                         f"{display})", questions=len(mine)))
 
     for method in ("sft", "wsft", "dpo", "wdpo"):
         latest = [t for t in trainings if t["method"] == method]

@@ -87,6 +87,7 @@ def test_four_methods_train_evaluate_and_report(persona_store, personas, tiny_di
 
 def test_report_rows_come_from_the_latest_training_or_the_named_one(persona_store, personas,
                                                                     tiny_dir, db_path, capsys):
+    from fairpp_app.training.evaluate import evaluate_adapter
     from fairpp_app.training.report import build_report
 
     store = persona_store
@@ -105,9 +106,16 @@ def test_report_rows_come_from_the_latest_training_or_the_named_one(persona_stor
         dpo_row(use=["dpo-one", "dpo-two"])
     with pytest.raises(UsageError, match="aims at progressive-activists"):
         dpo_row(use=["to-p1"])
+    for name in ("dpo-one", "dpo-two"):
+        evaluate_adapter(store, personas, name, limit=N_TEST, device="cpu")
+    rows = {r["row"]: r for r in build_report(store, personas, target)["rows"]}
+    counts = rows["DPO"]["answers"]
+    assert set(counts) == {"A", "B", "C", "unparsed"} and sum(counts.values()) == N_TEST
+    assert sum(rows["role-play"]["answers"].values()) == rows["role-play"]["questions"]
     store.close()
     assert main(["--db", str(db_path), "report", "--use", "dpo-one"]) == 0
-    assert "DPO dpo-one" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "DPO dpo-one" in err and "answers A/B/C %: role-play " in err
     assert main(["--db", str(db_path), "report", "--use", "nope"]) == 4
     assert "no training named 'nope'" in capsys.readouterr().err
 
