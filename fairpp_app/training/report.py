@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ..analysis import persona_answers, run_metrics
+from ..analysis import persona_answers
 from ..errors import UsageError
 from ..hfmodels import model_display_name
 from ..personas import Persona
@@ -46,19 +46,16 @@ def _answer_counts(answers) -> dict[str, int]:
     return {"A": counts["A"], "B": counts["B"], "C": counts["C"], "unparsed": counts[None]}
 
 
-def _from_run_metrics(store: Store, run: str, respondent: str, personas: list[Persona],
-                      target: Persona, split: str, from_run: str) -> tuple[dict | None, int]:
-    m = run_metrics(store, run, personas, split, persona_run=from_run)
-    if respondent not in m["similarity"]:
+def _answers_row(store: Store, run: str, respondent: str, answers: dict, personas: list[Persona],
+                 target: Persona, split: str) -> tuple[dict | None, int]:
+    """``respondent``'s answers in ``run`` on the questions the personas answered, compared."""
+    theirs = persona_answers(store, run, [respondent], split)
+    mine = {qid: by.get(respondent) for qid, by in theirs.items() if qid in answers}
+    if not mine:
         return None, 0
-    sims = {k: v for k, v in m["similarity"][respondent].items() if v is not None}
-    agrees = {k: v for k, v in m["agreement"][respondent].items() if v is not None}
-    others = [v for k, v in sims.items() if k != target.slug]
-    margin = (sims[target.slug] - sum(others) / len(others)
-              if target.slug in sims and others else None)
-    counts = m["counts"][respondent]
-    return ({"similarity": sims, "agreement": agrees, "margin": margin, "answers": counts},
-            sum(counts.values()))
+    result = {**compare_with_personas(mine, answers, personas, target),
+              "answers": _answer_counts(mine.values())}
+    return result, len(mine)
 
 
 def _run_with(store: Store, respondent: str, split: str, *, kind: str | None = None,
@@ -136,16 +133,13 @@ def build_report(store: Store, personas: list[Persona], target: Persona,
         rows.append(_row("base", None, None, target,
                          f"not evaluated: fairpp evaluate --base {base or ''}".strip() + flag))
     else:
-        result, n = _from_run_metrics(store, run, display, personas, target, split, from_run)
+        result, n = _answers_row(store, run, display, answers, personas, target, split)
         rows.append(_row("base", run, result, target, questions=n))
 
     run = _run_with(store, target.slug, split, model=display, exclude=from_run, debias=debias)
     if run is not None:
-        theirs = persona_answers(store, run, [target.slug], split)
-        mine = {qid: by.get(target.slug) for qid, by in theirs.items()}
-        result = {**compare_with_personas(mine, answers, personas, target),
-                  "answers": _answer_counts(mine.values())}
-        rows.append(_row("role-play", run, result, target, questions=len(mine)))
+        result, n = _answers_row(store, run, target.slug, answers, personas, target, split)
+        rows.append(_row("role-play", run, result, target, questions=n))
     else:
         mine = {qid: by.get(target.slug) for qid, by in answers.items() if target.slug in by}
         result = {**compare_with_personas(mine, answers, personas, target),
@@ -166,8 +160,8 @@ def build_report(store: Store, personas: list[Persona], target: Persona,
             rows.append(_row(label, name, None, target,
                              f"not evaluated: fairpp evaluate --adapter {name} --split {split}"))
             continue
-        result, n = _from_run_metrics(store, run, name, personas, target, split, from_run)
-        note = "" if result else f"{run} has no answers on split '{split}'"
+        result, n = _answers_row(store, run, name, answers, personas, target, split)
+        note = "" if result else f"{run} has no answers to the questions of {from_run} on split '{split}'"
         if result and run_debias(store, run) != debias:
             note = (f"{run} answered with --debias {run_debias(store, run)} but the personas in "
                     f"{from_run} with --debias {debias}: not comparable")

@@ -106,8 +106,11 @@ def test_report_rows_come_from_the_latest_training_or_the_named_one(persona_stor
         dpo_row(use=["dpo-one", "dpo-two"])
     with pytest.raises(UsageError, match="aims at progressive-activists"):
         dpo_row(use=["to-p1"])
-    for name in ("dpo-one", "dpo-two"):
-        evaluate_adapter(store, personas, name, limit=N_TEST, device="cpu")
+    # dpo-one also answers questions the personas did not: rows cover the personas' questions.
+    evaluate_adapter(store, personas, "dpo-one", limit=N_TEST + 5, device="cpu")
+    evaluate_adapter(store, personas, "dpo-two", limit=N_TEST, device="cpu")
+    one = dpo_row(use=["dpo-one"])
+    assert one["questions"] == N_TEST and sum(one["answers"].values()) == N_TEST
     rows = {r["row"]: r for r in build_report(store, personas, target)["rows"]}
     counts = rows["DPO"]["answers"]
     assert set(counts) == {"A", "B", "C", "unparsed"} and sum(counts.values()) == N_TEST
