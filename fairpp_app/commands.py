@@ -297,6 +297,10 @@ def cmd_backends(args: argparse.Namespace) -> int:
 # fairpp_app.training's torch side is imported inside the handlers: `fairpp --help` and the
 # other commands never load torch.
 
+def _shares(shares: dict[str, float]) -> str:
+    return "/".join(f"{100 * shares.get(k, 0.0):.0f}" for k in "ABC") + "%"
+
+
 def _training_listener(quiet: bool, personas):
     from .events import TrainingEnded, TrainingEval, TrainingStarted, TrainingStep
 
@@ -309,6 +313,11 @@ def _training_listener(quiet: bool, personas):
                       f"{event.pairs:,} {'pairs' if event.method.endswith('dpo') else 'examples'}, "
                       f"{event.skipped:,} skipped (unparsed target answer); "
                       f"steps {event.start_step}/{event.total_steps}")
+            if event.letters:
+                line = "target's answers A/B/C: " + _shares(event.letters)
+                if event.weighted_letters:
+                    line += "; by weight " + _shares(event.weighted_letters)
+                err.print(line)
         elif isinstance(event, TrainingStep) and not quiet:
             line = f"step {event.step}: loss {event.loss:.4f}"
             if event.learning_rate is not None:

@@ -74,6 +74,8 @@ class TrainingStarted(Event):
     total_steps: int
     start_step: int = 0
     skipped: int = 0  # questions whose target answer is unparsed
+    letters: dict[str, float] = field(default_factory=dict)  # target's answers, share per letter
+    weighted_letters: dict[str, float] | None = None  # the same by sample weight (w-methods)
 
 
 @dataclass

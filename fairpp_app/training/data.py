@@ -78,11 +78,25 @@ class TrainingSet:
         per = 2 if self.method in ("wdpo", "dpo") else 1
         return per * len(self.examples)
 
+    def letter_shares(self, weighted: bool = False) -> dict[str, float]:
+        """Share of each letter among the target's answers (by weight when ``weighted``).
+
+        A model that cannot yet tell questions apart drifts to the letter that dominates
+        here, so a lopsided weighted share warns of a training that will answer one letter.
+        """
+        totals = dict.fromkeys(LETTERS, 0.0)
+        for e in self.examples:
+            if not e.swapped:
+                totals[e.chosen] += e.weight if weighted else 1.0
+        whole = sum(totals.values()) or 1.0
+        return {k: v / whole for k, v in totals.items()}
+
     def summary(self) -> dict:
         return {"questions": self.n_questions, "examples": len(self.examples), "pairs": self.n_pairs,
                 "skipped_unparsed": len(self.skipped), "tiers": self.tiers,
                 "data_hash": self.data_hash, "weighted": is_weighted(self.method),
-                "both_orders": self.permute,
+                "both_orders": self.permute, "letters": self.letter_shares(),
+                "weighted_letters": self.letter_shares(True) if is_weighted(self.method) else None,
                 "alpha": self.alpha, "beta": self.beta}
 
 

@@ -67,7 +67,7 @@ from mlx_lm.tuner.utils import linear_to_lora_layers, load_adapters
 from ..backends.base import BackendOptions, completion_token_ids
 from ..backends.mlx_backend import MLXBackend
 from ..errors import FairppError, UsageError
-from ..events import TrainingEnded, TrainingEval, TrainingStarted, TrainingStep
+from ..events import TrainingEnded, TrainingEval, TrainingStep
 from . import losses
 from .config import TrainingConfig, is_preference
 from .data import Example
@@ -486,9 +486,7 @@ def _train(session: TrainingSession) -> TrainingOutcome:
         trainer.load_checkpoint(resume_from)
     batches = Batches(len(data.examples), config)
     start = trainer.step
-    session.emit(TrainingStarted(session.name, config.method, session.target.slug,
-                                 config.base or "", device, data.n_questions, data.n_pairs,
-                                 batches.total, start, len(data.skipped)))
+    session.emit(session.started(device, batches.total, start))
     evaluate = _Evaluator(session, backend)
     if start == 0:
         evaluate(0)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import UsageError
-from ..events import Event
+from ..events import Event, TrainingStarted
 from ..paths import data_dir
 from ..personas import Persona, resolve
 from ..prompts import template_hash
@@ -169,6 +169,15 @@ class TrainingSession:
         else:
             self.store.update_training(self.row["id"], status="running")
         return self.row
+
+    def started(self, device: str, total_steps: int, start_step: int) -> TrainingStarted:
+        """The event that opens a training (or its resumption) on ``device``."""
+        data = self.data()
+        return TrainingStarted(
+            self.name, self.config.method, self.target.slug, self.config.base or "", device,
+            data.n_questions, data.n_pairs, total_steps, start_step, len(data.skipped),
+            letters=data.letter_shares(),
+            weighted_letters=data.letter_shares(True) if is_weighted(self.config.method) else None)
 
     def mark(self, status: str, adapter_path: str | None = None) -> None:
         if self.main and self.row is not None and self.row.get("id") is not None:

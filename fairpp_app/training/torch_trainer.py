@@ -47,7 +47,7 @@ from trl.trainer.utils import disable_dropout_in_model, pad, selective_log_softm
 
 from .. import hfmodels
 from ..errors import FairppError, UsageError
-from ..events import TrainingEnded, TrainingStarted
+from ..events import TrainingEnded
 from . import losses
 from .callbacks import CancelCallback, EventCallback, LiveEvalCallback
 from .config import TrainingConfig, is_preference
@@ -391,9 +391,7 @@ def _train(session: TrainingSession) -> TrainingOutcome:
                 trainer.add_callback(LiveEvalCallback(session, trainer.scorer, questions, answers))
         start = _step_of(resume_from) if resume_from else 0
         steps = total_steps(config, len(data.examples))
-        session.emit(TrainingStarted(session.name, config.method, session.target.slug,
-                                     config.base or "", device, data.n_questions, data.n_pairs,
-                                     steps, start, len(data.skipped)))
+        session.emit(session.started(device, steps, start))
         status, message = "finished", ""
         try:
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

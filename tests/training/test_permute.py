@@ -54,6 +54,14 @@ def test_a_permuted_run_trains_each_question_in_both_orders(permuted_store, pers
         assert f"{swapped.chosen}. {text}" in swapped.prompt().user
     summary = both.summary()
     assert summary["both_orders"] is True and summary["examples"] == 2 * summary["questions"]
+    # Shares count each question once, in its own order; by weight they follow the tiers.
+    assert summary["letters"] == plain.summary()["letters"]
+    assert sum(summary["letters"].values()) == pytest.approx(1.0)
+    firsts = [e for e in both.examples if not e.swapped]
+    total = sum(e.weight for e in firsts)
+    for letter, share in summary["weighted_letters"].items():
+        mine = sum(e.weight for e in firsts if e.chosen == letter)
+        assert share == pytest.approx(mine / total)
 
 
 def test_live_eval_evaluation_and_report_follow_the_runs_debiasing(permuted_store, personas,

@@ -179,6 +179,8 @@ def test_cli_prints_steps_and_evals_by_persona_number(persona_store, tiny_dir, d
                  "--batch-size", "4", "--grad-accum", "1", "--name", "cli-run"]) == 0
     err = capsys.readouterr().err
     assert "step 2: loss" in err
+    shares = next(line for line in err.splitlines() if line.startswith("target's answers A/B/C: "))
+    assert "; by weight " in shares  # wdpo, the default method
     evals = [line for line in err.splitlines() if line.startswith("eval at step")]
     assert [line.split(":")[0] for line in evals] == ["eval at step 0", "eval at step 2"]
     for line in evals:
