@@ -297,6 +297,11 @@ def cmd_backends(args: argparse.Namespace) -> int:
 # fairpp_app.training's torch side is imported inside the handlers: `fairpp --help` and the
 # other commands never load torch.
 
+#: Above this weighted share of one letter, the embedded model's WDPO answered only that
+#: letter (80% C at alpha = beta = 1 in the README's proof; 67% at 0.5 did not collapse).
+LOPSIDED_WEIGHT = 0.75
+
+
 def _shares(shares: dict[str, float]) -> str:
     return "/".join(f"{100 * shares.get(k, 0.0):.0f}" for k in "ABC") + "%"
 
@@ -318,6 +323,12 @@ def _training_listener(quiet: bool, personas):
                 if event.weighted_letters:
                     line += "; by weight " + _shares(event.weighted_letters)
                 err.print(line)
+                top, share = max((event.weighted_letters or {}).items(), key=lambda kv: kv[1],
+                                 default=("", 0.0))
+                if share >= LOPSIDED_WEIGHT:
+                    err.print(f"note: {100 * share:.0f}% of the weight is on answer {top}; a model "
+                              f"that cannot yet tell the questions apart may learn to answer {top} "
+                              "everywhere (softer weights: --alpha 0.5 --beta 0.5)")
         elif isinstance(event, TrainingStep) and not quiet:
             line = f"step {event.step}: loss {event.loss:.4f}"
             if event.learning_rate is not None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from fairpp_app.cli import main
+from fairpp_app.personas import builtin_personas
 from fairpp_app.store import SCHEMA_VERSION, Store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -152,3 +153,22 @@ def test_stats_of_an_empty_bank_says_how_to_build_it(isolated_home, capsys):
     captured = capsys.readouterr()
     assert captured.out.strip() == "questions: 0"
     assert "fairpp questions build" in captured.err
+
+
+def test_train_start_line_warns_when_most_weight_sits_on_one_letter(capsys):
+    from fairpp_app.commands import _training_listener
+    from fairpp_app.events import TrainingStarted
+
+    listen = _training_listener(False, builtin_personas())
+    event = dict(training="t", method="wdpo", target="disengaged-traditionalists",
+                 base_model="m", device="cpu", questions=600, pairs=1200, total_steps=19,
+                 letters={"A": 0.54, "B": 0.0, "C": 0.46})
+    listen(TrainingStarted(**event, weighted_letters={"A": 0.2, "B": 0.0, "C": 0.8}))
+    err = capsys.readouterr().err
+    assert "target's answers A/B/C: 54/0/46%; by weight 20/0/80%" in err
+    assert "80% of the weight is on answer C" in err and "--alpha 0.5 --beta 0.5" in err
+    listen(TrainingStarted(**event, weighted_letters={"A": 0.33, "B": 0.0, "C": 0.67}))
+    assert "of the weight is on answer" not in capsys.readouterr().err
+    listen(TrainingStarted(**{**event, "method": "dpo"}))
+    err = capsys.readouterr().err
+    assert "by weight" not in err and "of the weight" not in err
