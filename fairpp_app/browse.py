@@ -152,11 +152,16 @@ def facet_values(store: Store) -> dict[str, list]:
 
 # ---- one question in one run ------------------------------------------------------------
 
-def runs_with_records(store: Store) -> list[dict]:
-    """Runs that hold answers, newest first (name, id, status, records)."""
+def runs_with_records(store: Store, personas_only: bool = False) -> list[dict]:
+    """Runs that hold answers, newest first (name, id, status, records).
+
+    ``personas_only`` keeps the runs with persona answers: the ones a training can learn
+    from (an ``eval-NAME`` run holds only a model's answers).
+    """
+    where = "WHERE records.respondent_kind = 'persona' " if personas_only else ""
     return list(store.db.query(
         "SELECT runs.id, runs.name, runs.status, runs.kind, count(records.id) AS records "
-        "FROM runs JOIN records ON records.run_id = runs.id "
+        f"FROM runs JOIN records ON records.run_id = runs.id {where}"
         "GROUP BY runs.id ORDER BY runs.id DESC"))
 
 

@@ -101,7 +101,8 @@ class TrainScreen(Screen):
         from .. import browse
 
         personas = [(f"P{p.number} {p.name}", str(p.number)) for p in self.app.personas]
-        runs = [(r["name"], r["name"]) for r in browse.runs_with_records(self.app.store)]
+        runs = [(r["name"], r["name"])
+                for r in browse.runs_with_records(self.app.store, personas_only=True)]
         choices = {"target": personas}
         if runs:
             choices["from_run"] = runs

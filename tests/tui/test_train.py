@@ -64,8 +64,16 @@ async def test_start_without_answers_says_what_is_missing(synthetic, make_app):
 
 
 async def test_form_comes_from_training_config_and_checks_it(synthetic, make_app):
+    from textual.widgets import Select
+
     from fairpp_app.training.config import TrainingConfig
 
+    store, _, questions = synthetic
+    # A newer run holding only a model's answers (like eval-NAME) is no source to learn from.
+    model_run = store.create_run("eval-something", "simulation", status="finished")
+    store.upsert_records([{"run_id": model_run["id"], "question_id": q.id, "respondent": "m",
+                           "respondent_kind": "model", "answer": "A", "raw_text": "A",
+                           "method": "logprob"} for q in questions[:3]])
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         screen = await _open(app, pilot)
@@ -73,6 +81,8 @@ async def test_form_comes_from_training_config_and_checks_it(synthetic, make_app
         assert form.cls is TrainingConfig
         config = form.build()
         assert (config.target, config.from_run, config.method) == ("6", RUN, "wdpo")
+        options = [value for _, value in screen.query_one("#field-from_run", Select)._options]
+        assert RUN in options and "eval-something" not in options
         form.load({"lr": "-1"})
         await pilot.press("f5")
         await pilot.pause()
