@@ -302,8 +302,10 @@ def cmd_backends(args: argparse.Namespace) -> int:
 LOPSIDED_WEIGHT = 0.75
 
 
-def _shares(shares: dict[str, float]) -> str:
-    return "/".join(f"{100 * shares.get(k, 0.0):.0f}" for k in "ABC") + "%"
+def _shares(amounts: dict[str, float]) -> str:
+    """Percentages of A/B/C in ``amounts`` (shares or counts), as "54/0/46"."""
+    total = sum(amounts.get(k, 0.0) for k in "ABC") or 1.0
+    return "/".join(f"{100 * amounts.get(k, 0.0) / total:.0f}" for k in "ABC")
 
 
 def _training_listener(quiet: bool, personas):
@@ -319,9 +321,9 @@ def _training_listener(quiet: bool, personas):
                       f"{event.skipped:,} skipped (unparsed target answer); "
                       f"steps {event.start_step}/{event.total_steps}")
             if event.letters:
-                line = "target's answers A/B/C: " + _shares(event.letters)
+                line = f"target's answers A/B/C: {_shares(event.letters)}%"
                 if event.weighted_letters:
-                    line += "; by weight " + _shares(event.weighted_letters)
+                    line += f"; by weight {_shares(event.weighted_letters)}%"
                 err.print(line)
                 top, share = max((event.weighted_letters or {}).items(), key=lambda kv: kv[1],
                                  default=("", 0.0))
@@ -431,13 +433,8 @@ def cmd_report(args: argparse.Namespace) -> int:
                       _fmt(row["target_similarity"]), margin, _fmt(row["agreement"]),
                       f"{row['questions']:,}" if row["questions"] else "-")
     out.print(table)
-    shares = []
-    for row in report["rows"]:
-        counts = row.get("answers") or {}
-        total = sum(counts.values())
-        if total:
-            shares.append(f"{row['row']} " + "/".join(
-                f"{100 * counts[k] / total:.0f}" for k in ("A", "B", "C")))
+    shares = [f"{row['row']} {_shares(row['answers'])}" for row in report["rows"]
+              if row.get("answers") and sum(row["answers"].values())]
     if shares:
         err.print("answers A/B/C %: " + ", ".join(shares))
     sources = [f"{row['row']} {row['source']}" for row in report["rows"][2:] if row["source"]]

@@ -60,9 +60,8 @@ def live_similarity(scorer, questions, answers: dict[str, dict[str, str | None]]
     distributions averaged, as ``fairpp simulate --debias permute`` did for the personas.
     """
     model = scorer.model
-    was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()
+    was_training = model.training
+    model.eval()
     try:
         scores = scorer.score_options([build_prompt(q, None) for q in questions])
         if debias == "permute":
