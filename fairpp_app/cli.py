@@ -153,6 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("backends", "list backends and whether they can run here")
 
+    from .doctor import ENGINES
+
+    dr = add("doctor", "load each installed engine that needs no server (embedded llama.cpp, "
+             "transformers, mlx) in a child process and say whether it runs; exits 1 when one "
+             "does not")
+    dr.add_argument("--engine", action="append", choices=list(ENGINES),
+                    help="check only this engine (repeatable; default: all)")
+    _add_json(dr)
+
     r = add("runs", "list runs")
     _add_json(r)
 

@@ -293,6 +293,20 @@ def cmd_backends(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from .doctor import check_all
+
+    verdicts = check_all(args.engine)
+    if args.json:
+        _print_json([asdict(v) for v in verdicts])
+    else:
+        for verdict in verdicts:
+            print(verdict.line())
+    return 0 if all(v.ok for v in verdicts) else 1
+
+
 # ---- train / evaluate / report ----------------------------------------------------------
 # fairpp_app.training's torch side is imported inside the handlers: `fairpp --help` and the
 # other commands never load torch.

@@ -6,17 +6,28 @@ zero). Before each prompt the longest common token prefix with what is already i
 cache is kept, so a persona's long system prompt is evaluated once per persona, not once
 per question. Models whose GGUF carries a chat template are prompted through it and the
 first assistant token is scored; base models get the plain-text prompt.
+
+Threads: llama.cpp's workers spin at every barrier of a graph, so when another process
+takes a core away, two threads on two cores wait on each other through the scheduler's
+time slices and records/s falls about tenfold. ``ThreadGovernor`` watches how much CPU the
+rest of the machine uses and gives llama.cpp only the cores that are free (measured in
+``bench/contention.py``); ``$FAIRPP_THREADS`` fixes the count instead.
+
+A build whose system info shows AMX is refused at load (ggml's AMX path dies by SIGILL on
+many Xeons; see ``doctor``) unless ``fairpp doctor`` has run it safely in a child process.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from ..answers import LETTERS, OptionScores
+from ..child import crash_point
 from ..errors import PermanentBackendError
 from ..prompts import Prompt
 from .base import Backend, BackendOptions, option_token_ids
@@ -33,6 +44,74 @@ def _silence_llama_log(llama_cpp) -> None:
         llama_cpp.llama_log_set(_LOG_CALLBACK, None)
 
 
+def llama_system_info() -> str:
+    """The compile-time features of the installed llama.cpp (AVX512, AMX_INT8, OPENMP...)."""
+    import llama_cpp
+
+    return llama_cpp.llama_print_system_info().decode("utf-8", "replace")
+
+
+def _refuse_untested_amx() -> None:
+    from .. import doctor
+
+    if os.environ.get(doctor.ALLOW_AMX_ENV) or not doctor.has_amx(llama_system_info()):
+        return
+    verdict = doctor.cached_embedded_verdict()
+    if verdict is not None and verdict.status == "ok":
+        return
+    raise PermanentBackendError(
+        "this llama.cpp build uses AMX, whose ggml code path dies by SIGILL on many Xeons; "
+        "`fairpp doctor` tests it safely in a child process (a passing check lets it load), "
+        f"or {doctor.REBUILD_HINT}")
+
+
+class ThreadGovernor:
+    """How many llama.cpp threads fit in the cores the rest of the machine leaves free.
+
+    Every ``interval`` seconds it compares the CPU time the whole machine spent
+    (``/proc/stat``) with this process's own: the difference is what other processes used.
+    A core counts as free when others use less than ``SPARE`` of it. Where ``/proc/stat``
+    cannot be read (macOS, Windows), the count stays at the maximum.
+    """
+
+    SPARE = 0.3
+
+    def __init__(self, max_threads: int, interval: float = 0.5) -> None:
+        self.max_threads = max_threads
+        self.interval = interval
+        self.current = max_threads
+        self._cores = os.cpu_count() or max_threads
+        self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self._last = self._sample()
+
+    def _sample(self) -> tuple[float, float, float] | None:
+        try:
+            with open("/proc/stat", "rb") as f:
+                fields = f.readline().split()
+        except OSError:
+            return None
+        # user nice system idle iowait irq softirq steal: busy = all but idle and iowait
+        values = [int(v) for v in fields[1:9]]
+        busy = sum(values) - values[3] - values[4]
+        return time.monotonic(), busy / self._tick, time.process_time()
+
+    def threads(self) -> int:
+        if self._last is None or self.max_threads == 1:
+            return self.current
+        now = time.monotonic()
+        if now - self._last[0] < self.interval:
+            return self.current
+        sample = self._sample()
+        if sample is None:
+            return self.current
+        wall = sample[0] - self._last[0]
+        others = max(0.0, (sample[1] - self._last[1]) - (sample[2] - self._last[2])) / wall
+        self._last = sample
+        free = self._cores - others
+        self.current = max(1, min(self.max_threads, int(free + self.SPARE)))
+        return self.current
+
+
 class LlamaCppBackend(Backend):
     name = "llamacpp"
     description = "llama.cpp in-process; --model is the path of a GGUF file"
@@ -47,8 +126,14 @@ class LlamaCppBackend(Backend):
         import llama_cpp
 
         _silence_llama_log(llama_cpp)
+        _refuse_untested_amx()
         self._lib = llama_cpp
-        threads = int(os.environ.get("FAIRPP_THREADS", "0")) or max(1, os.cpu_count() or 1)
+        fixed = int(os.environ.get("FAIRPP_THREADS", "0"))
+        threads = fixed or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                               else os.cpu_count() or 1)
+        self._governor = None if fixed else ThreadGovernor(threads)
+        self._threads = threads
+        crash_point("engine-load")
         try:
             self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=options.n_ctx,
                                        logits_all=False, verbose=False, n_threads=threads,
@@ -111,9 +196,18 @@ class LlamaCppBackend(Backend):
                 break
             keep += 1
         keep = min(keep, len(tokens) - 1)  # evaluate at least one token to get fresh logits
+        self._govern_threads()
         self.llm.n_tokens = keep
         self.llm.eval(tokens[keep:])
         self.prompt_tokens += len(tokens) - keep
+
+    def _govern_threads(self) -> None:
+        if self._governor is None:
+            return
+        n = self._governor.threads()
+        if n != self._threads:
+            self._lib.llama_set_n_threads(self.llm.ctx, n, n)
+            self._threads = n
 
     def last_logits(self) -> np.ndarray:
         ptr = self._lib.llama_get_logits_ith(self.llm.ctx, -1)
@@ -136,6 +230,7 @@ class LlamaCppBackend(Backend):
         out = []
         for prompt in prompts:
             tokens = self._tokens(prompt)
+            self._govern_threads()
             result = self.llm.create_completion(
                 tokens, max_tokens=max_tokens or self.options.max_tokens,
                 temperature=self.options.temperature, top_k=1, seed=0)

@@ -34,10 +34,13 @@ class HomeScreen(Screen):
     BINDINGS = [
         Binding("b", "build_bank", "Build bank"),
         Binding("r", "refresh", "Refresh"),
+        Binding("c", "check_engine", "Check engine"),
     ]
     PALETTE = [
         ("Build the question bank", "build_bank", "write the 28,420 template questions"),
         ("Refresh home", "refresh", "re-read counts, runs and backends"),
+        ("Check the embedded engine", "check_engine",
+         "score a few prompts in a child process, as `fairpp doctor` does"),
     ]
 
     def compose(self) -> ComposeResult:
@@ -104,6 +107,22 @@ class HomeScreen(Screen):
                 "Then let personas answer in Simulate ([b]4[/b]), or import the official "
                 "answers with `fairpp import fairpp-csv FILE`.")
         self.query_one("#build-progress").display = self.building
+
+    def action_check_engine(self) -> None:
+        self.notify("checking the embedded engine in a child process…")
+        self.check_engine()
+
+    @work(thread=True, exclusive=True, group="doctor")
+    def check_engine(self) -> None:
+        from ..doctor import check
+
+        verdict = check("embedded")
+        self.app.call_from_thread(self._checked, verdict)
+
+    def _checked(self, verdict) -> None:
+        self.notify(verdict.summary, title="embedded engine",
+                    severity="information" if verdict.status == "ok" else "error")
+        self.query_one(BackendsPanel).draw()
 
     def action_build_bank(self) -> None:
         if self.building:

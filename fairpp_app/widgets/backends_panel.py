@@ -45,6 +45,18 @@ def probe_ollama(host: str, timeout: float = OLLAMA_TIMEOUT_S) -> str | None:
         return None
 
 
+def embedded_engine_status() -> tuple[bool, str]:
+    """The last `fairpp doctor` verdict on the installed llama.cpp build (no model load)."""
+    from ..doctor import cached_embedded_verdict
+
+    verdict = cached_embedded_verdict()
+    if verdict is None:
+        return True, "model present; engine not checked on this build yet (c checks it)"
+    if verdict.status == "ok":
+        return True, f"engine checked: {verdict.summary}"
+    return False, f"engine {verdict.summary}. {verdict.advice}".strip()
+
+
 class BackendsPanel(Static):
     DEFAULT_CSS = """
     BackendsPanel { height: auto; }
@@ -76,7 +88,7 @@ class BackendsPanel(Static):
         if name == "embedded":
             if not embedded_model_present():
                 return False, "model package not installed"
-            return True, "model package present"
+            return embedded_engine_status()
         if name == "ollama":
             if self.ollama is False:
                 return False, f"checking {self.host}…"
