@@ -29,26 +29,33 @@ from .widgets.palette import FairppCommands
 
 DEFAULT_TARGET = 6  # the paper's target persona: Disengaged Traditionalists
 
+#: (mode, title, what it shows), in the order of the number keys.
+NAVIGATION = [
+    ("home", "Home", "database, counts, backends, recent runs"),
+    ("questions", "Questions", "browse and filter the bank; Enter inspects"),
+    ("personas", "Personas", "descriptions, prompt preview, your own personas"),
+    ("simulate", "Simulate", "let personas answer through a backend"),
+    ("analysis", "Analysis", "similarity, agreement, dimensions, tiers, map"),
+    ("train", "Train", "fine-tune toward a persona"),
+]
+
 
 class FairppApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "fairpp"
-    SUB_TITLE = "Fair-PP personas, questions and preferences"
+    SUB_TITLE = "Fair-PP personas, questions and preferences"  # each screen names itself
     COMMANDS = App.COMMANDS | {FairppCommands}
     MODES = {"home": HomeScreen, "questions": QuestionsScreen, "personas": PersonasScreen,
              "simulate": SimulateScreen, "analysis": AnalysisScreen, "train": TrainScreen}
     DEFAULT_MODE = "home"
-    NAVIGATION = [
-        ("home", "Home", "database, counts, backends, recent runs"),
-        ("questions", "Questions", "browse and filter the bank; Enter inspects"),
-        ("personas", "Personas", "descriptions, prompt preview, your own personas"),
-        ("simulate", "Simulate", "let personas answer through a backend"),
-        ("analysis", "Analysis", "similarity, agreement, dimensions, tiers, map"),
-        ("train", "Train", "fine-tune toward a persona"),
-    ]
+    NAVIGATION = NAVIGATION
     BINDINGS = [
-        *[Binding(str(i), f"goto('{mode}')", title, show=False)
+        # One footer entry stands for all the number keys: "1-6 Screens".
+        *[Binding(str(i), f"goto('{mode}')", "Screens" if i == 1 else title, show=i == 1,
+                  key_display=f"1-{len(NAVIGATION)}" if i == 1 else None)
           for i, (mode, title, _) in enumerate(NAVIGATION, start=1)],
+        # Priority, so that it reaches the app while an input has focus (inputs ignore it).
+        Binding("escape", "leave_input", "Leave field", show=False, priority=True),
         Binding("f1,question_mark", "help", "Help"),
         Binding("ctrl+q", "quit", "Quit", show=False),
     ]
@@ -115,6 +122,18 @@ class FairppApp(App[int]):
         """Go to a screen and run one of its actions (the command palette's way in)."""
         await self.action_goto(mode)
         await self.screen.run_action(action)
+
+    def action_leave_input(self) -> None:
+        """Escape takes focus out of a text field, so that number keys and the screen's own
+        keys work again; anywhere else, and in dialogs (where the number keys do not reach
+        the app), Escape keeps its usual meaning (close, cancel, go back)."""
+        from textual.actions import SkipAction
+        from textual.screen import ModalScreen
+        from textual.widgets import Input, TextArea
+
+        if isinstance(self.screen, ModalScreen) or not isinstance(self.focused, (Input, TextArea)):
+            raise SkipAction()
+        self.screen.set_focus(None)
 
     def action_help(self) -> None:
         from .screens.help import HelpScreen

@@ -206,7 +206,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from .cli import config_from_args
     from .events import Progress, RetryScheduled, RunEnded, RunStarted
-    from .simulate import SimulationConfig, run_simulation
+    from .simulate import LONG_RUN_S, Estimate, SimulationConfig, estimate, run_simulation
 
     config = config_from_args(SimulationConfig, args, "simulate")
     store, personas = _open(args)
@@ -215,6 +215,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
         err.print("the question bank is empty; building it first")
         store.upsert_questions(build_bank())
+    speed = estimate(store, config, personas)
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn,
                                TimeRemainingColumn)
 
@@ -226,6 +227,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     def listen(event) -> None:
         nonlocal task_id
         if isinstance(event, RunStarted):
+            planned = Estimate(event.planned, speed.seconds_per_record, speed.source)
+            if planned.seconds is not None and planned.seconds > LONG_RUN_S:
+                err.print(f"[bold yellow]this run plans {planned.describe()}[/]; Ctrl-C stops it "
+                          "and the same command resumes it")
             err.print(f"run '{event.run}': {event.backend}/{event.model}, mode {event.mode}; "
                       f"{event.already_done} records already done, {event.planned} to go")
             task_id = bar.add_task(event.run, total=event.planned + event.already_done,

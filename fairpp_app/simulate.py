@@ -127,6 +127,71 @@ def default_run_name(config: SimulationConfig, model_name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._:-]+", "-", name)
 
 
+#: A run planned to take longer than this asks first in the TUI; the CLI prints its estimate.
+LONG_RUN_S = 3600.0
+
+
+@dataclass
+class Estimate:
+    """What a config asks for before it starts: records, and the time they will probably take."""
+
+    records: int
+    seconds_per_record: float | None
+    source: str = ""  # where the speed comes from
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.seconds_per_record is None else self.records * self.seconds_per_record
+
+    def describe(self) -> str:
+        text = f"{self.records:,} records"
+        if self.seconds is None:
+            return text + " (no time estimate yet: no earlier run of this backend and mode)"
+        return (f"{text}, about {format_duration(self.seconds)} at "
+                f"{1 / self.seconds_per_record:.1f} records/s ({self.source})")
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def record_method(config: SimulationConfig) -> str:
+    """The ``method`` a record of this config is stored with."""
+    if config.mode == "logprob" and config.debias == "permute":
+        return "logprob+permute"
+    return config.mode
+
+
+def estimate(store: Store, config: SimulationConfig, personas: Sequence[Persona]) -> Estimate:
+    """Records the config plans (before the run's own records are subtracted) and the time
+    they take at the median speed of the latest records of the same backend, model and
+    method; for the embedded engine without history, the speed `fairpp doctor` measured."""
+    split = None if config.split == "all" else config.split
+    n_questions = store.question_count(split)
+    if config.limit is not None:
+        n_questions = min(n_questions, config.limit)
+    respondents = 1 if config.respondent == "model" else len(resolve_many(config.personas, personas))
+    records = n_questions * respondents
+    method = record_method(config)
+    model = None if config.backend == "embedded" or not config.model else config.model
+    latencies = store.recent_latencies(config.backend, method, model)
+    if latencies:
+        per_record = sorted(latencies)[len(latencies) // 2] / 1000
+        return Estimate(records, per_record, f"measured in earlier {config.backend} runs")
+    if config.backend == "embedded" and config.mode == "logprob":
+        from .doctor import cached_embedded_verdict
+
+        verdict = cached_embedded_verdict()
+        if verdict is not None and verdict.speed:
+            passes = 2 if method == "logprob+permute" else 1
+            return Estimate(records, passes / verdict.speed, "measured by fairpp doctor")
+    return Estimate(records, None)
+
+
 def backend_options(config: SimulationConfig):
     from .backends.base import BackendOptions
 
@@ -245,7 +310,7 @@ class Simulation:
         except UnscorableOutput as exc:
             if len(tasks) > 1:  # find which prompt it was; the others still count
                 return [row for t in tasks for row in self._answer(backend, [t])]
-            method = "logprob+permute" if self.config.debias == "permute" else self.config.mode
+            method = record_method(self.config)
             return [self._row(tasks[0], f"unscorable: {exc}", None, None, None, method, 0.0)]
 
     def _answer_batch(self, backend, tasks: Sequence[Task]) -> list[dict]:
@@ -255,12 +320,11 @@ class Simulation:
         if cfg.mode == "logprob":
             scores = self._with_retries(lambda: backend.score_options(
                 [t.prompt(cfg.calibrate) for t in tasks]))
-            method = "logprob"
+            method = record_method(cfg)
             if cfg.debias == "permute":
                 swapped = self._with_retries(lambda: backend.score_options(
                     [t.prompt(cfg.calibrate, swap=True) for t in tasks]))
                 scores = [ans.average(s, w.swapped_ab()) for s, w in zip(scores, swapped)]
-                method = "logprob+permute"
             elapsed = (time.perf_counter() - started) * 1000 / len(tasks)
             for t, s in zip(tasks, scores):
                 rows.append(self._row(t, None, s.answer, s.probs, s.other_mass, method, elapsed))
@@ -387,4 +451,5 @@ def run_simulation(store: Store, config: SimulationConfig, personas: list[Person
             sim.close()
 
 
-__all__ = ["SimulationConfig", "Simulation", "run_simulation", "plan", "Outcome", "FairppError"]
+__all__ = ["SimulationConfig", "Simulation", "run_simulation", "plan", "estimate", "Estimate",
+           "Outcome", "FairppError"]

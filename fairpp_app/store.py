@@ -352,6 +352,19 @@ class Store:
             SELECT runs.*, (SELECT count(*) FROM records WHERE records.run_id = runs.id) AS records
             FROM runs ORDER BY runs.id"""))
 
+    def recent_latencies(self, backend: str, method: str, model: str | None = None,
+                         limit: int = 200) -> list[float]:
+        """Milliseconds per record of the latest records one backend (and model) answered
+        with ``method``: what a new run of the same kind will probably take."""
+        sql = """SELECT records.latency_ms FROM records JOIN runs ON runs.id = records.run_id
+                 WHERE runs.backend = ? AND records.method = ? AND records.latency_ms > 0"""
+        params: list = [backend, method]
+        if model is not None:
+            sql += " AND runs.model = ?"
+            params.append(model)
+        sql += " ORDER BY records.id DESC LIMIT ?"
+        return [row[0] for row in self.db.execute(sql, [*params, limit])]
+
     # ---- records -------------------------------------------------------------------------
 
     def upsert_records(self, rows: list[dict]) -> int:

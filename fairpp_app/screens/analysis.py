@@ -36,6 +36,7 @@ TABS = (("similarity", "Similarity"), ("respondents", "Respondents"),
 
 
 class AnalysisScreen(Screen):
+    SUB_TITLE = "Analysis"
     BINDINGS = [
         Binding("s", "save_csv", "Save CSV"),
         Binding("v", "save_svg", "Save SVG"),

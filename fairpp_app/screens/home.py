@@ -20,6 +20,17 @@ from ..widgets.backends_panel import BackendsPanel
 
 CHUNK = 2000
 
+#: The loop of the tool, each step one key away; shown while the database has no run.
+FIRST_STEPS = (
+    "[b]First steps[/b] (the number keys switch screens from anywhere)\n"
+    "  [b]4[/b]  Simulate: the form starts with 20 test questions x 7 personas, about a "
+    "minute on the embedded model; [b]F5[/b] starts it\n"
+    "  [b]2[/b]  Questions: pick a question, [b]Enter[/b] shows every persona's answer with "
+    "its probabilities\n"
+    "  [b]5[/b]  Analysis: how close the personas sit to each other, and where they differ\n"
+    "  [b]6[/b]  Train: fine-tune a model toward one persona from that run's answers\n"
+    "  [b]?[/b]  every key of the current screen")
+
 
 def human_size(n: int) -> str:
     size = float(n)
@@ -31,6 +42,7 @@ def human_size(n: int) -> str:
 
 
 class HomeScreen(Screen):
+    SUB_TITLE = "Home"
     BINDINGS = [
         Binding("b", "build_bank", "Build bank"),
         Binding("r", "refresh", "Refresh"),
@@ -87,7 +99,7 @@ class HomeScreen(Screen):
                            ("trainings", "trained adapters")):
             table.add_row(label, f"{counts[key]:,}")
         self.query_one("#counts", Static).update(table)
-        self._first_run(counts["questions"] == 0)
+        self._first_run(counts["questions"] == 0, counts["runs"] == 0)
         runs = self.query_one("#recent-runs", DataTable)
         runs.clear()
         for run in reversed(store.list_runs()[-10:]):
@@ -97,10 +109,12 @@ class HomeScreen(Screen):
         if not runs.row_count:
             runs.add_row("no runs yet", "", "", "", "")
 
-    def _first_run(self, empty: bool) -> None:
+    def _first_run(self, empty: bool, no_runs: bool = False) -> None:
         box = self.query_one("#first-run")
-        box.display = empty or self.building
-        if empty and not self.building:
+        box.display = empty or no_runs or self.building
+        if not empty and no_runs and not self.building:
+            self.query_one("#first-run-text", Static).update(FIRST_STEPS)
+        elif empty and not self.building:
             self.query_one("#first-run-text", Static).update(
                 "[b]This database is empty.[/b] Press [b]b[/b] to build the question bank "
                 "(28,420 template questions with their train/test split; a few seconds). "

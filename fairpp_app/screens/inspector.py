@@ -26,6 +26,7 @@ from ..widgets.bars import LETTER_COLOURS, prob_bars
 
 
 class InspectorScreen(Screen):
+    SUB_TITLE = "Inspector"
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("n,right", "step(1)", "Next"),
@@ -115,7 +116,9 @@ class InspectorScreen(Screen):
         table = Table(box=None, padding=(0, 1), header_style="bold", expand=False)
         table.add_column("respondent", no_wrap=True, max_width=30)
         table.add_column("ans", no_wrap=True)
-        table.add_column("P(A)  P(B)  P(C)", no_wrap=True)
+        table.add_column("P(A)     P(B)     P(C)", no_wrap=True)
+        table.add_column("chosen option", overflow="ellipsis", no_wrap=True, min_width=12,
+                         max_width=40)
         table.add_column("ms", justify="right", no_wrap=True)
         table.add_column("raw text", overflow="ellipsis", no_wrap=True, min_width=12)
         for r in self.records:
@@ -127,15 +130,17 @@ class InspectorScreen(Screen):
                 answer = Text("??", style="bold red")
             else:
                 answer = Text(r["answer"], style=f"bold {LETTER_COLOURS[r['answer']]}")
-            probs = (prob_bars((r["p_a"], r["p_b"], r["p_c"]), 4) if r["p_a"] is not None
+            probs = (prob_bars((r["p_a"], r["p_b"], r["p_c"])) if r["p_a"] is not None
                      else Text("-", style="dim"))
+            chosen = Text("-" if r["answer"] is None
+                          else dict(zip("ABC", self.question.options()))[r["answer"]])
             latency = "-" if r["latency_ms"] is None else f"{r['latency_ms']:.0f}"
             raw = r["raw_text"] or ""
             raw_text = Text(" ".join(raw.split())[:120],
                             style="red" if r["answer"] is None else "")
             if r["answer"] is None:
                 raw_text = Text("unparsed: ", style="bold red") + raw_text
-            table.add_row(who, answer, probs, latency, raw_text)
+            table.add_row(who, answer, probs, chosen, latency, raw_text)
         self.query_one("#answers", Static).update(table if self.records else "")
 
     def _draw_summary(self) -> None:

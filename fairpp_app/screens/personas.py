@@ -23,6 +23,7 @@ from .persona_form import PersonaFormScreen
 
 
 class PersonasScreen(Screen):
+    SUB_TITLE = "Personas"
     BINDINGS = [
         Binding("a", "add", "Add"),
         Binding("c", "clone", "Clone"),

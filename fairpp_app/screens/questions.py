@@ -44,6 +44,7 @@ def _option_label(name: str, value) -> str:
 
 
 class QuestionsScreen(Screen):
+    SUB_TITLE = "Questions"
     AUTO_FOCUS = "#q-table"
     BINDINGS = [
         Binding("slash", "search", "Search"),

@@ -25,13 +25,19 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Header, ProgressBar, RichLog, Static
+from textual.widgets import (Button, DataTable, Footer, Header, Input, ProgressBar, RichLog,
+                             Select, Static, Switch)
 
 from ..backends.registry import BACKENDS, available
 from ..errors import BackendError, FairppError, TransientBackendError, UsageError
 from ..events import Progress, RetryScheduled, RunEnded, RunStarted
-from ..simulate import SimulationConfig
+from ..simulate import LONG_RUN_S, SimulationConfig, estimate
 from ..widgets.config_form import ConfigForm
+from .confirm import ConfirmScreen
+
+#: Where the form starts: a first run that finishes in a minute on a laptop CPU (20 test
+#: questions x 7 personas), not the CLI's whole bank (28,420 x 7, about 14 hours).
+FORM_START = {"split": "test", "limit": 20}
 
 ADVICE = {
     "ollama": "Is Ollama running here? Start it with `ollama serve`, check $OLLAMA_HOST or the "
@@ -74,6 +80,7 @@ def config_from_run(run: dict) -> dict:
 
 
 class SimulateScreen(Screen):
+    SUB_TITLE = "Simulate"
     BINDINGS = [
         Binding("f5", "start", "Start"),
         Binding("f6", "pause", "Pause/resume"),
@@ -110,8 +117,10 @@ class SimulateScreen(Screen):
                     for name, info in BACKENDS.items()]
         yield Header()
         with Horizontal():
-            yield ConfigForm(SimulationConfig, choices={"backend": backends}, id="sim-form")
+            yield ConfigForm(SimulationConfig, choices={"backend": backends}, defaults=FORM_START,
+                             id="sim-form")
             with Vertical(id="sim-side"):
+                yield Static(id="sim-plan")
                 with Horizontal(id="sim-buttons"):
                     yield Button("Start F5", id="sim-start", variant="primary")
                     yield Button("Pause F6", id="sim-pause")
@@ -135,9 +144,32 @@ class SimulateScreen(Screen):
         self.query_one("#sim-progress").display = False
         self.fill_runs()
         self._buttons()
+        self.show_plan()
 
     def on_screen_resume(self) -> None:
         self.fill_runs()
+        self.show_plan()
+
+    @on(Input.Changed, "#sim-form Input")
+    @on(Select.Changed, "#sim-form Select")
+    @on(Switch.Changed, "#sim-form Switch")
+    def _form_changed(self) -> None:
+        self.show_plan()
+
+    def show_plan(self):
+        """The planned records and their time, from the form as it is; None when the form
+        does not make a valid config (the line says what is wrong)."""
+        line = self.query_one("#sim-plan", Static)
+        try:
+            config = self.query_one(ConfigForm).build()
+            plan = estimate(self.app.store, config, self.app.personas)
+        except FairppError as exc:
+            line.update(Text(f"plan: {exc}", style="red"))
+            return None
+        long = plan.seconds is not None and plan.seconds > LONG_RUN_S
+        line.update(Text(f"F5 plans {plan.describe()}; records the run already has are skipped",
+                         style="bold yellow" if long else ""))
+        return plan
 
     def fill_runs(self) -> None:
         table = self.query_one("#sim-runs", DataTable)
@@ -190,6 +222,19 @@ class SimulateScreen(Screen):
             except FairppError as exc:
                 self._error(str(exc), advice(exc, ""))
                 return
+            plan = self.show_plan()
+            if plan is not None and plan.seconds is not None and plan.seconds > LONG_RUN_S:
+                def confirmed(yes: bool | None) -> None:
+                    if yes:
+                        self._start(config)
+
+                self.app.push_screen(ConfirmScreen(
+                    f"This simulation plans {plan.describe()}.\n\nStart it? (Records are saved "
+                    "as they come; F6 pauses and resumes later.)"), confirmed)
+                return
+        self._start(config)
+
+    def _start(self, config: SimulationConfig) -> None:
         self.config = config
         self.cancel_event = threading.Event()
         self.errors = 0

@@ -39,6 +39,7 @@ def training_config_class():
 
 
 class TrainScreen(Screen):
+    SUB_TITLE = "Train"
     BINDINGS = [
         Binding("f5", "start", "Start"),
         Binding("f7", "cancel", "Cancel"),

@@ -28,12 +28,14 @@ def bar(value: float | None, width: int = 10, lo: float = 0.0, hi: float = 1.0,
     return Text(body.ljust(width), style=style)
 
 
-def prob_bars(probs: tuple[float | None, float | None, float | None], width: int = 5) -> Text:
-    """Small A/B/C probability bars side by side: ``A███▌ B▏ C▎``."""
+def prob_bars(probs: tuple[float | None, float | None, float | None], width: int = 3) -> Text:
+    """A/B/C probability bars side by side, each with its figure: ``A██▌0.82 B▏ 0.06 ...``
+    (a bar a few cells wide cannot tell 0.45 from 0.6 by itself)."""
     out = Text()
     for letter, p in zip("ABC", probs):
         out.append(letter, style="bold")
         out.append_text(bar(p, width, style=LETTER_COLOURS[letter]))
+        out.append("-.--" if p is None else f"{p:.2f}", style=LETTER_COLOURS[letter])
         out.append(" ")
     return out
 

@@ -43,9 +43,10 @@ class ConfigForm(VerticalScroll, can_focus=False):
     """
 
     def __init__(self, cls: type, choices: dict[str, list[tuple[str, Any]]] | None = None,
-                 **kwargs) -> None:
+                 defaults: dict[str, Any] | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.cls = cls
+        self.defaults = defaults or {}  # start values that differ from the dataclass's
         self.hints = typing.get_type_hints(cls)
         self.specs = list(dataclasses.fields(cls))
         self.extra_choices = choices or {}
@@ -57,6 +58,7 @@ class ConfigForm(VerticalScroll, can_focus=False):
         if choices is None and f.metadata.get("choices"):
             choices = [(str(c), c) for c in f.metadata["choices"]]
         default = None if f.default is dataclasses.MISSING else f.default
+        default = self.defaults.get(f.name, default)
         if choices is not None:
             values = [v for _, v in choices]
             return Select(choices, value=default if default in values else values[0],

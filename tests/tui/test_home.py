@@ -55,7 +55,9 @@ async def test_first_run_builds_the_bank_in_a_worker(tmp_path, make_app):
         await pilot.pause()
         assert app.store.question_count() == 28420
         assert app.store.question_count("test") == 5669
-        assert not app.screen.query_one("#first-run").display
+        # The box stays, now with the first steps of the loop: there is no run yet.
+        assert "First steps" in plain(app.screen.query_one("#first-run-text", Static))
+        assert not app.screen.query_one("#build-progress").display
         assert any("question bank built" in n.message for n in app._notifications)
 
 

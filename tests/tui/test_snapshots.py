@@ -52,11 +52,27 @@ def test_home(snap_db, snap_compare):
     assert snap_compare(FairppApp(path), terminal_size=SIZE, run_before=_settle)
 
 
+def test_home_first_steps(tmp_path, template_db, monkeypatch, snap_compare):
+    """Home on a database with the bank built and no run yet: the header reads
+    'fairpp — Home'; under the path a 'First steps' box lists the loop, one key each: 4
+    Simulate (20 test questions x 7 personas, F5 starts), 2 Questions (Enter shows every
+    persona's answer), 5 Analysis, 6 Train, ? for the keys; the contents show 28,420
+    questions, 0 runs and 0 records; the footer starts with '1-6 Screens'."""
+    from fairpp_app.widgets import backends_panel
+
+    monkeypatch.setattr(backends_panel, "available", lambda name: name in INSTALLED)
+    monkeypatch.setattr(backends_panel, "embedded_model_present", lambda: True)
+    monkeypatch.chdir(tmp_path)
+    shutil.copyfile(template_db, tmp_path / "fairpp.db")
+    assert snap_compare(FairppApp(Path("fairpp.db")), terminal_size=SIZE, run_before=_settle)
+
+
 def test_inspector(snap_db, snap_compare):
     """The inspector on the third test question of the synthetic run: its metadata, text and
     A/B/C options; majority A with one persona (3, Disengaged Battlers) on B, so tier 2 for
     the target persona 6 with its computed weight; the answers table with seven personas and
-    the model 'tiny-model', each with a letter, small probability bars and a latency."""
+    the model 'tiny-model', each with a letter, small probability bars with their figures
+    (0.00-1.00), the text of the option it chose, and a latency."""
     path, questions = snap_db
 
     async def open_inspector(pilot) -> None:

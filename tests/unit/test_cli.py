@@ -172,3 +172,20 @@ def test_train_start_line_warns_when_most_weight_sits_on_one_letter(capsys):
     listen(TrainingStarted(**{**event, "method": "dpo"}))
     err = capsys.readouterr().err
     assert "by weight" not in err and "of the weight" not in err
+
+
+def test_simulate_planning_more_than_an_hour_says_so_first(store, db_path, capsys):
+    """An earlier run of the same backend and model answered at 4 records/s; the whole bank
+    at that speed is about 13.8 hours. The server is a closed loopback port, so the run stops
+    at its first request, after the estimate."""
+    run = store.create_run("earlier", "simulation", backend="openai", model="m", mode="logprob",
+                           status="finished")
+    store.upsert_records([{"run_id": run["id"], "question_id": q.id, "respondent": "civic-pragmatists",
+                           "answer": "A", "p_a": 0.8, "p_b": 0.1, "p_c": 0.1, "method": "logprob",
+                           "latency_ms": 250.0} for q in store.questions("test", limit=30)])
+    code = main(["--db", str(db_path), "simulate", "--backend", "openai", "--model", "m",
+                 "--base-url", "http://127.0.0.1:9/v1", "--max-retries", "0", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1
+    first = err.strip().splitlines()[0]
+    assert "this run plans 198,940 records, about 13.8 h at 4.0 records/s" in first
