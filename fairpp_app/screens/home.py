@@ -22,14 +22,12 @@ CHUNK = 2000
 
 #: The loop of the tool, each step one key away; shown while the database has no run.
 FIRST_STEPS = (
-    "[b]First steps[/b] (the number keys switch screens from anywhere)\n"
-    "  [b]4[/b]  Simulate: the form starts with 20 test questions x 7 personas, about a "
-    "minute on the embedded model; [b]F5[/b] starts it\n"
-    "  [b]2[/b]  Questions: pick a question, [b]Enter[/b] shows every persona's answer with "
-    "its probabilities\n"
-    "  [b]5[/b]  Analysis: how close the personas sit to each other, and where they differ\n"
-    "  [b]6[/b]  Train: fine-tune a model toward one persona from that run's answers\n"
-    "  [b]?[/b]  every key of the current screen")
+    "[b]First steps[/b]  (number keys switch screens from anywhere)\n"
+    "  [b]4[/b]  Simulate   20 test questions x 7 personas, about a minute; [b]F5[/b] starts\n"
+    "  [b]2[/b]  Questions  pick one; [b]Enter[/b] shows every persona's answer\n"
+    "  [b]5[/b]  Analysis   how close the personas sit to each other\n"
+    "  [b]6[/b]  Train      fine-tune a model toward one persona\n"
+    "  [b]?[/b]  the keys of the screen you are on")
 
 
 def human_size(n: int) -> str:

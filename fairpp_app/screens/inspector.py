@@ -25,6 +25,9 @@ from ..questions import Question, dimension_poles
 from ..widgets.bars import LETTER_COLOURS, prob_bars
 
 
+PROBS_WIDTH = len(prob_bars((1.0, 0.0, 0.0)).plain.rstrip())
+
+
 class InspectorScreen(Screen):
     SUB_TITLE = "Inspector"
     BINDINGS = [
@@ -111,16 +114,24 @@ class InspectorScreen(Screen):
         self._draw_summary()
         self._draw_answers()
 
+    def on_resize(self) -> None:
+        if self.question is not None:
+            self._draw_answers()
+
     def _draw_answers(self) -> None:
         # A Rich table in a Static: one render per step, where a DataTable renders cell by cell.
         table = Table(box=None, padding=(0, 1), header_style="bold", expand=False)
-        table.add_column("respondent", no_wrap=True, max_width=30)
+        # The figures keep their width; the names and the detail share what is left of the
+        # screen (Rich would shrink every column alike, figures included).
+        rest = max(30, (self.size.width or 120) - 4 - PROBS_WIDTH - 3 - 5 - 10)
+        who_w = max(12, min(30, rest // 2))
+        table.add_column("respondent", no_wrap=True, overflow="ellipsis", width=who_w)
         table.add_column("ans", no_wrap=True)
         table.add_column("P(A)     P(B)     P(C)", no_wrap=True)
-        table.add_column("chosen option", overflow="ellipsis", no_wrap=True, min_width=12,
-                         max_width=40)
         table.add_column("ms", justify="right", no_wrap=True)
-        table.add_column("raw text", overflow="ellipsis", no_wrap=True, min_width=12)
+        table.add_column("chosen option · raw text", overflow="ellipsis", no_wrap=True,
+                         width=rest - who_w)
+        options = dict(zip("ABC", self.question.options()))
         for r in self.records:
             if r["respondent_kind"] == "persona" and r["number"] is not None:
                 who = Text(f"P{r['number']} {r['name']}")
@@ -132,15 +143,15 @@ class InspectorScreen(Screen):
                 answer = Text(r["answer"], style=f"bold {LETTER_COLOURS[r['answer']]}")
             probs = (prob_bars((r["p_a"], r["p_b"], r["p_c"])) if r["p_a"] is not None
                      else Text("-", style="dim"))
-            chosen = Text("-" if r["answer"] is None
-                          else dict(zip("ABC", self.question.options()))[r["answer"]])
             latency = "-" if r["latency_ms"] is None else f"{r['latency_ms']:.0f}"
-            raw = r["raw_text"] or ""
-            raw_text = Text(" ".join(raw.split())[:120],
-                            style="red" if r["answer"] is None else "")
+            raw = " ".join((r["raw_text"] or "").split())[:120]
             if r["answer"] is None:
-                raw_text = Text("unparsed: ", style="bold red") + raw_text
-            table.add_row(who, answer, probs, chosen, latency, raw_text)
+                detail = Text("unparsed: ", style="bold red") + Text(raw, style="red")
+            else:
+                detail = Text(options[r["answer"]])
+                if raw:
+                    detail.append(f" · {raw}", style="dim")
+            table.add_row(who, answer, probs, latency, detail)
         self.query_one("#answers", Static).update(table if self.records else "")
 
     def _draw_summary(self) -> None:

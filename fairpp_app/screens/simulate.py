@@ -167,7 +167,7 @@ class SimulateScreen(Screen):
             line.update(Text(f"plan: {exc}", style="red"))
             return None
         long = plan.seconds is not None and plan.seconds > LONG_RUN_S
-        line.update(Text(f"F5 plans {plan.describe()}; records the run already has are skipped",
+        line.update(Text(f"F5 plans {plan.describe()}; a resumed run skips what it has",
                          style="bold yellow" if long else ""))
         return plan
 
