@@ -62,6 +62,10 @@ class Backend:
     def list_models(self) -> list[str]:
         return [self.model_name]
 
+    def forget_cache(self) -> None:
+        """The model's weights changed (a training step): drop every cached key and value
+        computed with the old ones. Backends that keep none have nothing to do."""
+
     def close(self) -> None:
         """Release the engine; safe to call twice."""
 

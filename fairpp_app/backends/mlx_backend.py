@@ -196,6 +196,10 @@ class MLXBackend(Backend):
 
     # ---- the prompt cache ------------------------------------------------------------------
 
+    def forget_cache(self) -> None:
+        self._cache = None
+        self._cached = []
+
     def _reset_cache(self) -> None:
         self._cache = cache_lib.make_prompt_cache(self.model)
         self._cached = []

@@ -96,7 +96,9 @@ class TransformersBackend(Backend):
         self._pad_id = self._pad_token_id()
         self._letter_ids = self._option_token_ids()
         self._chat = self._chat_mode()
-        params = inspect.signature(self.model.forward).parameters
+        # A peft wrapper's forward takes **kwargs and hands them on; ask the real model.
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        params = inspect.signature(inner.forward).parameters
         self._keeps_logits = "logits_to_keep" in params
         self._takes_positions = "position_ids" in params
         # transformers 5 renamed past_key_values to cache.
@@ -293,6 +295,14 @@ class TransformersBackend(Backend):
     def describe(self) -> dict:
         return {"backend": self.name, "model": self.model_name, "device": self.device,
                 "dtype": str(self.dtype).removeprefix("torch."), "chat_template": self._chat}
+
+    @property
+    def takes_positions(self) -> bool:
+        """Whether the model's forward accepts ``position_ids`` (left padding needs them)."""
+        return self._takes_positions
+
+    def forget_cache(self) -> None:
+        self._last_prefix = None
 
     def close(self) -> None:
         if getattr(self, "model", None) is None:

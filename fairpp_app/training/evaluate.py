@@ -62,12 +62,14 @@ def live_similarity(scorer, questions, answers: dict[str, dict[str, str | None]]
     model = scorer.model
     was_training = model.training
     model.eval()
+    scorer.forget_cache()  # the weights changed since the last evaluation
     try:
         scores = scorer.score_options([build_prompt(q, None) for q in questions])
         if debias == "permute":
             swapped = scorer.score_options([build_prompt(q, None, swap_ab=True) for q in questions])
             scores = [average(s, w.swapped_ab()) for s, w in zip(scores, swapped)]
     finally:
+        scorer.forget_cache()  # nor keep keys and values while training goes on
         if was_training:
             model.train()
     mine = {q.id: s.answer for q, s in zip(questions, scores)}

@@ -430,13 +430,9 @@ class _Evaluator:
     def __call__(self, step: int) -> None:
         if not self.questions or not self.session.main:
             return
-        self.backend._reset_cache()  # its keys and values came from older weights
-        try:
-            result = live_similarity(self.backend, self.questions, self.answers,
-                                     self.session.personas, self.session.target,
-                                     debias=self.session.debias)
-        finally:
-            self.backend._cache = None
+        result = live_similarity(self.backend, self.questions, self.answers,
+                                 self.session.personas, self.session.target,
+                                 debias=self.session.debias)
         self.session.emit(TrainingEval(
             self.session.name, step, self.session.target.slug, similarity=result["similarity"],
             agreement=result["agreement"], margin=result["margin"], loss=self.session.last_loss))

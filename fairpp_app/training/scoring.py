@@ -14,8 +14,6 @@ tokenizer has no single token for it.
 
 from __future__ import annotations
 
-import inspect
-
 from ..backends.base import Backend, BackendOptions, completion_token_ids
 from ..backends.transformers_backend import TransformersBackend
 from ..prompts import Prompt
@@ -30,19 +28,9 @@ class ModelScorer(TransformersBackend):
                                               n_ctx=n_ctx, extra={"chat": chat}))
         self.device = device
         self.path = None
-        self.tokenizer = tokenizer
-        self.model = model
         self.dtype = next(model.parameters()).dtype
-        self._name = name
-        self._bos_id, self._adds_bos = self._bos_rule()
-        self._pad_id = self._pad_token_id()
-        self._letter_ids = self._option_token_ids()
-        self._chat = self._chat_mode()
-        # A peft wrapper's forward takes **kwargs and hands them on; ask the real model.
-        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-        params = inspect.signature(inner.forward).parameters
-        self._keeps_logits = "logits_to_keep" in params
-        self._takes_positions = "position_ids" in params
+        # The backend's own set-up, so that nothing it prepares is missing here.
+        self._setup(tokenizer, model, name)
         self._completion_ids = self._completion_token_ids()
 
     @property

@@ -314,7 +314,7 @@ def build_trainer(session: TrainingSession, model, tokenizer, device: str, *,
     scorer = ModelScorer(model, tokenizer, device, name=session.name)
     dataset = QuestionDataset(session.data().examples, scorer)
     collator = (PairSequenceCollator(scorer.pad_id) if config.generic_path else
-                LastTokenCollator(scorer.pad_id, positions=scorer._takes_positions))
+                LastTokenCollator(scorer.pad_id, positions=scorer.takes_positions))
     trainer = WeightedAlignmentTrainer(
         model=model, args=training_arguments(config, device, output_dir), train_dataset=dataset,
         data_collator=collator, processing_class=tokenizer, callbacks=callbacks or [],

@@ -118,3 +118,20 @@ def test_the_thread_governor_leaves_a_core_to_a_busy_process():
             p.kill()
             p.wait()
     assert seen[-1] < cores, seen
+
+
+@pytest.mark.model
+def test_a_build_with_amx_is_refused_until_doctor_has_passed_it(monkeypatch):
+    """This machine's CPU has no AMX, so no build here can show it: the system-info string
+    is the one stand-in (a fault that cannot be produced otherwise). Everything else is real:
+    the embedded model loads once doctor's cached verdict for this build says ok."""
+    from fairpp_app.backends import llamacpp
+    from fairpp_app.backends.base import BackendOptions
+    from fairpp_app.errors import PermanentBackendError
+
+    monkeypatch.setattr(llamacpp, "llama_system_info", lambda: "AVX512 = 1 | AMX_INT8 = 1 |")
+    with pytest.raises(PermanentBackendError) as err:
+        llamacpp.EmbeddedBackend(BackendOptions())
+    assert "AMX" in str(err.value) and doctor.NO_AMX_FLAGS in str(err.value)
+    doctor._store_cached(doctor.Verdict("embedded", "ok", "8.0 prompts/s", speed=8.0))
+    llamacpp.EmbeddedBackend(BackendOptions()).close()

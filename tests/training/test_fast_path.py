@@ -184,3 +184,32 @@ def test_lora_dropout_acts_on_the_lora_branch_only(tiny_dir):
         assert not torch.equal(first, second)
         with model.disable_adapter():  # the reference: deterministic in train mode too
             assert torch.equal(model(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+def test_a_shared_prefix_batch_scores_through_the_model_scorer(tiny_dir, bank):
+    """Questions 0, 2 and 4 of the bank differ only in dimension: their prompts share more
+    than 16 tokens, which takes the backend's prefix-cache path. ModelScorer once lacked the
+    set-up of that path (AttributeError '_cache_arg'); its scores must equal one-by-one
+    scoring, and after the weights change, forget_cache() must give the new model's scores."""
+    from fairpp_app.backends.transformers_backend import MIN_SHARED_PREFIX
+    from fairpp_app.hfmodels import load_causal_lm, load_tokenizer
+
+    model, tokenizer = load_causal_lm(tiny_dir), load_tokenizer(tiny_dir)
+    scorer = ModelScorer(model, tokenizer, "cpu", name="x")
+    prompts = [build_prompt(bank[i], None) for i in (0, 2, 4)]
+    rows = [scorer.prompt_ids(p) for p in prompts]
+    assert scorer._shared_prefix(rows) >= MIN_SHARED_PREFIX
+    batched = scorer.score_options(prompts)
+    alone = [scorer.score_options([p])[0] for p in prompts]
+    for a, b in zip(batched, alone):
+        assert a.probs == pytest.approx(b.probs, abs=1e-5)
+
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    scorer.forget_cache()
+    after = scorer.score_options(prompts)
+    fresh = ModelScorer(model, tokenizer, "cpu", name="y").score_options(prompts)
+    for a, b in zip(after, fresh):
+        assert a.probs == pytest.approx(b.probs, abs=1e-5)
+    assert any(abs(a.probs[0] - b.probs[0]) > 1e-3 for a, b in zip(after, batched))
