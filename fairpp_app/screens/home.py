@@ -23,7 +23,7 @@ CHUNK = 2000
 #: The loop of the tool, each step one key away; shown while the database has no run.
 FIRST_STEPS = (
     "[b]First steps[/b]  (number keys switch screens from anywhere)\n"
-    "  [b]4[/b]  Simulate   20 test questions x 7 personas, about a minute; [b]F5[/b] starts\n"
+    "  [b]4[/b]  Simulate   20 test questions x 7 personas (a minute); [b]F5[/b] starts\n"
     "  [b]2[/b]  Questions  pick one; [b]Enter[/b] shows every persona's answer\n"
     "  [b]5[/b]  Analysis   how close the personas sit to each other\n"
     "  [b]6[/b]  Train      fine-tune a model toward one persona\n"
