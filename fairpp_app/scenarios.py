@@ -121,7 +121,7 @@ def generate_scenarios(store: Store, backend, *, run_name: str | None = None,
         store.add_event(event.kind, event.payload(), run_id=run["id"])
         listener(event)
 
-    store.set_run_status(run["id"], "running")
+    store.claim_run(run["id"])
     emit(RunStarted(name, len(todo), outcome.skipped, backend.name, backend.model_name, "text"))
     try:
         for i, template in enumerate(todo, start=1):
@@ -150,12 +150,13 @@ def generate_scenarios(store: Store, backend, *, run_name: str | None = None,
                 store.add_event("scenario_failed", {"question_id": template.id, "reason": why,
                                                     "attempts": attempts}, run_id=run["id"])
             emit(Progress(name, outcome.skipped + i, len(templates), 0.0, None, outcome.failed, 0))
+            store.heartbeat(run["id"])
     except TransientBackendError as exc:
         outcome.status = "stopped"
         outcome.message = f"the backend kept failing ({exc}); rerun to resume"
     except BackendError as exc:
         outcome.status, outcome.message = "failed", str(exc)
-    store.set_run_status(run["id"], outcome.status)
+    store.release_run(run["id"], outcome.status)
     emit(RunEnded(name, outcome.status, outcome.generated + outcome.skipped, len(templates),
                   outcome.message))
     return outcome

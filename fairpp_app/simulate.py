@@ -358,7 +358,7 @@ class Simulation:
         n_respondents = 1 if cfg.respondent == "model" else len(personas)
         total = len(questions) * n_respondents
         done = total - len(tasks)
-        self.store.set_run_status(self.run["id"], "running")
+        self.store.claim_run(self.run["id"])
         self._emit(RunStarted(self.run["name"], len(tasks), done, backend.name,
                               backend.model_name, cfg.mode))
         written = unparsed = 0
@@ -375,6 +375,7 @@ class Simulation:
             now = time.perf_counter()
             if now - last_progress >= 0.5 or done == total:
                 last_progress = now
+                self.store.heartbeat(self.run["id"])
                 rate = written / max(now - started, 1e-9)
                 eta = (total - done) / rate if rate > 0 else None
                 self._emit(Progress(self.run["name"], done, total, round(rate, 3),
@@ -401,10 +402,10 @@ class Simulation:
         except BaseException as exc:
             # Interrupted (Ctrl-C) or a bug: the records so far are saved; say so, then re-raise.
             status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
-            self.store.set_run_status(self.run["id"], status)
+            self.store.release_run(self.run["id"], status)
             self._emit(RunEnded(self.run["name"], status, done, total, repr(exc)))
             raise
-        self.store.set_run_status(self.run["id"], status)
+        self.store.release_run(self.run["id"], status)
         self._emit(RunEnded(self.run["name"], status, done, total, message))
         return Outcome(status, self.run["name"], done, total, written, unparsed, message)
 

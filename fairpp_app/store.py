@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import sqlite_utils
 
-from .errors import DatabaseError, NotFoundError
+from .errors import DatabaseError, NotFoundError, UsageError
 from .personas import Persona
 from .questions import Question
 
@@ -151,7 +151,13 @@ def _v2(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_events_training ON events(training_id, id)")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+def _v3(db: sqlite_utils.Database) -> None:
+    """Who works on a run (``ownership``): owner as JSON, and the owner's last heartbeat."""
+    db.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
+    db.execute("ALTER TABLE runs ADD COLUMN heartbeat REAL")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -314,6 +320,7 @@ class Store:
     # ---- runs ----------------------------------------------------------------------------
 
     def get_run(self, name: str) -> dict:
+        self.reap_runs()
         rows = list(self.db.query("SELECT * FROM runs WHERE name = ?", [name]))
         if not rows:
             known = [r["name"] for r in self.db.query("SELECT name FROM runs ORDER BY id")]
@@ -321,6 +328,7 @@ class Store:
             raise NotFoundError(f"no run named '{name}'{hint}")
         row = rows[0]
         row["params"] = json.loads(row["params"] or "{}")
+        row["owner"] = json.loads(row["owner"]) if row.get("owner") else None
         return row
 
     def find_run(self, name: str) -> dict | None:
@@ -347,7 +355,58 @@ class Store:
         self.db.execute("UPDATE runs SET status = ?, updated_at = ?, finished_at = ? WHERE id = ?",
                         [status, now, finished, run_id])
 
+    # ---- ownership (see ownership.py) ------------------------------------------------------
+
+    def claim_run(self, run_id: int) -> None:
+        """Make this process the owner of a run and set it ``running``; refused (UsageError)
+        while another living process owns it."""
+        from . import ownership
+
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            name, owner, beat = self.db.execute(
+                "SELECT name, owner, heartbeat FROM runs WHERE id = ?", [run_id]).fetchone()
+            current = json.loads(owner) if owner else None
+            mine = ownership.me()
+            if current and current.get("pid") != mine["pid"] and ownership.alive(current, beat):
+                raise UsageError(
+                    f"run '{name}' is being worked on by {ownership.describe(current)}; wait "
+                    f"for it to end, or stop that process (kill {current.get('pid')}), then "
+                    "run the same command again")
+            now = _now()
+            self.db.execute("UPDATE runs SET status = 'running', owner = ?, heartbeat = ?, "
+                            "updated_at = ?, finished_at = NULL WHERE id = ?",
+                            [json.dumps(mine), now, now, run_id])
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def heartbeat(self, run_id: int) -> None:
+        self.db.execute("UPDATE runs SET heartbeat = ? WHERE id = ?", [_now(), run_id])
+
+    def release_run(self, run_id: int, status: str) -> None:
+        """The owner's last word on a run: its status, and no owner any more."""
+        self.set_run_status(run_id, status)
+        self.db.execute("UPDATE runs SET owner = NULL WHERE id = ?", [run_id])
+
+    def reap_runs(self) -> list[str]:
+        """Mark ``interrupted`` every running run whose owner is gone; their names."""
+        from . import ownership
+
+        gone = []
+        for run_id, name, owner, beat in self.db.execute(
+                "SELECT id, name, owner, heartbeat FROM runs WHERE status = 'running'").fetchall():
+            current = json.loads(owner) if owner else None
+            if current is None or not ownership.alive(current, beat):
+                gone.append(name)
+                self.db.execute("UPDATE runs SET status = 'interrupted', owner = NULL, "
+                                "updated_at = ? WHERE id = ? AND status = 'running'",
+                                [_now(), run_id])
+        return gone
+
     def list_runs(self) -> list[dict]:
+        self.reap_runs()
         return list(self.db.query("""
             SELECT runs.*, (SELECT count(*) FROM records WHERE records.run_id = runs.id) AS records
             FROM runs ORDER BY runs.id"""))

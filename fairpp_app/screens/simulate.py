@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -38,6 +39,7 @@ from .confirm import ConfirmScreen
 #: Where the form starts: a first run that finishes in a minute on a laptop CPU (20 test
 #: questions x 7 personas), not the CLI's whole bank (28,420 x 7, about 14 hours).
 FORM_START = {"split": "test", "limit": 20}
+RUNS_REFRESH_S = 2.0
 
 ADVICE = {
     "ollama": "Is Ollama running here? Start it with `ollama serve`, check $OLLAMA_HOST or the "
@@ -111,6 +113,7 @@ class SimulateScreen(Screen):
         self.cancel_event = threading.Event()
         self.errors = 0
         self.last_outcome = None
+        self._runs_drawn = 0.0
 
     def compose(self) -> ComposeResult:
         backends = [(name if available(name) else f"{name} (needs {info.needs})", name)
@@ -316,6 +319,10 @@ class SimulateScreen(Screen):
             self.fill_runs()
         elif isinstance(event, Progress):
             bar.update(total=max(1, event.total), progress=event.done)
+            now = time.monotonic()
+            if now - self._runs_drawn >= RUNS_REFRESH_S:  # the run's record count grows
+                self._runs_drawn = now
+                self.fill_runs()
             eta = "?" if event.eta_s is None else f"{event.eta_s:,.0f} s"
             self.query_one("#sim-stats", Static).update(
                 f"{event.done:,}/{event.total:,} records · {event.rate:.1f} rec/s · ETA {eta} · "

@@ -5,6 +5,7 @@ These tests start real processes and a real llama.cpp model; they are marked ``m
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -38,7 +39,9 @@ def _count(db: Path) -> tuple[int, int]:
 
 def test_kill_9_mid_run_then_resume_gives_350_records(db_path, isolated_home):
     """`fairpp simulate --limit 50 --personas all --split test`, killed with SIGKILL part way,
-    then rerun: exactly 350 records, no duplicates, probabilities summing to 1, metrics read them."""
+    then rerun: exactly 350 records, no duplicates, probabilities summing to 1, metrics read them.
+    On the way: a second process on the live run is refused with the first's pid, and the
+    killed run reads as interrupted."""
     env = {**os.environ, "FAIRPP_HOME": str(isolated_home)}
     cmd = FAIRPP + ["--db", str(db_path), "simulate", "--limit", "50", "--personas", "all",
                     "--split", "test", "--quiet"]
@@ -54,10 +57,19 @@ def test_kill_9_mid_run_then_resume_gives_350_records(db_path, isolated_home):
             break
         time.sleep(0.2)
     assert proc.poll() is None, proc.stderr.read().decode()
+    # A second process on the same run is refused while the first lives, naming its pid.
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 2
+    assert f"pid {proc.pid}" in second.stderr and "Traceback" not in second.stderr
+    assert proc.poll() is None
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     partial, distinct = _count(db_path)
     assert 40 <= partial < 350 and partial == distinct
+    # Nobody saw it end: the next look at the runs calls it interrupted, not running.
+    runs = subprocess.run(FAIRPP + ["--db", str(db_path), "runs", "--json"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert [r["status"] for r in json.loads(runs.stdout)] == ["interrupted"]
 
     done = subprocess.run(cmd + ["--json"], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr

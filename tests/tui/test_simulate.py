@@ -86,6 +86,51 @@ async def test_backend_error_is_shown_with_what_to_do(make_app):
         assert any(n.severity == "error" for n in app._notifications)
 
 
+class TwoGateBackend(GatedBackend):
+    """Like GatedBackend, and the third prompt waits again, for a second gate."""
+
+    def __init__(self, options) -> None:
+        super().__init__(options)
+        self.gate2 = threading.Event()
+
+    def score_options(self, prompts):
+        out = super().score_options(prompts)
+        if self.calls > 2:
+            self.gate2.wait(10)
+        return out
+
+
+async def test_the_runs_table_follows_a_running_run(store, make_app, monkeypatch):
+    backends = []
+
+    def create(name, options=None):
+        backends.append(TwoGateBackend(options))
+        return backends[-1]
+
+    monkeypatch.setattr(registry, "create", create)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await _open(app, pilot)
+        screen.query_one(ConfigForm).load({"limit": 4, "personas": "6", "split": "test",
+                                           "run": "growing", "batch_size": 1})
+        await pilot.press("f5")
+        while not backends or backends[0].calls < 2:
+            await pilot.pause(0.01)
+        await pilot.pause(0.7)  # progress comes at most every 0.5 s
+        screen._runs_drawn = 0.0  # and this one redraws at once, not 2 s after the last
+        backends[0].gate.set()  # the second record lands; the third prompt waits
+        while backends[0].calls < 3:
+            await pilot.pause(0.01)
+        await pilot.pause(0.2)
+        row = screen.query_one("#sim-runs", DataTable).get_row("growing")
+        assert [str(c) for c in row[1:3]] == ["running", "2"]
+        backends[0].gate2.set()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        row = screen.query_one("#sim-runs", DataTable).get_row("growing")
+        assert [str(c) for c in row[1:3]] == ["finished", "4"]
+
+
 async def test_pause_then_resume_finishes_the_same_run(store, make_app, monkeypatch):
     backends = []
 

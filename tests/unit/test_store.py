@@ -20,7 +20,7 @@ V2_TABLES = {"trainings", "weight_sets", "weights"}
 def test_new_store_is_wal_at_current_version(tmp_path):
     with Store(tmp_path / "new.db") as s:
         assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert s.version == SCHEMA_VERSION == 2
+        assert s.version == SCHEMA_VERSION == 3
         assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert s.db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
         assert s.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
@@ -154,6 +154,8 @@ def test_upgrade_from_version_1_keeps_rows(tmp_path, bank):
         assert V2_TABLES <= set(new.db.table_names())
         assert new.question_count() == 3
         assert new.get_run("v1run")["backend"] == "ollama"
+        assert new.get_run("v1run")["status"] == "finished" and new.get_run("v1run")["owner"] is None
+        assert {"owner", "heartbeat"} <= {c.name for c in new.db["runs"].columns}
         rows = list(new.db.query("SELECT * FROM records ORDER BY id"))
         assert [r["question_id"] for r in rows] == [q.id for q in bank[:3]]
         assert all(r["answer"] == "B" and r["latency_ms"] == 12.5 for r in rows)
@@ -320,3 +322,52 @@ def test_question_stats_counts(store):
     assert stats["total"] == 28_420
     assert stats["kind"] == {"template": 28_420}
     assert json.loads(json.dumps(stats)) == stats
+
+
+def test_a_run_owned_by_a_living_process_is_refused_and_a_dead_owner_is_interrupted(store):
+    """Ownership with real processes: a sleeping child owns the run, then dies by SIGKILL."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from fairpp_app import ownership
+    from fairpp_app.errors import UsageError
+
+    run = store.create_run("owned", "simulation", backend="embedded", model="m", mode="logprob")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        owner = {**ownership.me(), "pid": child.pid, "start": ownership._start_token(child.pid)}
+        store.db.execute("UPDATE runs SET status = 'running', owner = ?, heartbeat = ? "
+                         "WHERE id = ?", [json.dumps(owner), 0.0, run["id"]])
+        with pytest.raises(UsageError, match=f"pid {child.pid}"):
+            store.claim_run(run["id"])
+        assert store.get_run("owned")["status"] == "running"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert store.get_run("owned")["status"] == "interrupted"
+    store.claim_run(run["id"])
+    claimed = store.get_run("owned")
+    assert claimed["status"] == "running" and claimed["owner"]["pid"] == ownership.me()["pid"]
+    store.release_run(run["id"], "finished")
+    released = store.get_run("owned")
+    assert released["status"] == "finished" and released["owner"] is None
+
+
+def test_a_running_run_without_an_owner_reads_as_interrupted(store):
+    """Databases from before owners were stored (schema 2) can hold such a run."""
+    run = store.create_run("old", "simulation", status="running")
+    assert run["status"] == "interrupted"
+
+
+def test_a_reused_pid_is_not_taken_for_the_owner(store):
+    import json
+
+    from fairpp_app import ownership
+
+    run = store.create_run("reused", "simulation")
+    owner = {**ownership.me(), "start": "1"}  # our pid, but another process's start time
+    store.db.execute("UPDATE runs SET status = 'running', owner = ? WHERE id = ?",
+                     [json.dumps(owner), run["id"]])
+    assert store.get_run("reused")["status"] == "interrupted"
