@@ -100,22 +100,35 @@ class TwoGateBackend(GatedBackend):
         return out
 
 
-async def test_the_runs_table_follows_a_running_run(store, make_app, monkeypatch):
+def _gated(monkeypatch, cls) -> list:
+    """Every backend the app creates is a ``cls``; the list holds them as they come."""
     backends = []
 
     def create(name, options=None):
-        backends.append(TwoGateBackend(options))
+        backends.append(cls(options))
         return backends[-1]
 
     monkeypatch.setattr(registry, "create", create)
+    return backends
+
+
+async def _start_gated(app, pilot, backends: list, run: str) -> SimulateScreen:
+    """Four test questions for persona 6, one prompt a batch, started; returns once the
+    second prompt waits at the gate."""
+    screen = await _open(app, pilot)
+    screen.query_one(ConfigForm).load({"limit": 4, "personas": "6", "split": "test",
+                                       "run": run, "batch_size": 1})
+    await pilot.press("f5")
+    while not backends or backends[0].calls < 2:
+        await pilot.pause(0.01)
+    return screen
+
+
+async def test_the_runs_table_follows_a_running_run(store, make_app, monkeypatch):
+    backends = _gated(monkeypatch, TwoGateBackend)
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
-        screen = await _open(app, pilot)
-        screen.query_one(ConfigForm).load({"limit": 4, "personas": "6", "split": "test",
-                                           "run": "growing", "batch_size": 1})
-        await pilot.press("f5")
-        while not backends or backends[0].calls < 2:
-            await pilot.pause(0.01)
+        screen = await _start_gated(app, pilot, backends, "growing")
         await pilot.pause(0.7)  # progress comes at most every 0.5 s
         screen._runs_drawn = 0.0  # and this one redraws at once, not 2 s after the last
         backends[0].gate.set()  # the second record lands; the third prompt waits
@@ -132,21 +145,10 @@ async def test_the_runs_table_follows_a_running_run(store, make_app, monkeypatch
 
 
 async def test_pause_then_resume_finishes_the_same_run(store, make_app, monkeypatch):
-    backends = []
-
-    def create(name, options=None):
-        backends.append(GatedBackend(options))
-        return backends[-1]
-
-    monkeypatch.setattr(registry, "create", create)
+    backends = _gated(monkeypatch, GatedBackend)
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
-        screen = await _open(app, pilot)
-        screen.query_one(ConfigForm).load({"limit": 4, "personas": "6", "split": "test",
-                                           "run": "gated", "batch_size": 1})
-        await pilot.press("f5")
-        while not backends or backends[0].calls < 2:  # second prompt is waiting at the gate
-            await pilot.pause(0.01)
+        screen = await _start_gated(app, pilot, backends, "gated")
         await pilot.press("f6")
         assert screen.state == "pausing"
         backends[0].gate.set()
