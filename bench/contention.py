@@ -38,10 +38,11 @@ def worker(questions: int) -> None:
     """One measurement in this process: records/s of a fresh simulation of all personas."""
     from fairpp_app.backends.base import BackendOptions
     from fairpp_app.backends.llamacpp import EmbeddedBackend
-    from fairpp_app.personas import builtin_personas
-    from fairpp_app.questions import build_bank
-    from fairpp_app.simulate import SimulationConfig, run_simulation
-    from fairpp_app.store import Store
+    from fairpp_app.core.personas import builtin_personas
+    from fairpp_app.core.questions import build_bank
+    from fairpp_app.core.simulation_config import SimulationConfig
+    from fairpp_app.jobs.simulation import run_simulation
+    from fairpp_app.store.database import Store
 
     bank = build_bank()
     personas = builtin_personas()

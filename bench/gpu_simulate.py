@@ -31,9 +31,9 @@ def train_tokenizer(vocab_size: int = 8000):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from fairpp_app.personas import builtin_personas
-    from fairpp_app.prompts import build_prompt
-    from fairpp_app.questions import build_bank
+    from fairpp_app.core.personas import builtin_personas
+    from fairpp_app.core.prompts import build_prompt
+    from fairpp_app.core.questions import build_bank
 
     bank = build_bank()[:3000]
     texts = [build_prompt(q, p).as_text() for q in bank[:500] for p in builtin_personas()[:2]]
@@ -66,7 +66,8 @@ def build_model(device: str, tiny: bool = False):
 
 
 def run(backend, store, personas, n_questions: int, batch_size: int, name: str) -> tuple[float, int]:
-    from fairpp_app.simulate import SimulationConfig, run_simulation
+    from fairpp_app.core.simulation_config import SimulationConfig
+    from fairpp_app.jobs.simulation import run_simulation
 
     backend.options.batch_size = batch_size
     config = SimulationConfig(backend="transformers", split="test", limit=n_questions,
@@ -92,9 +93,9 @@ def main() -> int:
 
     from fairpp_app.backends.base import BackendOptions
     from fairpp_app.backends.transformers_backend import TransformersBackend
-    from fairpp_app.personas import builtin_personas
-    from fairpp_app.questions import build_bank
-    from fairpp_app.store import Store
+    from fairpp_app.core.personas import builtin_personas
+    from fairpp_app.core.questions import build_bank
+    from fairpp_app.store.database import Store
 
     print(f"device {args.device}: {torch.cuda.get_device_name() if args.device == 'cuda' else 'cpu'}",
           file=sys.stderr)

@@ -62,9 +62,9 @@ def train_tokenizer(vocab_size: int = 8000):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from fairpp_app.personas import builtin_personas
-    from fairpp_app.prompts import build_prompt
-    from fairpp_app.questions import build_bank
+    from fairpp_app.core.personas import builtin_personas
+    from fairpp_app.core.prompts import build_prompt
+    from fairpp_app.core.questions import build_bank
 
     bank = build_bank()[:3000]
     texts = [build_prompt(q, p).as_text() for q in bank[:500] for p in builtin_personas()[:2]]
@@ -131,7 +131,7 @@ def stock_trl(model, tokenizer, work, pairs_per_step: int, steps: int, device: s
     from transformers.trainer_callback import PrinterCallback
     from trl import DPOConfig, DPOTrainer
 
-    from fairpp_app.prompts import build_prompt
+    from fairpp_app.core.prompts import build_prompt
 
     rows = [{"prompt": build_prompt(e.question, None).as_text(), "chosen": " " + c,
              "rejected": " " + r} for e in work for c, r in e.pairs()]

@@ -26,10 +26,11 @@ from pathlib import Path
 
 from fairpp_app.backends.base import BackendOptions
 from fairpp_app.backends.llamacpp import EmbeddedBackend
-from fairpp_app.personas import builtin_personas, resolve_many
-from fairpp_app.questions import build_bank
-from fairpp_app.simulate import SimulationConfig, run_simulation
-from fairpp_app.store import Store
+from fairpp_app.core.personas import builtin_personas, resolve_many
+from fairpp_app.core.questions import build_bank
+from fairpp_app.core.simulation_config import SimulationConfig
+from fairpp_app.jobs.simulation import run_simulation
+from fairpp_app.store.database import Store
 
 
 class FreshContext:
@@ -65,7 +66,7 @@ def timed_run(backend, bank, personas, mode: str, questions: int, personas_spec:
 
 
 def prompt_token_counts(backend, bank, personas, questions: int) -> list[list[int]]:
-    from fairpp_app.prompts import build_prompt
+    from fairpp_app.core.prompts import build_prompt
 
     test = [q for q in bank if q.split == "test"][:questions]
     return [backend._tokens(build_prompt(q, p)) for p in personas for q in test]

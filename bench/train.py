@@ -34,8 +34,8 @@ from types import SimpleNamespace
 os.environ.setdefault("TQDM_DISABLE", "1")
 warnings.filterwarnings("ignore")
 
-from fairpp_app.prompts import build_prompt  # noqa: E402
-from fairpp_app.questions import LETTERS, build_bank  # noqa: E402
+from fairpp_app.core.prompts import build_prompt  # noqa: E402
+from fairpp_app.core.questions import LETTERS, build_bank  # noqa: E402
 from fairpp_app.training.config import TrainingConfig  # noqa: E402
 from fairpp_app.training.data import Example  # noqa: E402
 
@@ -88,7 +88,7 @@ def stock_trl(path: Path, work: list[Example], pairs_per_step: int, steps: int, 
     from transformers.trainer_callback import PrinterCallback
     from trl import DPOConfig, DPOTrainer
 
-    from fairpp_app.hfmodels import load_causal_lm, load_tokenizer
+    from fairpp_app.backends.hf_models import load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(path)
     model = load_causal_lm(path, "cpu")
@@ -137,7 +137,7 @@ def main() -> int:
 
     from transformers.utils import logging as hf_logging
 
-    from fairpp_app.hfmodels import resolve_model
+    from fairpp_app.backends.hf_models import resolve_model
 
     hf_logging.set_verbosity_error()
     path = resolve_model(args.model)

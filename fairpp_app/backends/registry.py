@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from ..errors import PermanentBackendError, UsageError
-from .base import Backend, BackendOptions
+from fairpp_app.core.errors import PermanentBackendError, UsageError
+from fairpp_app.backends.base import Backend, BackendOptions
 
 
 @dataclass(frozen=True)

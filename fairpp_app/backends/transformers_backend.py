@@ -1,6 +1,6 @@
 """Hugging Face transformers in-process, on CPU, CUDA or Apple's MPS.
 
-``--model`` is a local model folder or a GGUF file (see :mod:`fairpp_app.hfmodels`); with
+``--model`` is a local model folder or a GGUF file (see :mod:`fairpp_app.backends.hf_models`); with
 no model the embedded Gemma 3 270M is converted once and used, so this backend and the
 llama.cpp one can be compared on the same weights.
 
@@ -45,11 +45,11 @@ from pathlib import Path
 
 import torch
 
-from .. import hfmodels
-from ..answers import LETTERS, OptionScores
-from ..errors import PermanentBackendError
-from ..prompts import Prompt
-from .base import Backend, BackendOptions, option_token_ids
+from fairpp_app.backends import hf_models
+from fairpp_app.core.answers import LETTERS, OptionScores
+from fairpp_app.core.errors import PermanentBackendError
+from fairpp_app.core.prompts import Prompt
+from fairpp_app.backends.base import Backend, BackendOptions, option_token_ids
 
 MIN_SHARED_PREFIX = 16
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
@@ -67,15 +67,15 @@ class TransformersBackend(Backend):
     def __init__(self, options: BackendOptions) -> None:
         super().__init__(options)
         # The device first: asking for a missing GPU should fail before a minute of conversion.
-        self.device = hfmodels.pick_device(options.device)
+        self.device = hf_models.pick_device(options.device)
         self.dtype = self._dtype()
-        self.path: Path = hfmodels.resolve_model(options.model)
+        self.path: Path = hf_models.resolve_model(options.model)
         threads = int(os.environ.get("FAIRPP_THREADS", "0"))
         if threads > 0 and self.device == "cpu":
             torch.set_num_threads(threads)
-        self._setup(hfmodels.load_tokenizer(self.path),
-                    hfmodels.load_causal_lm(self.path, self.device, self.dtype),
-                    hfmodels.model_display_name(options.model))
+        self._setup(hf_models.load_tokenizer(self.path),
+                    hf_models.load_causal_lm(self.path, self.device, self.dtype),
+                    hf_models.model_display_name(options.model))
 
     @classmethod
     def from_loaded(cls, model, tokenizer, options: BackendOptions, name: str) -> "TransformersBackend":
@@ -109,7 +109,7 @@ class TransformersBackend(Backend):
     def _dtype(self) -> torch.dtype:
         wanted = self.options.extra.get("dtype")
         if wanted is None:
-            return hfmodels.default_dtype(self.device)
+            return hf_models.default_dtype(self.device)
         if str(wanted) not in _DTYPES:
             raise PermanentBackendError(f"unknown dtype '{wanted}'; use one of {', '.join(_DTYPES)}")
         return _DTYPES[str(wanted)]
@@ -287,7 +287,7 @@ class TransformersBackend(Backend):
 
     @property
     def model_name(self) -> str:
-        return getattr(self, "_name", None) or hfmodels.model_display_name(self.options.model)
+        return getattr(self, "_name", None) or hf_models.model_display_name(self.options.model)
 
     def list_models(self) -> list[str]:
         return [self.model_name]

@@ -15,8 +15,8 @@ import threading
 
 from transformers import TrainerCallback
 
-from ..events import TrainingEval, TrainingStep
-from .evaluate import live_similarity
+from fairpp_app.core.events import TrainingEval, TrainingStep
+from fairpp_app.training.evaluate import live_similarity
 
 
 def _float(value) -> float | None:

@@ -12,7 +12,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 
-from ..errors import UsageError
+from fairpp_app.core.errors import UsageError
 
 METHODS = ("wdpo", "dpo", "wsft", "sft")
 DEVICES = ("auto", "cuda", "cpu", "mps", "mlx")

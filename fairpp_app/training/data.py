@@ -23,14 +23,14 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from ..analysis import persona_answers
-from ..errors import UsageError
-from ..personas import Persona
-from ..prompts import Prompt, build_prompt, template_hash
-from ..questions import LETTERS, Question
-from ..store import Store
-from ..weighting import compute_weights
-from .config import is_weighted
+from fairpp_app.jobs.run_metrics import persona_answers
+from fairpp_app.core.errors import UsageError
+from fairpp_app.core.personas import Persona
+from fairpp_app.core.prompts import Prompt, build_prompt, template_hash
+from fairpp_app.core.questions import LETTERS, Question
+from fairpp_app.store.database import Store
+from fairpp_app.core.weighting import compute_weights
+from fairpp_app.training.config import is_weighted
 
 
 @dataclass(frozen=True)

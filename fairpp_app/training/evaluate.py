@@ -16,12 +16,12 @@ import threading
 import warnings
 from typing import Callable
 
-from .. import metrics
-from ..answers import average
-from ..events import Event
-from ..personas import Persona
-from ..prompts import build_prompt
-from ..store import Store
+from fairpp_app.core import metrics
+from fairpp_app.core.answers import average
+from fairpp_app.core.events import Event
+from fairpp_app.core.personas import Persona
+from fairpp_app.core.prompts import build_prompt
+from fairpp_app.store.database import Store
 
 
 def eval_run_name(adapter: str) -> str:
@@ -80,14 +80,14 @@ def load_adapter(store: Store, name: str, device: str = "auto", batch_size: int 
     """A ``ModelScorer`` of the finished training ``name``: its base model with the adapter on."""
     from peft import PeftModel
 
-    from .. import hfmodels
-    from .runner import adapter_chain, finished_adapter, read_metadata
-    from .scoring import ModelScorer
-    from .torch_trainer import load_base, merge_adapters
+    from fairpp_app.backends import hf_models
+    from fairpp_app.training.runner import adapter_chain, finished_adapter, read_metadata
+    from fairpp_app.training.scoring import ModelScorer
+    from fairpp_app.training.torch_trainer import load_base, merge_adapters
 
     _, folder = finished_adapter(store, name)
     meta = read_metadata(folder)
-    device = hfmodels.pick_device(device)
+    device = hf_models.pick_device(device)
     model, tokenizer, _ = load_base(meta["base_model"], device)
     # A training started --init-from another sits on that one's merged model.
     model = merge_adapters(model, adapter_chain(store, meta.get("init_from")))
@@ -106,8 +106,9 @@ def evaluate_adapter(store: Store, personas: list[Persona], name: str, *, split:
     ``debias`` defaults to that of the run the adapter was trained from, so its answers are
     measured the way the personas' were.
     """
-    from ..simulate import SimulationConfig, run_simulation
-    from .data import run_debias
+    from fairpp_app.core.simulation_config import SimulationConfig
+    from fairpp_app.jobs.simulation import run_simulation
+    from fairpp_app.training.data import run_debias
 
     if debias is None:
         from_run = store.get_training(name)["from_run"]
@@ -125,8 +126,9 @@ def evaluate_base(store: Store, personas: list[Persona], base: str | None = None
                   listener: Callable[[Event], None] | None = None,
                   cancel: threading.Event | None = None):
     """Run the untrained base model as a ``model`` respondent (the report's 'base' row)."""
-    from ..hfmodels import model_display_name
-    from ..simulate import SimulationConfig, run_simulation
+    from fairpp_app.backends.hf_models import model_display_name
+    from fairpp_app.core.simulation_config import SimulationConfig
+    from fairpp_app.jobs.simulation import run_simulation
 
     config = SimulationConfig(backend="transformers", model=base, respondent="model", split=split,
                               limit=limit, run=base_run_name(model_display_name(base), debias),

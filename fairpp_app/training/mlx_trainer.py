@@ -64,16 +64,16 @@ from mlx_lm.models import cache as cache_lib
 from mlx_lm.tuner.lora import LoRALinear
 from mlx_lm.tuner.utils import linear_to_lora_layers, load_adapters
 
-from ..backends.base import BackendOptions, completion_token_ids
-from ..backends.mlx_backend import MLXBackend
-from ..errors import FairppError, UsageError
-from ..events import TrainingEnded, TrainingEval, TrainingStep
-from . import losses
-from .config import TrainingConfig, is_preference
-from .data import Example
-from .errors import TrainingDiverged, TrainingOutOfMemory
-from .evaluate import live_similarity
-from .runner import TrainingOutcome, TrainingSession, base_spec
+from fairpp_app.backends.base import BackendOptions, completion_token_ids
+from fairpp_app.backends.mlx_backend import MLXBackend
+from fairpp_app.core.errors import FairppError, UsageError
+from fairpp_app.core.events import TrainingEnded, TrainingEval, TrainingStep
+from fairpp_app.training import losses
+from fairpp_app.training.config import TrainingConfig, is_preference
+from fairpp_app.training.data import Example
+from fairpp_app.training.failures import TrainingDiverged, TrainingOutOfMemory
+from fairpp_app.training.evaluate import live_similarity
+from fairpp_app.training.runner import TrainingOutcome, TrainingSession, base_spec
 
 #: The torch trainer's LoRA targets (torch_trainer.PROJECTIONS; a test keeps them equal).
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ..analysis import persona_answers
-from ..errors import UsageError
-from ..hfmodels import model_display_name
-from ..personas import Persona
-from ..store import Store
-from .config import METHODS
-from .data import run_debias
-from .evaluate import base_run_name, compare_with_personas, eval_run_name
+from fairpp_app.jobs.run_metrics import persona_answers
+from fairpp_app.core.errors import UsageError
+from fairpp_app.backends.hf_models import model_display_name
+from fairpp_app.core.personas import Persona
+from fairpp_app.store.database import Store
+from fairpp_app.training.config import METHODS
+from fairpp_app.training.data import run_debias
+from fairpp_app.training.evaluate import base_run_name, compare_with_personas, eval_run_name
 
 ROW_ORDER = ("base", "role-play", "sft", "wsft", "dpo", "wdpo")
 

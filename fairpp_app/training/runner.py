@@ -22,15 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..errors import UsageError
-from ..events import Event, TrainingStarted
-from ..paths import data_dir
-from ..personas import Persona, resolve
-from ..prompts import template_hash
-from ..store import Store
-from .config import TrainingConfig, is_weighted
-from .data import TrainingSet, build_training_set, eval_subset, run_debias
-from .errors import TrainerUnavailable
+from fairpp_app.core.errors import UsageError
+from fairpp_app.core.events import Event, TrainingStarted
+from fairpp_app.core.paths import data_dir
+from fairpp_app.core.personas import Persona, resolve
+from fairpp_app.core.prompts import template_hash
+from fairpp_app.store.database import Store
+from fairpp_app.training.config import TrainingConfig, is_weighted
+from fairpp_app.training.data import TrainingSet, build_training_set, eval_subset, run_debias
+from fairpp_app.training.failures import TrainerUnavailable
 
 METADATA_FILE = "fairpp_adapter.json"
 RESUMABLE = ("created", "running", "failed", "cancelled", "interrupted")
@@ -42,7 +42,7 @@ def trainings_root() -> Path:
 
 def base_spec(base: str | None) -> str:
     """How a base model is stored: the embedded name, or an absolute path (resumable from anywhere)."""
-    from ..hfmodels import EMBEDDED_MODEL, is_embedded
+    from fairpp_app.backends.hf_models import EMBEDDED_MODEL, is_embedded
 
     if is_embedded(base):
         return EMBEDDED_MODEL
@@ -257,13 +257,13 @@ def run_training(store: Store, personas: list[Persona], config: TrainingConfig |
     session = TrainingSession(store, personas, config, resume, listener, cancel)
     if session.config.device == "mlx":
         try:
-            from .mlx_trainer import train_mlx
+            from fairpp_app.training.mlx_trainer import train_mlx
         except ImportError as exc:
             raise TrainerUnavailable(f"the MLX trainer is not available here ({exc}); "
                                      "use --device auto, cpu, cuda or mps") from None
         return train_mlx(session)
     try:
-        from .torch_trainer import train_torch
+        from fairpp_app.training.torch_trainer import train_torch
     except ImportError as exc:
         raise TrainerUnavailable(f"training needs torch, transformers, peft and trl ({exc}); "
                                  "install them with: pip install 'fairpp[train]'") from None

@@ -14,9 +14,9 @@ tokenizer has no single token for it.
 
 from __future__ import annotations
 
-from ..backends.base import Backend, BackendOptions, completion_token_ids
-from ..backends.transformers_backend import TransformersBackend
-from ..prompts import Prompt
+from fairpp_app.backends.base import Backend, BackendOptions, completion_token_ids
+from fairpp_app.backends.transformers_backend import TransformersBackend
+from fairpp_app.core.prompts import Prompt
 
 
 class ModelScorer(TransformersBackend):

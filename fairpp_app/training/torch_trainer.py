@@ -45,16 +45,16 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.utils import disable_dropout_in_model, pad, selective_log_softmax
 
-from .. import hfmodels
-from ..errors import FairppError, UsageError
-from ..events import TrainingEnded
-from . import losses
-from .callbacks import CancelCallback, EventCallback, LiveEvalCallback
-from .config import TrainingConfig, is_preference
-from .data import Example
-from .errors import TrainingDiverged, TrainingOutOfMemory
-from .runner import TrainingOutcome, TrainingSession
-from .scoring import ModelScorer
+from fairpp_app.backends import hf_models
+from fairpp_app.core.errors import FairppError, UsageError
+from fairpp_app.core.events import TrainingEnded
+from fairpp_app.training import losses
+from fairpp_app.training.callbacks import CancelCallback, EventCallback, LiveEvalCallback
+from fairpp_app.training.config import TrainingConfig, is_preference
+from fairpp_app.training.data import Example
+from fairpp_app.training.failures import TrainingDiverged, TrainingOutOfMemory
+from fairpp_app.training.runner import TrainingOutcome, TrainingSession
+from fairpp_app.training.scoring import ModelScorer
 
 #: Attention and MLP projections across the common architectures; the LoRA targets.
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
@@ -67,9 +67,9 @@ _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 def load_base(spec: str | None, device: str):
     """(model, tokenizer, folder) for a base model spec, in the device's training dtype."""
-    path = hfmodels.resolve_model(spec)
-    tokenizer = hfmodels.load_tokenizer(path)
-    model = hfmodels.load_causal_lm(path, device, hfmodels.default_dtype(device))
+    path = hf_models.resolve_model(spec)
+    tokenizer = hf_models.load_tokenizer(path)
+    model = hf_models.load_causal_lm(path, device, hf_models.default_dtype(device))
     return model, tokenizer, path
 
 
@@ -371,14 +371,14 @@ def _train(session: TrainingSession) -> TrainingOutcome:
 
     config = session.config
     # The device first: a missing GPU should fail before minutes of loading.
-    device = hfmodels.pick_device("auto" if config.device == "mlx" else config.device)
+    device = hf_models.pick_device("auto" if config.device == "mlx" else config.device)
     data = session.data()
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
         base = session.row["base_model"] if session.row else config.base
         model, tokenizer, path = prepare_model(config, device, base, session.init_chain)
-        from .runner import base_spec
+        from fairpp_app.training.runner import base_spec
 
         session.open_row(base_spec(base), {"base_path": str(path)})
         resume_from = last_checkpoint(session.checkpoint_dir) if session.resumed else None

@@ -14,12 +14,13 @@ import pytest
 from fairpp_app.backends.base import BackendOptions
 from fairpp_app.backends.ollama_backend import OllamaBackend, UnscorableOutput, scores_from_top
 from fairpp_app.backends.registry import create
-from fairpp_app.errors import BackendError, PermanentBackendError, TransientBackendError
-from fairpp_app.personas import builtin_personas
-from fairpp_app.prompts import Prompt
-from fairpp_app.simulate import SimulationConfig, run_simulation
+from fairpp_app.core.errors import BackendError, PermanentBackendError, TransientBackendError
+from fairpp_app.core.personas import builtin_personas
+from fairpp_app.core.prompts import Prompt
+from fairpp_app.core.simulation_config import SimulationConfig
+from fairpp_app.jobs.simulation import run_simulation
 
-from ollama_server import MODEL, Engine, FakeOllama
+from tests.support.ollama_server import MODEL, Engine, FakeOllama
 
 pytestmark = pytest.mark.model
 

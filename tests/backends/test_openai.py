@@ -25,13 +25,14 @@ from typing import Callable
 
 import pytest
 
-from fairpp_app.answers import LETTERS, parse_letter
+from fairpp_app.core.answers import LETTERS, parse_letter
 from fairpp_app.backends.base import BackendOptions
 from fairpp_app.backends.registry import create
-from fairpp_app.errors import PermanentBackendError, TransientBackendError
-from fairpp_app.personas import builtin_personas
-from fairpp_app.prompts import Prompt, build_prompt
-from fairpp_app.simulate import SimulationConfig, run_simulation
+from fairpp_app.core.errors import PermanentBackendError, TransientBackendError
+from fairpp_app.core.personas import builtin_personas
+from fairpp_app.core.prompts import Prompt, build_prompt
+from fairpp_app.core.simulation_config import SimulationConfig
+from fairpp_app.jobs.simulation import run_simulation
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(120)]
 

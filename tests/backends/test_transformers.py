@@ -20,17 +20,18 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from tiny_models import (CHAT_TEMPLATE, NO_SYSTEM_CHAT_TEMPLATE, build_tiny_model, mixed_prompts,
+from tests.support.tiny_models import (CHAT_TEMPLATE, NO_SYSTEM_CHAT_TEMPLATE, build_tiny_model, mixed_prompts,
                          split_questions)
 
-from fairpp_app import hfmodels
+from fairpp_app.backends import hf_models
 from fairpp_app.backends.base import BackendOptions
 from fairpp_app.backends.registry import create
 from fairpp_app.backends.transformers_backend import TransformersBackend
-from fairpp_app.errors import PermanentBackendError
-from fairpp_app.personas import builtin_personas
-from fairpp_app.prompts import build_prompt
-from fairpp_app.simulate import SimulationConfig, run_simulation
+from fairpp_app.core.errors import PermanentBackendError
+from fairpp_app.core.personas import builtin_personas
+from fairpp_app.core.prompts import build_prompt
+from fairpp_app.core.simulation_config import SimulationConfig
+from fairpp_app.jobs.simulation import run_simulation
 
 
 def backend_for(path: Path, **options) -> TransformersBackend:
@@ -226,10 +227,10 @@ def test_unknown_dtype_is_refused(tiny_dir):
         backend_for(tiny_dir, extra={"dtype": "int3"})
 
 
-# ---- hfmodels: resolving and the conversion cache ----------------------------------------
+# ---- hf_models: resolving and the conversion cache ----------------------------------------
 
 def test_a_model_folder_resolves_to_itself(tiny_dir):
-    assert hfmodels.resolve_model(str(tiny_dir)) == tiny_dir
+    assert hf_models.resolve_model(str(tiny_dir)) == tiny_dir
 
 
 def test_conversion_is_cached_and_atomic(tmp_path, monkeypatch, isolated_home):
@@ -242,9 +243,9 @@ def test_conversion_is_cached_and_atomic(tmp_path, monkeypatch, isolated_home):
         (out / "model.safetensors").write_bytes(b"half")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(hfmodels, "_convert", failing)
+    monkeypatch.setattr(hf_models, "_convert", failing)
     with pytest.raises(KeyboardInterrupt):
-        hfmodels.resolve_model(str(gguf))
+        hf_models.resolve_model(str(gguf))
     converted = isolated_home / "cache" / "converted"
     assert list(converted.iterdir()) == [], "an interrupted conversion leaves nothing behind"
 
@@ -253,13 +254,13 @@ def test_conversion_is_cached_and_atomic(tmp_path, monkeypatch, isolated_home):
         out.mkdir(parents=True)
         (out / "config.json").write_text("{}")
 
-    monkeypatch.setattr(hfmodels, "_convert", working)
-    first = hfmodels.resolve_model(str(gguf))
-    again = hfmodels.resolve_model(str(gguf))
+    monkeypatch.setattr(hf_models, "_convert", working)
+    first = hf_models.resolve_model(str(gguf))
+    again = hf_models.resolve_model(str(gguf))
     assert first == again and first.parent == converted and first.name.startswith("toy-")
     assert calls == [gguf]
     os.utime(gguf, ns=(time.time_ns(), time.time_ns() + 10**9))  # a replaced file converts anew
-    assert hfmodels.resolve_model(str(gguf)) != first
+    assert hf_models.resolve_model(str(gguf)) != first
     assert len(calls) == 2
 
 
@@ -267,11 +268,11 @@ def test_a_non_gguf_file_is_refused(tmp_path):
     path = tmp_path / "weights.bin"
     path.write_bytes(b"x")
     with pytest.raises(PermanentBackendError, match="not a .gguf"):
-        hfmodels.resolve_model(str(path))
+        hf_models.resolve_model(str(path))
 
 
-def test_importing_hfmodels_does_not_import_torch():
-    code = ("import sys, fairpp_app.hfmodels, fairpp_app.simulate; "
+def test_importing_hf_models_does_not_import_torch():
+    code = ("import sys, fairpp_app.backends.hf_models, fairpp_app.jobs.simulation; "
             "sys.exit(int(any(m in sys.modules for m in ('torch', 'transformers'))))")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
@@ -326,9 +327,9 @@ def test_embedded_conversion_agrees_with_llama_cpp(embedded, capsys):
 @pytest.mark.slow
 def test_embedded_conversion_is_cached_and_batches_exactly(embedded):
     prompts = agreement_prompts()[::3]
-    target = hfmodels.resolve_model(None)  # converted by the test above, or now
+    target = hf_models.resolve_model(None)  # converted by the test above, or now
     started = time.perf_counter()
-    assert hfmodels.resolve_model("gemma-3-270m") == target
+    assert hf_models.resolve_model("gemma-3-270m") == target
     assert time.perf_counter() - started < 1.0
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".tmp-")]
     with backend_for("embedded", batch_size=len(prompts), max_tokens=2) as hf:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from fairpp_app import doctor
+from fairpp_app.jobs import doctor
 from fairpp_app.backends.llamacpp import ThreadGovernor
-from fairpp_app.child import run_in_child
+from fairpp_app.core.child import run_in_child
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,7 +57,7 @@ def test_a_child_killed_by_a_signal_is_named_and_doctor_exits_non_zero(engine, s
 
 
 def test_a_python_error_in_the_child_is_a_result_with_its_message():
-    result = run_in_child("fairpp_app.child:crash_point", {"name": "nowhere", "extra": 1})
+    result = run_in_child("fairpp_app.core.child:crash_point", {"name": "nowhere", "extra": 1})
     assert not result.ok and result.signal is None
     assert result.error.startswith("TypeError:")
     assert any("Traceback" in line or "TypeError" in line for line in result.stderr_tail)
@@ -127,7 +127,7 @@ def test_a_build_with_amx_is_refused_until_doctor_has_passed_it(monkeypatch):
     the embedded model loads once doctor's cached verdict for this build says ok."""
     from fairpp_app.backends import llamacpp
     from fairpp_app.backends.base import BackendOptions
-    from fairpp_app.errors import PermanentBackendError
+    from fairpp_app.core.errors import PermanentBackendError
 
     monkeypatch.setattr(llamacpp, "llama_system_info", lambda: "AVX512 = 1 | AMX_INT8 = 1 |")
     with pytest.raises(PermanentBackendError) as err:

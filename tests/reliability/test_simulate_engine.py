@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from fairpp_app import answers
-from fairpp_app.analysis import run_metrics
-from fairpp_app.errors import PermanentBackendError, UsageError
-from fairpp_app.personas import builtin_personas
-from fairpp_app.simulate import SimulationConfig, run_simulation
-from fairpp_app.store import Store
+from fairpp_app.core import answers
+from fairpp_app.jobs.run_metrics import run_metrics
+from fairpp_app.core.errors import PermanentBackendError, UsageError
+from fairpp_app.core.personas import builtin_personas
+from fairpp_app.core.simulation_config import SimulationConfig
+from fairpp_app.jobs.simulation import run_simulation
+from fairpp_app.store.database import Store
 
 pytestmark = pytest.mark.model
 FAIRPP = [sys.executable, "-m", "fairpp_app.cli"]
@@ -97,7 +98,7 @@ def test_prompt_template_change_is_refused(store, monkeypatch):
     assert run_simulation(store, SimulationConfig(**cfg), personas).status == "finished"
     with pytest.raises(UsageError, match="different prompt template"):
         run_simulation(store, SimulationConfig(**cfg, calibrate=True), personas)
-    from fairpp_app import prompts
+    from fairpp_app.core import prompts
 
     monkeypatch.setitem(prompts.TEMPLATE, "instruction", "Answer with A, B or C.")
     with pytest.raises(UsageError, match="different prompt template"):

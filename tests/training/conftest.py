@@ -17,7 +17,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 pytest.importorskip("trl")
 
-from training_data import N_TEST, N_TRAIN, PERSONA_RUN, persona_records  # noqa: E402
+from tests.support.training_data import N_TEST, N_TRAIN, PERSONA_RUN, persona_records  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def one_thread(monkeypatch):
@@ -43,6 +43,6 @@ def persona_store(store, slugs):
 
 @pytest.fixture
 def personas():
-    from fairpp_app.personas import builtin_personas
+    from fairpp_app.core.personas import builtin_personas
 
     return builtin_personas()

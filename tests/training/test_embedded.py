@@ -17,7 +17,7 @@ import torch
 from fairpp_app.training.config import TrainingConfig
 from fairpp_app.training.runner import read_metadata, run_training
 
-from training_data import PERSONA_RUN
+from tests.support.training_data import PERSONA_RUN
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 
@@ -49,7 +49,7 @@ def test_a_few_wdpo_steps_on_the_embedded_model(embedded, personas):
 
 
 def test_fast_path_matches_generic_on_the_embedded_model(embedded, personas, tmp_path):
-    from fairpp_app.personas import resolve
+    from fairpp_app.core.personas import resolve
     from fairpp_app.training.data import build_training_set
     from fairpp_app.training.torch_trainer import (LastTokenCollator, PairSequenceCollator,
                                                    build_trainer, last_token_logprobs,

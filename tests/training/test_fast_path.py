@@ -15,8 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fairpp_app.personas import resolve
-from fairpp_app.prompts import build_prompt
+from fairpp_app.core.personas import resolve
+from fairpp_app.core.prompts import build_prompt
 from fairpp_app.training import losses
 from fairpp_app.training.config import TrainingConfig
 from fairpp_app.training.data import build_training_set
@@ -26,7 +26,7 @@ from fairpp_app.training.torch_trainer import (LastTokenCollator, PairSequenceCo
                                                last_token_logprobs, pair_sequence_logprobs,
                                                prepare_model)
 
-from training_data import PERSONA_RUN, TARGET_SLUG
+from tests.support.training_data import PERSONA_RUN, TARGET_SLUG
 
 
 def _moved_adapter(model, seed: int = 1) -> None:
@@ -152,7 +152,7 @@ def test_losses_are_plain_arithmetic():
 def test_prompts_and_scores_match_the_transformers_backend(tiny_dir, store):
     from fairpp_app.backends.base import BackendOptions
     from fairpp_app.backends.transformers_backend import TransformersBackend
-    from fairpp_app.hfmodels import load_causal_lm, load_tokenizer
+    from fairpp_app.backends.hf_models import load_causal_lm, load_tokenizer
 
     backend = TransformersBackend(BackendOptions(model=str(tiny_dir), device="cpu"))
     scorer = ModelScorer(load_causal_lm(tiny_dir), load_tokenizer(tiny_dir), "cpu", name="x")
@@ -192,7 +192,7 @@ def test_a_shared_prefix_batch_scores_through_the_model_scorer(tiny_dir, bank):
     set-up of that path (AttributeError '_cache_arg'); its scores must equal one-by-one
     scoring, and after the weights change, forget_cache() must give the new model's scores."""
     from fairpp_app.backends.transformers_backend import MIN_SHARED_PREFIX
-    from fairpp_app.hfmodels import load_causal_lm, load_tokenizer
+    from fairpp_app.backends.hf_models import load_causal_lm, load_tokenizer
 
     model, tokenizer = load_causal_lm(tiny_dir), load_tokenizer(tiny_dir)
     scorer = ModelScorer(model, tokenizer, "cpu", name="x")

@@ -13,11 +13,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fairpp_app.errors import NotFoundError, UsageError
+from fairpp_app.core.errors import NotFoundError, UsageError
 from fairpp_app.training.config import TrainingConfig
 from fairpp_app.training.runner import read_metadata, run_training
 
-from training_data import N_TEST, PERSONA_RUN
+from tests.support.training_data import N_TEST, PERSONA_RUN
 
 
 def _config(tiny_dir, method: str, name: str, **kw) -> TrainingConfig:

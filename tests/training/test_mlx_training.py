@@ -22,16 +22,16 @@ pytest.importorskip("mlx_lm")
 import mlx.core as mx  # noqa: E402
 from mlx.utils import tree_flatten, tree_map  # noqa: E402
 
-from fairpp_app.personas import resolve  # noqa: E402
+from fairpp_app.core.personas import resolve  # noqa: E402
 from fairpp_app.training import losses  # noqa: E402
 from fairpp_app.training.config import TrainingConfig  # noqa: E402
 from fairpp_app.training.data import build_training_set  # noqa: E402
-from fairpp_app.training.errors import TrainingDiverged  # noqa: E402
+from fairpp_app.training.failures import TrainingDiverged  # noqa: E402
 from fairpp_app.training.mlx_trainer import (MLXTrainer, add_lora, last_logprobs,  # noqa: E402
                                              letter_logprobs, load_backend, softplus)
 from fairpp_app.training.runner import read_metadata, run_training  # noqa: E402
 
-from training_data import PERSONA_RUN, TARGET_SLUG  # noqa: E402
+from tests.support.training_data import PERSONA_RUN, TARGET_SLUG  # noqa: E402
 
 
 def _config(tiny_dir, method: str, **kw) -> TrainingConfig:
@@ -184,10 +184,10 @@ def test_reference_is_the_base_model_and_batches_change_nothing(trainer_for, tin
 
 def test_trained_letters_are_the_backends_last_position(tmp_path):
     """Gemma 3 layout: a sliding window shorter than the prompts and a final-logit softcap."""
-    from tiny_models import build_tiny_model
+    from tests.support.tiny_models import build_tiny_model
 
-    from fairpp_app.prompts import build_prompt
-    from fairpp_app.questions import build_bank
+    from fairpp_app.core.prompts import build_prompt
+    from fairpp_app.core.questions import build_bank
 
     folder = build_tiny_model(tmp_path / "g", arch="gemma3", sliding_window=8, softcap=2.0)
     backend = load_backend(str(folder))
@@ -205,7 +205,7 @@ def test_the_adapter_loads_in_mlx_lm_and_in_peft(persona_store, personas, tiny_d
     pytest.importorskip("peft")
     from mlx_lm.tuner.utils import load_adapters
 
-    from fairpp_app.prompts import build_prompt
+    from fairpp_app.core.prompts import build_prompt
     from fairpp_app.training import mlx_trainer, torch_trainer
     from fairpp_app.training.evaluate import load_adapter
 
@@ -229,8 +229,8 @@ def test_the_adapter_loads_in_mlx_lm_and_in_peft(persona_store, personas, tiny_d
 def test_init_from_fuses_the_first_mlx_training_into_the_model(persona_store, personas, tiny_dir):
     from mlx_lm.tuner.utils import load_adapters
 
-    from fairpp_app.errors import UsageError
-    from fairpp_app.prompts import build_prompt
+    from fairpp_app.core.errors import UsageError
+    from fairpp_app.core.prompts import build_prompt
     from fairpp_app.training.mlx_trainer import merge_adapters
 
     first = run_training(persona_store, personas, _config(tiny_dir, "sft", name="mlx-first",

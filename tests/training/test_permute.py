@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from fairpp_app.answers import average
-from fairpp_app.prompts import build_prompt
+from fairpp_app.core.answers import average
+from fairpp_app.core.prompts import build_prompt
 from fairpp_app.training.config import TrainingConfig
 from fairpp_app.training.data import build_training_set
 from fairpp_app.training.runner import read_metadata, run_training
 
-from training_data import N_TEST, N_TRAIN, TARGET_SLUG, persona_records
+from tests.support.training_data import N_TEST, N_TRAIN, TARGET_SLUG, persona_records
 
 PERMUTED = "personas-permuted"
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from fairpp_app.cli import main
-from fairpp_app.errors import UsageError
+from fairpp_app.core.errors import UsageError
 from fairpp_app.training.config import TrainingConfig
-from fairpp_app.training.errors import TrainingDiverged
+from fairpp_app.training.failures import TrainingDiverged
 from fairpp_app.training.runner import read_metadata, run_training
 
-from training_data import N_TEST, PERSONA_RUN, TARGET_SLUG
+from tests.support.training_data import N_TEST, PERSONA_RUN, TARGET_SLUG
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -249,7 +249,7 @@ def test_resume_after_kill_9_continues_the_step_count(persona_store, tiny_dir, d
 
 
 def test_help_and_config_do_not_import_torch():
-    code = ("import sys; from fairpp_app.cli import build_parser; build_parser(); "
+    code = ("import sys; from fairpp_app.cli.parser import build_parser; build_parser(); "
             "import fairpp_app.training.runner, fairpp_app.training.report; "
             "print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
@@ -261,7 +261,7 @@ def test_out_of_memory_names_the_flags_to_change(persona_store, personas, tiny_d
     """A device OOM (simulated: there is no GPU here) becomes advice, and the run is marked failed."""
     import torch
 
-    from fairpp_app.training.errors import TrainingOutOfMemory
+    from fairpp_app.training.failures import TrainingOutOfMemory
     from fairpp_app.training.torch_trainer import WeightedAlignmentTrainer
 
     def oom(self, *a, **kw):

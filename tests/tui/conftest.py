@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fairpp_app.app import FairppApp
-from tui_data import insert_synthetic_run
+from fairpp_app.tui.app import FairppApp
+from tests.support.tui_data import insert_synthetic_run
 
 
 @pytest.fixture

@@ -7,12 +7,12 @@ import csv
 import pytest
 from textual.widgets import Static, TabbedContent
 
-from fairpp_app.analysis import run_metrics
-from fairpp_app.personas import builtin_personas
-from fairpp_app.positioning import exports_dir
-from fairpp_app.screens.analysis import AnalysisScreen
-from fairpp_app.widgets.heatmap import Heatmap
-from tui_data import MODEL, RUN, SIZE, plain
+from fairpp_app.jobs.run_metrics import run_metrics
+from fairpp_app.core.personas import builtin_personas
+from fairpp_app.jobs.positioning import exports_dir
+from fairpp_app.tui.screens.analysis_screen import AnalysisScreen
+from fairpp_app.tui.widgets.heatmap import Heatmap
+from tests.support.tui_data import MODEL, RUN, SIZE, plain
 
 pytestmark = pytest.mark.asyncio
 

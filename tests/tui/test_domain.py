@@ -9,14 +9,16 @@ import sys
 import numpy as np
 import pytest
 
-from fairpp_app import browse, positioning, userpersonas
-from fairpp_app.errors import PersonaFileError, UsageError
-from fairpp_app.personas import Persona, builtin_personas, load_personas
-from tui_data import MODEL, RUN
+from fairpp_app.store import browse
+from fairpp_app.jobs import positioning
+from fairpp_app.core import user_personas
+from fairpp_app.core.errors import PersonaFileError, UsageError
+from fairpp_app.core.personas import Persona, builtin_personas, load_personas
+from tests.support.tui_data import MODEL, RUN
 
 
 def test_domain_modules_do_not_import_textual():
-    code = ("import sys, fairpp_app.browse, fairpp_app.positioning, fairpp_app.userpersonas; "
+    code = ("import sys, fairpp_app.store.browse, fairpp_app.jobs.positioning, fairpp_app.core.user_personas; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'torch')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -62,7 +64,7 @@ def test_next_matching_and_majority(synthetic):
 
 
 def test_positioning_agrees_with_run_metrics(synthetic):
-    from fairpp_app.analysis import run_metrics
+    from fairpp_app.jobs.run_metrics import run_metrics
 
     store, _, _ = synthetic
     personas = builtin_personas()
@@ -83,7 +85,7 @@ def test_positioning_agrees_with_run_metrics(synthetic):
 
 
 def _persona_answers(store):
-    from fairpp_app.analysis import persona_answers
+    from fairpp_app.jobs.run_metrics import persona_answers
 
     return persona_answers(store, RUN, [p.slug for p in builtin_personas()], "all")
 
@@ -103,15 +105,15 @@ def test_pca_separates_what_marginals_cannot():
 
 def test_user_personas_round_trip_and_refusals():
     p = Persona(8, "night-nurses", "Night nurses", "You work nights in a hospital.", False)
-    path = userpersonas.save_persona(p)
+    path = user_personas.save_persona(p)
     assert [q.slug for q in load_personas()][-1] == "night-nurses"
     with pytest.raises(PersonaFileError):
-        userpersonas.save_persona(p)  # same number again
+        user_personas.save_persona(p)  # same number again
     with pytest.raises(PersonaFileError):
-        userpersonas.save_persona(Persona(9, "loyal-nationals", "x", "y"))
-    userpersonas.save_persona(Persona(8, "night-nurses", "Nurses", "Nights.", False), replaces=8)
+        user_personas.save_persona(Persona(9, "loyal-nationals", "x", "y"))
+    user_personas.save_persona(Persona(8, "night-nurses", "Nurses", "Nights.", False), replaces=8)
     assert load_personas()[-1].name == "Nurses"
     with pytest.raises(UsageError, match="built in"):
-        userpersonas.delete_persona(3)
-    userpersonas.delete_persona(8)
+        user_personas.delete_persona(3)
+    user_personas.delete_persona(8)
     assert len(load_personas()) == 7 and path.exists()

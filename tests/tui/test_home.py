@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from textual.widgets import DataTable, Select, Static
 
-from fairpp_app.screens.help import HelpScreen
-from fairpp_app.screens.home import HomeScreen
-from fairpp_app.widgets.backends_panel import BackendsPanel
-from fairpp_app.widgets.palette import FairppCommands
+from fairpp_app.tui.screens.help_screen import HelpScreen
+from fairpp_app.tui.screens.home_screen import HomeScreen
+from fairpp_app.tui.widgets.backends_panel import BackendsPanel
+from fairpp_app.tui.widgets.palette import FairppCommands
 
-from tui_data import RUN, SIZE, plain
+from tests.support.tui_data import RUN, SIZE, plain
 
 pytestmark = pytest.mark.asyncio
 
@@ -62,7 +62,7 @@ async def test_first_run_builds_the_bank_in_a_worker(tmp_path, make_app):
 
 
 async def test_screens_made_before_the_bank_catch_up(tmp_path, make_app):
-    from fairpp_app.screens.questions import QuestionsScreen
+    from fairpp_app.tui.screens.questions_screen import QuestionsScreen
 
     app = make_app(tmp_path / "empty.db")
     async with app.run_test(size=SIZE) as pilot:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from textual.widgets import Static
 
-from fairpp_app import browse
-from fairpp_app.screens.inspector import InspectorScreen
-from tui_data import MODEL, RUN, SIZE, plain
+from fairpp_app.store import browse
+from fairpp_app.tui.screens.inspector_screen import InspectorScreen
+from tests.support.tui_data import MODEL, RUN, SIZE, plain
 
 pytestmark = pytest.mark.asyncio
 TEST_SPLIT = browse.QuestionFilter(split="test")
@@ -81,8 +81,8 @@ async def test_answers_majority_tier_and_weight(synthetic, make_app):
 
 
 async def test_stored_weights_are_preferred(synthetic, make_app):
-    from fairpp_app.analysis import run_weights
-    from fairpp_app.personas import builtin_personas, resolve
+    from fairpp_app.jobs.run_metrics import run_weights
+    from fairpp_app.core.personas import builtin_personas, resolve
 
     store, run, qs = synthetic
     personas = builtin_personas()

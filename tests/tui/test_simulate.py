@@ -7,14 +7,14 @@ import threading
 import pytest
 from textual.widgets import DataTable, Static
 
-from fairpp_app.answers import OptionScores
+from fairpp_app.core.answers import OptionScores
 from fairpp_app.backends import registry
 from fairpp_app.backends.base import Backend
-from fairpp_app.prompts import template_hash
-from fairpp_app.screens.simulate import SimulateScreen, config_from_run
-from fairpp_app.simulate import SimulationConfig
-from fairpp_app.widgets.config_form import ConfigForm
-from tui_data import SIZE, plain
+from fairpp_app.core.prompts import template_hash
+from fairpp_app.tui.screens.simulate_screen import SimulateScreen, config_from_run
+from fairpp_app.core.simulation_config import SimulationConfig
+from fairpp_app.tui.widgets.config_form import ConfigForm
+from tests.support.tui_data import SIZE, plain
 
 pytestmark = pytest.mark.asyncio
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from fairpp_app.app import FairppApp
-from fairpp_app.browse import QuestionFilter
-from fairpp_app.screens.inspector import InspectorScreen
-from fairpp_app.store import Store
-from tui_data import SIZE, insert_synthetic_run
+from fairpp_app.tui.app import FairppApp
+from fairpp_app.store.browse import QuestionFilter
+from fairpp_app.tui.screens.inspector_screen import InspectorScreen
+from fairpp_app.store.database import Store
+from tests.support.tui_data import SIZE, insert_synthetic_run
 
 
 INSTALLED = {"embedded", "llamacpp", "ollama", "openai"}
@@ -26,7 +26,7 @@ INSTALLED = {"embedded", "llamacpp", "ollama", "openai"}
 @pytest.fixture
 def snap_db(tmp_path, template_db, monkeypatch):
     # The same picture on every machine: a fixed set of installed backends.
-    from fairpp_app.widgets import backends_panel
+    from fairpp_app.tui.widgets import backends_panel
 
     monkeypatch.setattr(backends_panel, "available", lambda name: name in INSTALLED)
     monkeypatch.setattr(backends_panel, "embedded_model_present", lambda: True)
@@ -58,7 +58,7 @@ def test_home_first_steps(tmp_path, template_db, monkeypatch, snap_compare):
     Simulate (20 test questions x 7 personas, F5 starts), 2 Questions (Enter shows every
     persona's answer), 5 Analysis, 6 Train, ? for the keys; the contents show 28,420
     questions, 0 runs and 0 records; the footer starts with '1-6 Screens'."""
-    from fairpp_app.widgets import backends_panel
+    from fairpp_app.tui.widgets import backends_panel
 
     monkeypatch.setattr(backends_panel, "available", lambda name: name in INSTALLED)
     monkeypatch.setattr(backends_panel, "embedded_model_present", lambda: True)
@@ -112,7 +112,7 @@ TRAIN_SIMILARITY = {  # eval step -> similarity per persona slug, persona-number
 def train_db(store, db_path, slugs, monkeypatch):
     """The bank copy with one finished WDPO training toward persona 6 and its events, opened
     by a relative path (the header shows it); no run, so the form has no run to choose."""
-    from fairpp_app.widgets import backends_panel
+    from fairpp_app.tui.widgets import backends_panel
 
     monkeypatch.setattr(backends_panel, "available", lambda name: name in INSTALLED)
     monkeypatch.setattr(backends_panel, "embedded_model_present", lambda: True)
@@ -145,7 +145,7 @@ def test_train_charts(train_db, snap_compare):
     path, row = train_db
 
     async def open_train(pilot) -> None:
-        from fairpp_app.screens.train import TrainScreen
+        from fairpp_app.tui.screens.train_screen import TrainScreen
 
         await pilot.press("6")
         await _settle(pilot)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 from textual.widgets import DataTable, Static
 
-from fairpp_app.screens.train import TrainScreen
-from fairpp_app.widgets.config_form import ConfigForm
-from tui_data import RUN, SIZE, insert_synthetic_run, plain
+from fairpp_app.tui.screens.train_screen import TrainScreen
+from fairpp_app.tui.widgets.config_form import ConfigForm
+from tests.support.tui_data import RUN, SIZE, insert_synthetic_run, plain
 
 pytestmark = pytest.mark.asyncio
 
@@ -94,8 +92,7 @@ async def test_a_real_tiny_training_runs_from_the_screen(synthetic, make_app, tm
     pytest.importorskip("torch")
     pytest.importorskip("trl")
     pytest.importorskip("peft")
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "backends"))
-    from tiny_models import build_tiny_model
+    from tests.support.tiny_models import build_tiny_model
 
     tiny = build_tiny_model(tmp_path / "tiny-llama")
     store, _, _ = synthetic

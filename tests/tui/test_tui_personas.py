@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from textual.widgets import DataTable, Input, Static, TextArea
 
-from fairpp_app.paths import user_personas_path
-from fairpp_app.personas import load_personas, parse_personas
-from fairpp_app.prompts import build_prompt
-from fairpp_app.screens.confirm import ConfirmScreen
-from fairpp_app.screens.persona_form import PersonaFormScreen
-from fairpp_app.screens.personas import PersonasScreen
-from tui_data import SIZE, plain
+from fairpp_app.core.paths import user_personas_path
+from fairpp_app.core.personas import load_personas, parse_personas
+from fairpp_app.core.prompts import build_prompt
+from fairpp_app.tui.screens.confirm_dialog import ConfirmScreen
+from fairpp_app.tui.screens.persona_dialog import PersonaFormScreen
+from fairpp_app.tui.screens.personas_screen import PersonasScreen
+from tests.support.tui_data import SIZE, plain
 
 pytestmark = pytest.mark.asyncio
 DESCRIPTION = ("You work night shifts as a nurse in a regional hospital. You value fairness "

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from textual.widgets import Input, Select, Static
 
-from fairpp_app import browse
-from fairpp_app.screens.inspector import InspectorScreen
-from fairpp_app.screens.questions import PAGE_SIZE, QuestionsScreen
-from fairpp_app.widgets.paged_table import PagedTable
-from tui_data import SIZE, plain
+from fairpp_app.store import browse
+from fairpp_app.tui.screens.inspector_screen import InspectorScreen
+from fairpp_app.tui.screens.questions_screen import PAGE_SIZE, QuestionsScreen
+from fairpp_app.tui.widgets.paged_table import PagedTable
+from tests.support.tui_data import SIZE, plain
 
 pytestmark = pytest.mark.asyncio
 

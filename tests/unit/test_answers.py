@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from fairpp_app.answers import OptionScores, average, parse_letter
+from fairpp_app.core.answers import OptionScores, average, parse_letter
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from fairpp_app.cli import main
-from fairpp_app.personas import builtin_personas
-from fairpp_app.store import SCHEMA_VERSION, Store
+from fairpp_app.core.personas import builtin_personas
+from fairpp_app.store.database import SCHEMA_VERSION, Store
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -131,9 +131,11 @@ def test_module_help_exits_0(tmp_path):
 
 
 def test_domain_core_does_not_import_ui_or_torch(tmp_path):
-    code = ("import sys, fairpp_app.cli, fairpp_app.commands, fairpp_app.analysis, "
-            "fairpp_app.importer, fairpp_app.exporter, fairpp_app.weighting, fairpp_app.simulate, "
-            "fairpp_app.scenarios, fairpp_app.backends.registry, fairpp_app.backends.llamacpp; "
+    code = ("import sys, fairpp_app.cli, fairpp_app.cli.bank_commands, fairpp_app.cli.data_commands, "
+            "fairpp_app.cli.run_commands, fairpp_app.cli.training_commands, "
+            "fairpp_app.cli.system_commands, fairpp_app.jobs.run_metrics, "
+            "fairpp_app.jobs.importing, fairpp_app.jobs.exporting, fairpp_app.core.weighting, fairpp_app.jobs.simulation, "
+            "fairpp_app.jobs.scenarios, fairpp_app.backends.registry, fairpp_app.backends.llamacpp; "
             "print(sorted(m for m in ('textual', 'torch', 'transformers') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=_env(), cwd=tmp_path, timeout=120)
@@ -156,8 +158,8 @@ def test_stats_of_an_empty_bank_says_how_to_build_it(isolated_home, capsys):
 
 
 def test_train_start_line_warns_when_most_weight_sits_on_one_letter(capsys):
-    from fairpp_app.commands import _training_listener
-    from fairpp_app.events import TrainingStarted
+    from fairpp_app.cli.training_commands import _training_listener
+    from fairpp_app.core.events import TrainingStarted
 
     listen = _training_listener(False, builtin_personas())
     event = dict(training="t", method="wdpo", target="disengaged-traditionalists",

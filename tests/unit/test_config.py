@@ -6,10 +6,10 @@ import argparse
 
 import pytest
 
-from fairpp_app.cli import add_config_flags, config_from_args
-from fairpp_app.config import load_config, secret
-from fairpp_app.errors import ConfigError
-from fairpp_app.simulate import SimulationConfig
+from fairpp_app.cli.parser import add_config_flags, config_from_args
+from fairpp_app.core.user_config import load_config, secret
+from fairpp_app.core.errors import ConfigError
+from fairpp_app.core.simulation_config import SimulationConfig
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_bad_config_names_file_and_problem(config_file, text, needle):
 
 def test_invalid_value_is_caught_by_the_dataclass(config_file):
     config_file.write_text('[simulate]\nmode = "guess"\n')
-    from fairpp_app.errors import UsageError
+    from fairpp_app.core.errors import UsageError
 
     with pytest.raises(UsageError, match="mode must be one of"):
         config_from_args(SimulationConfig, _args([]), "simulate")

@@ -9,14 +9,14 @@ import shutil
 import pandas as pd
 import pytest
 
-from fairpp_app import questions as qb
+from fairpp_app.core import questions as qb
 from fairpp_app.cli import main
-from fairpp_app.errors import UsageError
-from fairpp_app.exporter import export_frame, export_run
-from fairpp_app.importer import import_fairpp
-from fairpp_app.personas import builtin_personas
-from fairpp_app.questions import Question
-from fairpp_app.store import Store
+from fairpp_app.core.errors import UsageError
+from fairpp_app.jobs.exporting import export_frame, export_run
+from fairpp_app.jobs.importing import import_fairpp
+from fairpp_app.core.personas import builtin_personas
+from fairpp_app.core.questions import Question
+from fairpp_app.store.database import Store
 
 MODEL = "Qwen2.5-7B-Instruct"
 # Raw answers pandas would read as missing by default must survive the round trip as text.

@@ -7,12 +7,12 @@ import json
 import pandas as pd
 import pytest
 
-from fairpp_app import questions as qb
+from fairpp_app.core import questions as qb
 from fairpp_app.cli import main
-from fairpp_app.errors import ImportFileError
-from fairpp_app.importer import import_fairpp, parse_answer, parse_dimension
-from fairpp_app.personas import builtin_personas
-from fairpp_app.store import Store
+from fairpp_app.core.errors import ImportFileError
+from fairpp_app.jobs.importing import import_fairpp, parse_answer, parse_dimension
+from fairpp_app.core.personas import builtin_personas
+from fairpp_app.store.database import Store
 
 MODEL = "Qwen2.5-7B-Instruct"
 
@@ -98,7 +98,7 @@ def test_framing_column_wins_over_text(store, sample, make_fairpp_frame, tmp_pat
 
 
 def test_framing_inferred_from_bank_wording(bank):
-    from fairpp_app.importer import _infer_framing
+    from fairpp_app.jobs.importing import _infer_framing
 
     for q in bank[::37]:
         assert _infer_framing({"Question": q.text}) == q.framing

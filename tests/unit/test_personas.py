@@ -8,8 +8,8 @@ import textwrap
 import pytest
 
 from fairpp_app.cli import main
-from fairpp_app.errors import PersonaFileError, UnknownPersonaError
-from fairpp_app.personas import (builtin_personas, load_personas, parse_personas, resolve,
+from fairpp_app.core.errors import PersonaFileError, UnknownPersonaError
+from fairpp_app.core.personas import (builtin_personas, load_personas, parse_personas, resolve,
                                  resolve_many, to_toml)
 
 EXPECTED = ["progressive-activists", "civic-pragmatists", "disengaged-battlers",
@@ -105,7 +105,7 @@ def test_user_file_synced_into_the_database(tmp_path, monkeypatch, capsys):
     db = tmp_path / "p.db"
     assert main(["--db", str(db), "info", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["personas"] == 8
-    from fairpp_app.store import Store
+    from fairpp_app.store.database import Store
 
     with Store(db) as s:
         rows = {r["number"]: r for r in s.db["personas"].rows}

@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from fairpp_app import questions as qb
+from fairpp_app.core import questions as qb
 from fairpp_app.cli import main
-from fairpp_app.store import Store
+from fairpp_app.store.database import Store
 
 
 def test_bank_has_the_published_sizes(bank):

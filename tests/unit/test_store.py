@@ -10,9 +10,9 @@ import time
 import pytest
 
 from fairpp_app.cli import main
-from fairpp_app.errors import DatabaseError, NotFoundError
-from fairpp_app.personas import builtin_personas
-from fairpp_app.store import APPLICATION_ID, SCHEMA_VERSION, Store
+from fairpp_app.core.errors import DatabaseError, NotFoundError
+from fairpp_app.core.personas import builtin_personas
+from fairpp_app.store.database import APPLICATION_ID, SCHEMA_VERSION, Store
 
 V2_TABLES = {"trainings", "weight_sets", "weights"}
 
@@ -331,8 +331,8 @@ def test_a_run_owned_by_a_living_process_is_refused_and_a_dead_owner_is_interrup
     import subprocess
     import sys
 
-    from fairpp_app import ownership
-    from fairpp_app.errors import UsageError
+    from fairpp_app.core import ownership
+    from fairpp_app.core.errors import UsageError
 
     run = store.create_run("owned", "simulation", backend="embedded", model="m", mode="logprob")
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -364,7 +364,7 @@ def test_a_running_run_without_an_owner_reads_as_interrupted(store):
 def test_a_reused_pid_is_not_taken_for_the_owner(store):
     import json
 
-    from fairpp_app import ownership
+    from fairpp_app.core import ownership
 
     run = store.create_run("reused", "simulation")
     owner = {**ownership.me(), "start": "1"}  # our pid, but another process's start time

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fairpp_app.analysis import run_weights
+from fairpp_app.jobs.run_metrics import run_weights
 from fairpp_app.cli import main
-from fairpp_app.errors import UsageError
-from fairpp_app.personas import builtin_personas, resolve
-from fairpp_app.weighting import compute_weights, tier_of, tier_values
+from fairpp_app.core.errors import UsageError
+from fairpp_app.core.personas import builtin_personas, resolve
+from fairpp_app.core.weighting import compute_weights, tier_of, tier_values
 
 PERSONAS = [p.slug for p in builtin_personas()]
 

@@ -1,0 +1,209 @@
+"""The ``fairpp`` argument parser: every sub-command and its flags, in one place.
+
+Flags of ``simulate`` and ``train`` are generated from their config dataclasses, as the TUI
+forms are, so a new option is one dataclass field.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+EPILOG = """data lives in the platform data directory, or in $FAIRPP_HOME when set;
+--db PATH picks another database file for one command.
+Run `fairpp COMMAND --help` for the options of a command."""
+
+
+def _common() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS,
+                        help="database file to use (default: fairpp.db in the data directory)")
+    return parent
+
+
+def _add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="fairpp", parents=[common], epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Fair-PP on your machine: build the social-equity question bank, let "
+                    "survey personas answer it through a local model, compare any model with "
+                    "the personas, and fine-tune a model toward one persona. "
+                    "With no command, opens the terminal app.")
+    parser.add_argument("--version", action="version", version=f"fairpp {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, help_: str, parent=sub, **kw) -> argparse.ArgumentParser:
+        return parent.add_parser(name, help=help_, description=help_, parents=[common], **kw)
+
+    q = add("questions", "build and inspect the question bank")
+    qsub = q.add_subparsers(dest="action", metavar="ACTION", required=True)
+    qb = add("build", "write the 28,420 template questions and their train/test split", qsub)
+    _add_json(qb)
+    qs = add("stats", "count questions per topic, category, problem, group, dimension, framing and split", qsub)
+    _add_json(qs)
+    qshow = add("show", "print one question with its options", qsub)
+    qshow.add_argument("id", help="question id")
+    _add_json(qshow)
+
+    p = add("personas", "list the survey personas")
+    psub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    pl = add("list", "list personas (built-in and your own)", psub)
+    _add_json(pl)
+    ps = add("show", "print one persona in full", psub)
+    ps.add_argument("persona", help="number (1-7) or slug")
+    _add_json(ps)
+    add("path", "print where your own personas.toml is read from", psub)
+
+    imp = add("import", "import answers from files")
+    isub = imp.add_subparsers(dest="format", metavar="FORMAT", required=True)
+    ic = add("fairpp-csv", "import an official Fair-PP file (CSV or parquet) or a fairpp export", isub)
+    ic.add_argument("file", type=Path, help="CSV, parquet or JSONL file, or an hf dataset folder")
+    ic.add_argument("--run", help="run name to import into (default: the file name)")
+    _add_json(ic)
+
+    ex = add("export", "export a run's questions with every respondent's answers")
+    ex.add_argument("--run", required=True, help="run to export")
+    ex.add_argument("--format", required=True, choices=("csv", "parquet", "jsonl", "hf"),
+                    help="file format; hf writes a Hugging Face datasets folder")
+    ex.add_argument("--out", required=True, type=Path, help="output file (folder for hf)")
+
+    m = add("metrics", "similarity of every respondent to every persona in a run")
+    m.add_argument("--run", required=True, help="run to analyse")
+    m.add_argument("--split", default="all", choices=("all", "train", "test", "scenario"))
+    m.add_argument("--persona-run", help="take the personas' answers from this run instead")
+    _add_json(m)
+
+    w = add("weights", "the paper's sample weights for a target persona")
+    w.add_argument("--run", required=True, help="run holding the personas' answers")
+    w.add_argument("--target", required=True, help="target persona: number or slug")
+    w.add_argument("--alpha", type=float, default=1.0, help="tier exponent alpha (default 1)")
+    w.add_argument("--beta", type=float, default=1.0, help="tier-size exponent beta (default 1)")
+    w.add_argument("--split", default="train", choices=("all", "train", "test", "scenario"),
+                   help="questions to weight (default: train)")
+    _add_json(w)
+
+    sim = add("simulate", "let personas (or a bare model) answer questions through a backend; "
+              "rerun the same command to resume")
+    add_config_flags(sim, "simulate")
+    sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_json(sim)
+
+    sc = add("scenarios", "scenario questions: a short vignette per option, written by a model")
+    scsub = sc.add_subparsers(dest="action", metavar="ACTION", required=True)
+    sg = add("generate", "write scenario questions for template questions that have none yet "
+             "(resumable)", scsub)
+    sg.add_argument("--backend", default="embedded", help="a backend that generates text (default: embedded)")
+    sg.add_argument("--model", help="model name, path or tag for the backend")
+    sg.add_argument("--base-url", help="server URL for openai/ollama backends")
+    sg.add_argument("--api-key-env", help="NAME of the environment variable holding the API key")
+    sg.add_argument("--limit", type=int, help="handle only the first N template questions")
+    sg.add_argument("--from-split", default="test", choices=("train", "test", "all"),
+                    help="template questions to write scenarios for (default: test, as in the paper)")
+    sg.add_argument("--attempts", type=int, default=3, help="tries per vignette before giving up (default 3)")
+    sg.add_argument("--run", help="run name for the generation log")
+    _add_json(sg)
+
+    tr = add("train", "fine-tune a model toward one persona (sft, wsft, dpo, wdpo) with LoRA; "
+             "resumable with --resume NAME",
+             epilog="several GPUs: accelerate launch -m fairpp_app.cli train ... (one process "
+                    "per GPU; --batch-size is per GPU)")
+    add_config_flags(tr, "train")
+    tr.add_argument("--resume", metavar="NAME", help="continue the training NAME from its last "
+                    "checkpoint (its stored settings are used; other flags are ignored)")
+    tr.add_argument("--quiet", action="store_true", help="no line per step on stderr")
+    _add_json(tr)
+
+    ev = add("evaluate", "answer a split with a trained adapter (or the base model) as the bare "
+             "model respondent; stored as run eval-NAME, resumable")
+    which = ev.add_mutually_exclusive_group(required=True)
+    which.add_argument("--adapter", metavar="NAME", help="finished training to evaluate")
+    which.add_argument("--base", metavar="MODEL", nargs="?", const="embedded",
+                       help="evaluate the untrained base model instead (default: the embedded one)")
+    ev.add_argument("--split", default="test", choices=("test", "scenario", "train", "all"),
+                    help="questions to answer (default: test)")
+    ev.add_argument("--limit", type=int, help="answer only the first N questions of the split")
+    ev.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    ev.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass (default 8)")
+    ev.add_argument("--debias", choices=("none", "permute"),
+                    help="permute: also answer with options A and B swapped and average, as "
+                         "`simulate --debias permute` does (default: an adapter follows the run "
+                         "it was trained from; --base uses none)")
+    _add_json(ev)
+
+    rp = add("report", "the paper's Table 2 for a target persona: base, role-play, SFT, WSFT, DPO, WDPO")
+    rp.add_argument("--target", default="6", help="target persona: number or slug (default 6)")
+    rp.add_argument("--from-run", help="run holding the personas' answers (default: that of the "
+                    "latest training for the target)")
+    rp.add_argument("--split", default="test", choices=("test", "scenario", "train", "all"),
+                    help="questions compared (default: test)")
+    rp.add_argument("--use", metavar="NAME", action="append", default=[],
+                    help="fill its method's row with the training NAME instead of the latest one "
+                         "(repeat for several methods)")
+    _add_json(rp)
+
+    add("backends", "list backends and whether they can run here")
+
+    from fairpp_app.jobs.doctor import ENGINES
+
+    dr = add("doctor", "load each installed engine that needs no server (embedded llama.cpp, "
+             "transformers, mlx) in a child process and say whether it runs; exits 1 when one "
+             "does not")
+    dr.add_argument("--engine", action="append", choices=list(ENGINES),
+                    help="check only this engine (repeatable; default: all)")
+    _add_json(dr)
+
+    r = add("runs", "list runs")
+    _add_json(r)
+
+    info = add("info", "where the data lives and what it holds")
+    _add_json(info)
+    return parser
+
+
+def add_config_flags(parser: argparse.ArgumentParser, which: str) -> None:
+    """Flags generated from a config dataclass's fields (the TUI form uses the same fields)."""
+    import dataclasses
+    import typing
+
+    from fairpp_app.core.simulation_config import SimulationConfig
+    from fairpp_app.training.config import TrainingConfig
+
+    cls = {"simulate": SimulationConfig, "train": TrainingConfig}[which]
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        meta = dict(f.metadata)
+        help_ = meta.get("help", "")
+        if f.default not in (None, False, dataclasses.MISSING):
+            help_ += f" (default: {f.default})"
+        kind = hints[f.name]
+        # SUPPRESS: a flag not given leaves room for the config file's value.
+        if kind is bool:
+            parser.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=help_)
+            continue
+        base = int if kind in (int, int | None) else float if kind in (float, float | None) else str
+        parser.add_argument(flag, type=base, default=argparse.SUPPRESS, choices=meta.get("choices"),
+                            help=help_, dest=f.name)
+
+
+def config_from_args(cls, args: argparse.Namespace, section: str | None = None):
+    """Dataclass defaults, overlaid by the config file's [section], overlaid by flags."""
+    import dataclasses
+
+    from fairpp_app.core.user_config import load_config
+
+    values = dict(load_config().get(section, {})) if section else {}
+    values.update({f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+                   if hasattr(args, f.name)})
+    return cls(**values)
+
+
+def _version() -> str:
+    from fairpp_app import __version__
+
+    return __version__

@@ -1,0 +1,159 @@
+"""``fairpp train``, ``evaluate`` and ``report``: alignment toward one persona.
+
+The torch side of :mod:`fairpp_app.training` is imported inside the handlers: ``fairpp --help``
+and the other commands never load torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.table import Table
+
+from fairpp_app.cli.output import err, fmt, open_store, out, print_json, shares
+from fairpp_app.cli.parser import config_from_args
+from fairpp_app.core.errors import UsageError
+
+
+#: Above this weighted share of one letter, the embedded model's WDPO answered only that
+#: letter (80% C at alpha = beta = 1 in the README's proof; 67% at 0.5 did not collapse).
+LOPSIDED_WEIGHT = 0.75
+
+
+def _training_listener(quiet: bool, personas):
+    from fairpp_app.core.events import TrainingEnded, TrainingEval, TrainingStarted, TrainingStep
+
+    numbers = {p.slug: p.number for p in personas}
+
+    def listen(event) -> None:
+        if isinstance(event, TrainingStarted):
+            err.print(f"training '{event.training}': {event.method} toward {event.target} on "
+                      f"{event.base_model} ({event.device}); {event.questions:,} questions, "
+                      f"{event.pairs:,} {'pairs' if event.method.endswith('dpo') else 'examples'}, "
+                      f"{event.skipped:,} skipped (unparsed target answer); "
+                      f"steps {event.start_step}/{event.total_steps}")
+            if event.letters:
+                line = f"target's answers A/B/C: {shares(event.letters)}%"
+                if event.weighted_letters:
+                    line += f"; by weight {shares(event.weighted_letters)}%"
+                err.print(line)
+                top, share = max((event.weighted_letters or {}).items(), key=lambda kv: kv[1],
+                                 default=("", 0.0))
+                if share >= LOPSIDED_WEIGHT:
+                    err.print(f"note: {100 * share:.0f}% of the weight is on answer {top}; a model "
+                              f"that cannot yet tell the questions apart may learn to answer {top} "
+                              "everywhere (softer weights: --alpha 0.5 --beta 0.5)")
+        elif isinstance(event, TrainingStep) and not quiet:
+            line = f"step {event.step}: loss {event.loss:.4f}"
+            if event.learning_rate is not None:
+                line += f", lr {event.learning_rate:.2e}"
+            if event.reward_margin is not None:
+                line += f", reward margin {event.reward_margin:+.4f}"
+            if event.reward_accuracy is not None:
+                line += f", accuracy {event.reward_accuracy:.2f}"
+            err.print(line)
+        elif isinstance(event, TrainingEval):
+            sims = " ".join(f"P{numbers.get(slug, '?')}={v:.3f}" for slug, v in event.similarity.items())
+            margin = "-" if event.margin is None else f"{event.margin:+.3f}"
+            target = event.agreement.get(event.target)
+            agree = "" if target is None else f", agreement {target:.3f}"
+            err.print(f"eval at step {event.step}: similarity {sims}; target "
+                      f"P{numbers.get(event.target, '?')} margin {margin}{agree}")
+        elif isinstance(event, TrainingEnded) and event.message:
+            err.print(event.message)
+
+    return listen
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fairpp_app.training.config import TrainingConfig
+    from fairpp_app.training.runner import run_training
+
+    config = None if args.resume else config_from_args(TrainingConfig, args)
+    store, personas = open_store(args)
+    with store:
+        outcome = run_training(store, personas, config, resume=args.resume,
+                               listener=_training_listener(args.quiet, personas))
+    if args.json:
+        print_json(outcome.__dict__)
+    else:
+        err.print(f"training '{outcome.name}' {outcome.status} at step {outcome.step}"
+                  + (f"; adapter in {outcome.adapter_path}" if outcome.adapter_path else ""))
+    return {"finished": 0, "cancelled": 130}.get(outcome.status, 1)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from fairpp_app.core.events import Progress, RunEnded
+
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    if args.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    store, personas = open_store(args)
+
+    def listen(event) -> None:
+        if isinstance(event, Progress):
+            eta = "?" if event.eta_s is None else f"{event.eta_s:.0f}s"
+            err.print(f"{event.done}/{event.total} answers, {event.rate:.1f}/s, ETA {eta}")
+        elif isinstance(event, RunEnded) and event.message:
+            err.print(event.message)
+
+    options = dict(split=args.split, limit=args.limit, device=args.device,
+                   batch_size=args.batch_size, listener=listen)
+    with store:
+        try:
+            from fairpp_app.training.evaluate import evaluate_adapter, evaluate_base
+        except ImportError as exc:
+            raise UsageError(f"evaluating needs torch, transformers and peft ({exc})") from None
+        if args.adapter:
+            outcome = evaluate_adapter(store, personas, args.adapter, debias=args.debias, **options)
+        else:
+            base = None if args.base == "embedded" else args.base
+            outcome = evaluate_base(store, personas, base, debias=args.debias or "none", **options)
+    if args.json:
+        print_json(outcome.__dict__)
+    else:
+        err.print(f"run '{outcome.run}' {outcome.status}: {outcome.done}/{outcome.total} answers "
+                  f"({outcome.written} new, {outcome.unparsed} unparsed)")
+    return {"finished": 0, "cancelled": 130}.get(outcome.status, 1)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from fairpp_app.core.personas import resolve
+    from fairpp_app.training.report import build_report
+
+    store, personas = open_store(args)
+    target = resolve(args.target, personas)
+    with store:
+        report = build_report(store, personas, target, args.from_run, args.split, use=args.use)
+    if args.json:
+        print_json(report)
+        return 0
+    numbers = {p.slug: p.number for p in personas}
+    slugs = report["personas"]
+    from rich import box
+
+    # Twelve numeric columns: a light box keeps the table inside 80 columns.
+    table = Table("", *[f"P{numbers[s]}" for s in slugs], "target", "margin", "agree", "n",
+                  box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0), show_edge=False,
+                  title=f"persona {target.number} ({target.slug}), {report['split']} split, "
+                        f"personas from '{report['from_run']}'")
+    for row in report["rows"]:
+        margin = "-" if row["margin"] is None else f"{row['margin'] * 100:+.2f}%"
+        table.add_row(row["row"], *[fmt(row["similarity"].get(s)) for s in slugs],
+                      fmt(row["target_similarity"]), margin, fmt(row["agreement"]),
+                      f"{row['questions']:,}" if row["questions"] else "-")
+    out.print(table)
+    row_shares = [f"{row['row']} {shares(row['answers'])}" for row in report["rows"]
+                  if row.get("answers") and sum(row["answers"].values())]
+    if row_shares:
+        err.print("answers A/B/C %: " + ", ".join(row_shares))
+    sources = [f"{row['row']} {row['source']}" for row in report["rows"][2:] if row["source"]]
+    if sources:
+        err.print("trainings: " + ", ".join(sources))
+    for row in report["rows"]:
+        if row["note"]:
+            err.print(f"{row['row']}: {row['note']}")
+    err.print("similarity = 1 - JS distance of A/B/C shares; margin = target minus the mean of "
+              "the others; agree = per-question agreement with the target; n = questions")
+    return 0

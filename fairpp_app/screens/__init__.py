@@ -1,1 +1,0 @@
-"""One Textual screen per module; ``fairpp_app.app`` wires them into modes."""

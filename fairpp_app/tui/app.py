@@ -1,0 +1,156 @@
+"""The Textual app: one mode per screen, the shared state they read, and ``run_app``.
+
+The app holds only what several screens share: the open Store (UI thread), the personas,
+the target persona, the chosen run, the question filter and a cache of computed weights.
+Everything else lives in the screens (``fairpp_app/screens``), and every number they show
+comes from the same domain functions the CLI calls.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from pathlib import Path
+
+from textual.app import App
+from textual.binding import Binding
+
+from fairpp_app.store.browse import QuestionFilter
+from fairpp_app.core.errors import FairppError
+from fairpp_app.core.personas import builtin_personas, load_personas
+from fairpp_app.tui.screens.analysis_screen import AnalysisScreen
+from fairpp_app.tui.screens.home_screen import HomeScreen
+from fairpp_app.tui.screens.personas_screen import PersonasScreen
+from fairpp_app.tui.screens.questions_screen import QuestionsScreen
+from fairpp_app.tui.screens.simulate_screen import SimulateScreen
+from fairpp_app.tui.screens.train_screen import TrainScreen
+from fairpp_app.store.database import Store
+from fairpp_app.tui.widgets.palette import FairppCommands
+
+DEFAULT_TARGET = 6  # the paper's target persona: Disengaged Traditionalists
+
+#: (mode, title, what it shows), in the order of the number keys.
+NAVIGATION = [
+    ("home", "Home", "database, counts, backends, recent runs"),
+    ("questions", "Questions", "browse and filter the bank; Enter inspects"),
+    ("personas", "Personas", "descriptions, prompt preview, your own personas"),
+    ("simulate", "Simulate", "let personas answer through a backend"),
+    ("analysis", "Analysis", "similarity, agreement, dimensions, tiers, map"),
+    ("train", "Train", "fine-tune toward a persona"),
+]
+
+
+class FairppApp(App[int]):
+    CSS_PATH = "app.tcss"
+    TITLE = "fairpp"
+    SUB_TITLE = "Fair-PP personas, questions and preferences"  # each screen names itself
+    COMMANDS = App.COMMANDS | {FairppCommands}
+    MODES = {"home": HomeScreen, "questions": QuestionsScreen, "personas": PersonasScreen,
+             "simulate": SimulateScreen, "analysis": AnalysisScreen, "train": TrainScreen}
+    DEFAULT_MODE = "home"
+    NAVIGATION = NAVIGATION
+    BINDINGS = [
+        # One footer entry stands for all the number keys: "1-6 Screens".
+        *[Binding(str(i), f"goto('{mode}')", "Screens" if i == 1 else title, show=i == 1,
+                  key_display=f"1-{len(NAVIGATION)}" if i == 1 else None)
+          for i, (mode, title, _) in enumerate(NAVIGATION, start=1)],
+        # Priority, so that it reaches the app while an input has focus (inputs ignore it).
+        Binding("escape", "leave_input", "Leave field", show=False, priority=True),
+        Binding("f1,question_mark", "help", "Help"),
+        Binding("ctrl+q", "quit", "Quit", show=False),
+    ]
+
+    def __init__(self, db_path: Path | str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.db_path = Path(db_path)
+        self.store = Store(self.db_path)
+        self.persona_error: FairppError | None = None
+        self.personas = self._load_personas()
+        self.target = self._default_target()
+        self.run_name: str | None = None
+        self.question_filter = QuestionFilter()
+        self.inspected_qid: str | None = None
+        self.weight_cache: dict[tuple, tuple[dict, str]] = {}
+        self.weight_pending: set[tuple] = set()
+
+    def _load_personas(self):
+        try:
+            personas = load_personas()
+        except FairppError as exc:  # a broken user file must not keep the app from starting
+            self.persona_error = exc
+            personas = builtin_personas()
+        try:
+            self.store.sync_personas(personas)
+        except sqlite3.IntegrityError:
+            pass  # an old copy with the same slug under another number; the files still rule
+        return personas
+
+    def _default_target(self) -> str:
+        by_number = {p.number: p.slug for p in self.personas}
+        return by_number.get(DEFAULT_TARGET) or self.personas[0].slug
+
+    def on_mount(self) -> None:
+        if self.persona_error is not None:
+            self.show_error(self.persona_error, "your personas file is ignored")
+
+    # ---- shared helpers --------------------------------------------------------------------
+
+    def show_error(self, error: BaseException, title: str = "error") -> None:
+        """A FairppError's message as written; anything else with its type, never a crash."""
+        text = str(error) if isinstance(error, FairppError) else f"{type(error).__name__}: {error}"
+        self.notify(text, title=title, severity="error", timeout=10)
+
+    def reload_personas(self) -> None:
+        self.persona_error = None
+        self.personas = self._load_personas()
+        if self.persona_error is not None:
+            self.show_error(self.persona_error, "your personas file is ignored")
+        if self.target not in {p.slug for p in self.personas}:
+            self.target = self._default_target()
+
+    def data_changed(self) -> None:
+        """Records or questions were written: drop what was computed from the old ones."""
+        self.weight_cache.clear()
+
+    # ---- actions ---------------------------------------------------------------------------
+
+    async def action_goto(self, mode: str) -> None:
+        if self.current_mode != mode:
+            await self.switch_mode(mode)
+
+    async def action_do(self, mode: str, action: str) -> None:
+        """Go to a screen and run one of its actions (the command palette's way in)."""
+        await self.action_goto(mode)
+        await self.screen.run_action(action)
+
+    def action_leave_input(self) -> None:
+        """Escape takes focus out of a text field, so that number keys and the screen's own
+        keys work again; anywhere else, and in dialogs (where the number keys do not reach
+        the app), Escape keeps its usual meaning (close, cancel, go back)."""
+        from textual.actions import SkipAction
+        from textual.screen import ModalScreen
+        from textual.widgets import Input, TextArea
+
+        if isinstance(self.screen, ModalScreen) or not isinstance(self.focused, (Input, TextArea)):
+            raise SkipAction()
+        self.screen.set_focus(None)
+
+    def action_help(self) -> None:
+        from fairpp_app.tui.screens.help_screen import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def on_unmount(self) -> None:
+        self.store.close()
+
+
+def run_app(db_path: Path | str) -> int:
+    """Run the terminal app on a database file; the exit code for ``fairpp``."""
+    try:
+        app = FairppApp(db_path)
+    except FairppError as exc:
+        print(f"fairpp: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    app.run()
+    return app.return_code or 0

@@ -1,0 +1,1 @@
+"""What several test folders share: tiny models, loopback servers, synthetic runs."""
