@@ -17,12 +17,12 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from fairpp_app.jobs.run_metrics import run_metrics
 from fairpp_app.backends.base import BackendOptions
 from fairpp_app.backends.llamacpp import EmbeddedBackend
 from fairpp_app.core.personas import builtin_personas
 from fairpp_app.core.questions import build_bank
 from fairpp_app.core.simulation_config import SimulationConfig
+from fairpp_app.jobs.run_metrics import run_metrics
 from fairpp_app.jobs.simulation import run_simulation
 from fairpp_app.store.database import Store
 

@@ -108,7 +108,8 @@ def main() -> int:
         logprob_rates.append(n / t_lp)
         engine_tps.append(n_tokens / t_lp)
         prefill_tps.append(n_tokens / raw_prefill(backend, tokens))
-        print(f"repeat {i + 1}: paper's way {paper_rates[-1]:.2f} rec/s, text {text_rates[-1]:.2f} rec/s, logprob {logprob_rates[-1]:.2f} rec/s, "
+        print(f"repeat {i + 1}: paper's way {paper_rates[-1]:.2f} rec/s, text {text_rates[-1]:.2f} rec/s, "
+              f"logprob {logprob_rates[-1]:.2f} rec/s, "
               f"engine {engine_tps[-1]:.0f} prompt tok/s, raw prefill {prefill_tps[-1]:.0f} tok/s",
               file=sys.stderr)
     backend.close()

@@ -75,7 +75,7 @@ def build_database(path: Path, seed: int = 0) -> tuple[int, int]:
     from fairpp_app.core.personas import builtin_personas
     from fairpp_app.core.questions import build_bank
     from fairpp_app.jobs.scenarios import build_scenario
-    from fairpp_app.store.database import RECORD_COLUMNS, Store, _UPSERT_RECORD
+    from fairpp_app.store.database import _UPSERT_RECORD, RECORD_COLUMNS, Store
 
     rng = random.Random(seed)
     personas = builtin_personas()

@@ -9,8 +9,9 @@ rest; the simulation engine owns retrying.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Sequence
+from typing import ClassVar
 
 from fairpp_app.core.answers import LETTERS, OptionScores
 from fairpp_app.core.errors import PermanentBackendError
@@ -73,7 +74,7 @@ class Backend:
         """Run parameters worth storing (never secrets)."""
         return {"backend": self.name, "model": self.model_name}
 
-    def __enter__(self) -> "Backend":
+    def __enter__(self) -> Backend:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
+from fairpp_app.backends.base import Backend, BackendOptions, option_token_ids
 from fairpp_app.core.answers import LETTERS, OptionScores
 from fairpp_app.core.child import crash_point
 from fairpp_app.core.errors import PermanentBackendError
 from fairpp_app.core.prompts import Prompt
-from fairpp_app.backends.base import Backend, BackendOptions, option_token_ids
-
 
 _LOG_CALLBACK = None
 

@@ -38,8 +38,8 @@ generation then gets a stream on that device (mlx-lm's own was made at import ti
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import mlx.core as mx
 import mlx_lm
@@ -48,10 +48,10 @@ from mlx_lm.models import cache as cache_lib
 from mlx_lm.sample_utils import make_sampler
 
 from fairpp_app.backends import hf_models
+from fairpp_app.backends.base import Backend, BackendOptions, option_token_ids
 from fairpp_app.core.answers import LETTERS, OptionScores
 from fairpp_app.core.errors import PermanentBackendError
 from fairpp_app.core.prompts import Prompt
-from fairpp_app.backends.base import Backend, BackendOptions, option_token_ids
 
 #: Tokens per forward pass while filling the cache; bounds memory on long prompts.
 PREFILL_STEP = 512
@@ -174,7 +174,7 @@ class MLXBackend(Backend):
         template = self.tokenizer.apply_chat_template
         try:
             text = template(prompt.messages(), tokenize=False, add_generation_prompt=True)
-        except Exception:  # noqa: BLE001  templates that refuse a system turn raise jinja errors
+        except Exception:
             if not prompt.system:
                 raise
             merged = [{"role": "user", "content": f"{prompt.system}\n\n{prompt.user}"}]

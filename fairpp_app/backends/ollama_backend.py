@@ -30,12 +30,18 @@ from __future__ import annotations
 import inspect
 import math
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from fairpp_app.core.answers import LETTERS, OptionScores
-from fairpp_app.core.errors import BackendError, PermanentBackendError, TransientBackendError, UnscorableOutput
-from fairpp_app.core.prompts import Prompt
 from fairpp_app.backends.base import Backend, BackendOptions
+from fairpp_app.core.answers import LETTERS, OptionScores
+from fairpp_app.core.errors import (
+    BackendError,
+    PermanentBackendError,
+    TransientBackendError,
+    UnscorableOutput,
+)
+from fairpp_app.core.prompts import Prompt
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 TOP_LOGPROBS = 20  # Ollama refuses more
@@ -122,7 +128,7 @@ class OllamaBackend(Backend):
                 return self._post(f"/api/{self.api}", {**body, "options": opts, "stream": False})
             call = self.client.generate if self.api == "generate" else self.client.chat
             return call(**body, options=opts, stream=False)
-        except Exception as exc:  # noqa: BLE001 - mapped to what the engine understands
+        except Exception as exc:
             raise self._map_error(exc, model) from exc
 
     def _post(self, path: str, body: dict) -> dict:
@@ -179,7 +185,7 @@ class OllamaBackend(Backend):
     def list_models(self) -> list[str]:
         try:
             listing = self.client.list()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise self._map_error(exc, self.options.model or "") from exc
         return [m.get("model") or m.get("name") or "" for m in listing.get("models") or []]
 

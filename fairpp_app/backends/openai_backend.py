@@ -34,16 +34,21 @@ from __future__ import annotations
 import math
 import os
 import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import openai
 
-from fairpp_app.core.answers import LETTERS, OptionScores
-from fairpp_app.core.errors import BackendError, PermanentBackendError, TransientBackendError, UnscorableOutput
-from fairpp_app.core.prompts import Prompt
 from fairpp_app.backends.base import Backend, BackendOptions
+from fairpp_app.core.answers import LETTERS, OptionScores
+from fairpp_app.core.errors import (
+    BackendError,
+    PermanentBackendError,
+    TransientBackendError,
+    UnscorableOutput,
+)
+from fairpp_app.core.prompts import Prompt
 
 OPENAI_URL = "https://api.openai.com/v1"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from fairpp_app.core.errors import PermanentBackendError, UsageError
 from fairpp_app.backends.base import Backend, BackendOptions
+from fairpp_app.core.errors import PermanentBackendError, UsageError
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,9 @@ BACKENDS: dict[str, BackendInfo] = {b.name: b for b in [
                 "any OpenAI-compatible server: OpenAI, vLLM, SGLang, llama.cpp server", "openai"),
     BackendInfo("transformers", "transformers_backend:TransformersBackend",
                 "Hugging Face transformers on CPU, CUDA or MPS (--model DIR or GGUF)", "transformers"),
-    BackendInfo("mlx", "mlx_backend:MLXBackend", "mlx-lm (Apple silicon; CPU on Linux) on a model folder or GGUF; default: the embedded Gemma converted", "mlx_lm"),
+    BackendInfo("mlx", "mlx_backend:MLXBackend",
+                "mlx-lm (Apple silicon; CPU on Linux) on a model folder or GGUF; default: the embedded "
+                "Gemma converted", "mlx_lm"),
 ]}
 
 

@@ -46,10 +46,10 @@ from pathlib import Path
 import torch
 
 from fairpp_app.backends import hf_models
+from fairpp_app.backends.base import Backend, BackendOptions, option_token_ids
 from fairpp_app.core.answers import LETTERS, OptionScores
 from fairpp_app.core.errors import PermanentBackendError
 from fairpp_app.core.prompts import Prompt
-from fairpp_app.backends.base import Backend, BackendOptions, option_token_ids
 
 MIN_SHARED_PREFIX = 16
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
@@ -78,7 +78,7 @@ class TransformersBackend(Backend):
                     hf_models.model_display_name(options.model))
 
     @classmethod
-    def from_loaded(cls, model, tokenizer, options: BackendOptions, name: str) -> "TransformersBackend":
+    def from_loaded(cls, model, tokenizer, options: BackendOptions, name: str) -> TransformersBackend:
         """Wrap a model already in memory (benchmarks on randomly initialised models)."""
         self = cls.__new__(cls)
         Backend.__init__(self, options)

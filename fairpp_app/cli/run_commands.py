@@ -24,8 +24,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         err.print("the question bank is empty; building it first")
         store.upsert_questions(build_bank())
     speed = estimate(store, config, personas)
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn,
-                               TimeRemainingColumn)
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+    from rich.progress import Progress as Bar
 
     bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
               TextColumn("{task.fields[rate]:.1f} rec/s"), TimeRemainingColumn(), console=err,
@@ -137,8 +137,8 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
-    from fairpp_app.jobs.run_metrics import run_weights
     from fairpp_app.core.personas import resolve
+    from fairpp_app.jobs.run_metrics import run_weights
 
     if args.alpha < 0 or args.beta < 0:  # before the database is opened (or created)
         raise UsageError("--alpha and --beta must be zero or positive")

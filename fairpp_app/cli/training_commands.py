@@ -14,7 +14,6 @@ from fairpp_app.cli.output import err, fmt, open_store, out, print_json, shares
 from fairpp_app.cli.parser import config_from_args
 from fairpp_app.core.errors import UsageError
 
-
 #: Above this weighted share of one letter, the embedded model's WDPO answered only that
 #: letter (80% C at alpha = beta = 1 in the README's proof; 67% at 0.5 did not collapse).
 LOPSIDED_WEIGHT = 0.75

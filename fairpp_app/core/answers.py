@@ -54,7 +54,7 @@ class OptionScores:
         return LETTERS[best]
 
     @classmethod
-    def from_logprobs(cls, logprobs: dict[str, float | None], total_known: bool = True) -> "OptionScores":
+    def from_logprobs(cls, logprobs: dict[str, float | None], total_known: bool = True) -> OptionScores:
         """Build from log-probabilities per letter (None = letter not among the returned ones).
 
         ``other_mass`` is 1 minus the probability of the three letters, when the
@@ -73,9 +73,9 @@ class OptionScores:
             mass = sum(math.exp(v) for v in finite)
             other = max(0.0, 1.0 - mass)
         return cls(probs=probs, other_mass=other,  # type: ignore[arg-type]
-                   raw={L: v for L, v in zip(LETTERS, values)})
+                   raw=dict(zip(LETTERS, values)))
 
-    def swapped_ab(self) -> "OptionScores":
+    def swapped_ab(self) -> OptionScores:
         a, b, c = self.probs
         return OptionScores(probs=(b, a, c), other_mass=self.other_mass, raw=self.raw)
 

@@ -7,8 +7,9 @@ listener callback, so a progress bar or a chart can draw them as they happen.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 
 @dataclass

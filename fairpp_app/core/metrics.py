@@ -11,7 +11,7 @@ callers get their number separately.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy.spatial.distance import jensenshannon

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Iterable
 
 from fairpp_app.core.errors import PersonaFileError, UnknownPersonaError
 from fairpp_app.core.paths import user_personas_path
@@ -76,7 +76,7 @@ def parse_personas(text: str, source: str, builtin: bool) -> list[Persona]:
             raise PersonaFileError(
                 f"{source}, line {line}: 'persona' must be an array of tables ([[persona]])")
 
-        def fail(field: str, why: str) -> PersonaFileError:
+        def fail(field: str, why: str, table=table, line=line) -> PersonaFileError:
             at = _field_line(text, line, field) if field in table else line
             return PersonaFileError(f"{source}, line {at}, field '{field}': {why}")
 

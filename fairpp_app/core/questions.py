@@ -13,10 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Iterator
 
 TEST_SIZE = 5669
 SPLIT_SEED = "fairpp-split-v1"

@@ -10,8 +10,8 @@ reported; another persona's unparsed answer does not count as a difference.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 
 @dataclass

@@ -14,9 +14,9 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from fairpp_app.core import questions as qb
 from fairpp_app.core.errors import ImportFileError
@@ -60,7 +60,8 @@ def read_table(path: Path):
             # Only empty cells are missing: a raw answer such as "N/A" or "None" is text.
             frame = pd.read_csv(path, dtype=object, keep_default_na=False, na_values=[""])
     except Exception as exc:  # pandas raises many types for unreadable files
-        raise ImportFileError(f"{path}: cannot be read as {'parquet' if suffix in ('.parquet', '.pq') else 'CSV'}: {exc}") from None
+        kind = "parquet" if suffix in (".parquet", ".pq") else "CSV"
+        raise ImportFileError(f"{path}: cannot be read as {kind}: {exc}") from None
     unnamed = [c for c in frame.columns if str(c).startswith("Unnamed:") or str(c).strip() == ""]
     frame = frame.drop(columns=unnamed)
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from fairpp_app.core.errors import BackendError, TransientBackendError, UsageError
 from fairpp_app.core.events import Event, Progress, RunEnded, RunStarted

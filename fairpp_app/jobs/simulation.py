@@ -18,19 +18,25 @@ import random
 import re
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from fairpp_app.core import answers as ans
-from fairpp_app.core.errors import (BackendError, FairppError, TransientBackendError,
-                     UnscorableOutput, UsageError)
+from fairpp_app.core.errors import (
+    BackendError,
+    FairppError,
+    TransientBackendError,
+    UnscorableOutput,
+    UsageError,
+)
 from fairpp_app.core.events import Event, Progress, RetryScheduled, RunEnded, RunStarted
 from fairpp_app.core.personas import Persona, resolve_many
 from fairpp_app.core.prompts import Prompt, build_prompt, template_hash
 from fairpp_app.core.questions import Question
 from fairpp_app.core.simulation_config import SimulationConfig
 from fairpp_app.store.database import Store
+
 
 @dataclass
 class Task:

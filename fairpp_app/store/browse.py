@@ -57,7 +57,7 @@ class QuestionFilter:
             args.extend([like] * len(cols) + [needle])
         return (" AND ".join(clauses) or "1"), args
 
-    def with_(self, **changes: Any) -> "QuestionFilter":
+    def with_(self, **changes: Any) -> QuestionFilter:
         return replace(self, **changes)
 
     def is_empty(self) -> bool:
@@ -206,8 +206,8 @@ def split_weights(store: Store, run_id: int, run_name: str, target: str, split: 
     stored = store.load_weights(run_id, target, alpha, beta, split)
     if stored is not None:
         return stored, "stored"
-    from fairpp_app.jobs.run_metrics import persona_answers
     from fairpp_app.core.weighting import compute_weights
+    from fairpp_app.jobs.run_metrics import persona_answers
 
     answers = persona_answers(store, run_name, slugs, split)
     present = sorted({s for by in answers.values() for s in by}, key=slugs.index)

@@ -121,7 +121,7 @@ class TrainingConfig:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "TrainingConfig":
+    def from_json(cls, data: dict) -> TrainingConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 

@@ -23,13 +23,13 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from fairpp_app.jobs.run_metrics import persona_answers
 from fairpp_app.core.errors import UsageError
 from fairpp_app.core.personas import Persona
 from fairpp_app.core.prompts import Prompt, build_prompt, template_hash
 from fairpp_app.core.questions import LETTERS, Question
-from fairpp_app.store.database import Store
 from fairpp_app.core.weighting import compute_weights
+from fairpp_app.jobs.run_metrics import persona_answers
+from fairpp_app.store.database import Store
 from fairpp_app.training.config import is_weighted
 
 
@@ -45,7 +45,7 @@ class Example:
     def prompt(self) -> Prompt:
         return build_prompt(self.question, None, swap_ab=self.swapped)
 
-    def swap(self) -> "Example":
+    def swap(self) -> Example:
         """The same question with options A and B swapped, the letters following their options."""
         flip = {"A": "B", "B": "A", "C": "C"}
         return Example(self.question, flip[self.chosen],

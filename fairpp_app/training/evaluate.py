@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 from fairpp_app.core import metrics
 from fairpp_app.core.answers import average

@@ -17,7 +17,8 @@ log-probabilities laid out per question: ``logps[:, 0]`` the preferred letter an
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 Array = Any
 

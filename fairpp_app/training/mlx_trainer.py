@@ -71,8 +71,8 @@ from fairpp_app.core.events import TrainingEnded, TrainingEval, TrainingStep
 from fairpp_app.training import losses
 from fairpp_app.training.config import TrainingConfig, is_preference
 from fairpp_app.training.data import Example
-from fairpp_app.training.failures import TrainingDiverged, TrainingOutOfMemory
 from fairpp_app.training.evaluate import live_similarity
+from fairpp_app.training.failures import TrainingDiverged, TrainingOutOfMemory
 from fairpp_app.training.runner import TrainingOutcome, TrainingSession, base_spec
 
 #: The torch trainer's LoRA targets (torch_trainer.PROJECTIONS; a test keeps them equal).

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-from fairpp_app.jobs.run_metrics import persona_answers
-from fairpp_app.core.errors import UsageError
 from fairpp_app.backends.hf_models import model_display_name
+from fairpp_app.core.errors import UsageError
 from fairpp_app.core.personas import Persona
+from fairpp_app.jobs.run_metrics import persona_answers
 from fairpp_app.store.database import Store
 from fairpp_app.training.config import METHODS
 from fairpp_app.training.data import run_debias

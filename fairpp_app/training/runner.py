@@ -18,9 +18,9 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from fairpp_app.core.errors import UsageError
 from fairpp_app.core.events import Event, TrainingStarted

@@ -15,16 +15,16 @@ from pathlib import Path
 from textual.app import App
 from textual.binding import Binding
 
-from fairpp_app.store.browse import QuestionFilter
 from fairpp_app.core.errors import FairppError
 from fairpp_app.core.personas import builtin_personas, load_personas
+from fairpp_app.store.browse import QuestionFilter
+from fairpp_app.store.database import Store
 from fairpp_app.tui.screens.analysis_screen import AnalysisScreen
 from fairpp_app.tui.screens.home_screen import HomeScreen
 from fairpp_app.tui.screens.personas_screen import PersonasScreen
 from fairpp_app.tui.screens.questions_screen import QuestionsScreen
 from fairpp_app.tui.screens.simulate_screen import SimulateScreen
 from fairpp_app.tui.screens.train_screen import TrainScreen
-from fairpp_app.store.database import Store
 from fairpp_app.tui.widgets.palette import FairppCommands
 
 DEFAULT_TARGET = 6  # the paper's target persona: Disengaged Traditionalists

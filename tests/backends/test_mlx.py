@@ -17,17 +17,21 @@ import pytest
 pytest.importorskip("mlx_lm")
 torch = pytest.importorskip("torch")
 
-from tests.support.tiny_models import (CHAT_TEMPLATE, NO_SYSTEM_CHAT_TEMPLATE, build_tiny_model,  # noqa: E402
-                         mixed_prompts, split_questions)
-
-from fairpp_app.backends.base import BackendOptions  # noqa: E402
-from fairpp_app.backends.mlx_backend import MLXBackend, config_overrides  # noqa: E402
-from fairpp_app.backends.registry import create  # noqa: E402
-from fairpp_app.core.errors import PermanentBackendError  # noqa: E402
-from fairpp_app.core.personas import builtin_personas  # noqa: E402
-from fairpp_app.core.prompts import build_prompt  # noqa: E402
-from fairpp_app.core.simulation_config import SimulationConfig  # noqa: E402
-from fairpp_app.jobs.simulation import run_simulation  # noqa: E402
+from fairpp_app.backends.base import BackendOptions
+from fairpp_app.backends.mlx_backend import MLXBackend, config_overrides
+from fairpp_app.backends.registry import create
+from fairpp_app.core.errors import PermanentBackendError
+from fairpp_app.core.personas import builtin_personas
+from fairpp_app.core.prompts import build_prompt
+from fairpp_app.core.simulation_config import SimulationConfig
+from fairpp_app.jobs.simulation import run_simulation
+from tests.support.tiny_models import (
+    CHAT_TEMPLATE,
+    NO_SYSTEM_CHAT_TEMPLATE,
+    build_tiny_model,
+    mixed_prompts,
+    split_questions,
+)
 
 
 def backend_for(path, **options) -> MLXBackend:

@@ -19,7 +19,6 @@ from fairpp_app.core.personas import builtin_personas
 from fairpp_app.core.prompts import Prompt
 from fairpp_app.core.simulation_config import SimulationConfig
 from fairpp_app.jobs.simulation import run_simulation
-
 from tests.support.ollama_server import MODEL, Engine, FakeOllama
 
 pytestmark = pytest.mark.model

@@ -19,15 +19,15 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
-from fairpp_app.core.answers import LETTERS, parse_letter
 from fairpp_app.backends.base import BackendOptions
 from fairpp_app.backends.registry import create
+from fairpp_app.core.answers import LETTERS, parse_letter
 from fairpp_app.core.errors import PermanentBackendError, TransientBackendError
 from fairpp_app.core.personas import builtin_personas
 from fairpp_app.core.prompts import Prompt, build_prompt
@@ -106,7 +106,7 @@ class _Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> "_Server":
+    def start(self) -> _Server:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -210,7 +210,7 @@ class Proxy:
     def url(self) -> str:
         return self.server.url
 
-    def start(self) -> "Proxy":
+    def start(self) -> Proxy:
         self.server.start()
         return self
 
@@ -415,7 +415,7 @@ def test_several_models_need_a_choice(fault_server):
     server = fault_server(lambda h, body: send_json(h, 200, models_payload("big", "small")))
     with backend(server.url, model=None) as b:
         with pytest.raises(PermanentBackendError, match=r"offers 2 models \(big, small\); choose one"):
-            b.model_name
+            _ = b.model_name
 
 
 def test_refused_connection_is_transient(store):

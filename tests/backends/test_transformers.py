@@ -20,9 +20,6 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from tests.support.tiny_models import (CHAT_TEMPLATE, NO_SYSTEM_CHAT_TEMPLATE, build_tiny_model, mixed_prompts,
-                         split_questions)
-
 from fairpp_app.backends import hf_models
 from fairpp_app.backends.base import BackendOptions
 from fairpp_app.backends.registry import create
@@ -32,6 +29,13 @@ from fairpp_app.core.personas import builtin_personas
 from fairpp_app.core.prompts import build_prompt
 from fairpp_app.core.simulation_config import SimulationConfig
 from fairpp_app.jobs.simulation import run_simulation
+from tests.support.tiny_models import (
+    CHAT_TEMPLATE,
+    NO_SYSTEM_CHAT_TEMPLATE,
+    build_tiny_model,
+    mixed_prompts,
+    split_questions,
+)
 
 
 def backend_for(path: Path, **options) -> TransformersBackend:

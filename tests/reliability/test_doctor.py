@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from fairpp_app.jobs import doctor
 from fairpp_app.backends.llamacpp import ThreadGovernor
 from fairpp_app.core.child import run_in_child
+from fairpp_app.jobs import doctor
 
 REPO = Path(__file__).resolve().parents[2]
 

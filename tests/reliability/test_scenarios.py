@@ -11,10 +11,10 @@ import pytest
 
 from fairpp_app.backends.base import BackendOptions
 from fairpp_app.backends.llamacpp import EmbeddedBackend
-from fairpp_app.jobs.scenarios import build_scenario, generate_scenarios, validate
-from fairpp_app.core.simulation_config import SimulationConfig
-from fairpp_app.jobs.simulation import run_simulation
 from fairpp_app.core.personas import builtin_personas
+from fairpp_app.core.simulation_config import SimulationConfig
+from fairpp_app.jobs.scenarios import build_scenario, generate_scenarios, validate
+from fairpp_app.jobs.simulation import run_simulation
 
 GOOD_A = ("Amira is 34 and works night shifts as a nurse in Bristol. She earned the hospital's "
           "first-ever merit bonus after her ward scored top marks for patient care. The manager "

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from fairpp_app.core import answers
-from fairpp_app.jobs.run_metrics import run_metrics
 from fairpp_app.core.errors import PermanentBackendError, UsageError
 from fairpp_app.core.personas import builtin_personas
 from fairpp_app.core.simulation_config import SimulationConfig
+from fairpp_app.jobs.run_metrics import run_metrics
 from fairpp_app.jobs.simulation import run_simulation
 from fairpp_app.store.database import Store
 

@@ -45,7 +45,7 @@ import json
 import socket
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -58,7 +58,7 @@ VERSION = "0.13.5"
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _canonical(name: str) -> str:
@@ -151,7 +151,7 @@ class FakeOllama:
     def running(self) -> bool:
         return self._httpd is not None
 
-    def start(self) -> "FakeOllama":
+    def start(self) -> FakeOllama:
         if self._httpd is not None:
             return self
         self.gone.clear()
@@ -180,7 +180,7 @@ class FakeOllama:
                 pass
         self.gone.set()
 
-    def __enter__(self) -> "FakeOllama":
+    def __enter__(self) -> FakeOllama:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -264,7 +264,7 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.fake._track(self.connection, False)
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args) -> None:
         pass
 
     # ---- plumbing ------------------------------------------------------------------------

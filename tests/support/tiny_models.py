@@ -15,7 +15,7 @@ Nothing here touches the network or the fairpp data directory.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from fairpp_app.core.personas import builtin_personas
@@ -129,7 +129,7 @@ def build_tiny_model(out_dir: Path, arch: str = "llama", *, chat_template: str |
     return out_dir
 
 
-@lru_cache(maxsize=None)
+@cache
 def split_questions(n: int) -> tuple:
     """The first ``n`` test-split questions of the bank."""
     return tuple(q for q in build_bank() if q.split == "test")[:n]

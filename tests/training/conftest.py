@@ -17,7 +17,8 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 pytest.importorskip("trl")
 
-from tests.support.training_data import N_TEST, N_TRAIN, PERSONA_RUN, persona_records  # noqa: E402
+from tests.support.training_data import N_TEST, N_TRAIN, PERSONA_RUN, persona_records
+
 
 @pytest.fixture(autouse=True)
 def one_thread(monkeypatch):

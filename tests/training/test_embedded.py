@@ -16,7 +16,6 @@ import torch
 
 from fairpp_app.training.config import TrainingConfig
 from fairpp_app.training.runner import read_metadata, run_training
-
 from tests.support.training_data import PERSONA_RUN
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
@@ -51,9 +50,14 @@ def test_a_few_wdpo_steps_on_the_embedded_model(embedded, personas):
 def test_fast_path_matches_generic_on_the_embedded_model(embedded, personas, tmp_path):
     from fairpp_app.core.personas import resolve
     from fairpp_app.training.data import build_training_set
-    from fairpp_app.training.torch_trainer import (LastTokenCollator, PairSequenceCollator,
-                                                   build_trainer, last_token_logprobs,
-                                                   pair_sequence_logprobs, prepare_model)
+    from fairpp_app.training.torch_trainer import (
+        LastTokenCollator,
+        PairSequenceCollator,
+        build_trainer,
+        last_token_logprobs,
+        pair_sequence_logprobs,
+        prepare_model,
+    )
 
     config = TrainingConfig(method="wdpo", from_run=PERSONA_RUN, name="eq", batch_size=2)
     target = resolve("6", personas)

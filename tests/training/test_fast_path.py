@@ -21,11 +21,14 @@ from fairpp_app.training import losses
 from fairpp_app.training.config import TrainingConfig
 from fairpp_app.training.data import build_training_set
 from fairpp_app.training.scoring import ModelScorer
-from fairpp_app.training.torch_trainer import (LastTokenCollator, PairSequenceCollator,
-                                               build_trainer,
-                                               last_token_logprobs, pair_sequence_logprobs,
-                                               prepare_model)
-
+from fairpp_app.training.torch_trainer import (
+    LastTokenCollator,
+    PairSequenceCollator,
+    build_trainer,
+    last_token_logprobs,
+    pair_sequence_logprobs,
+    prepare_model,
+)
 from tests.support.training_data import PERSONA_RUN, TARGET_SLUG
 
 
@@ -151,8 +154,8 @@ def test_losses_are_plain_arithmetic():
 
 def test_prompts_and_scores_match_the_transformers_backend(tiny_dir, store):
     from fairpp_app.backends.base import BackendOptions
-    from fairpp_app.backends.transformers_backend import TransformersBackend
     from fairpp_app.backends.hf_models import load_causal_lm, load_tokenizer
+    from fairpp_app.backends.transformers_backend import TransformersBackend
 
     backend = TransformersBackend(BackendOptions(model=str(tiny_dir), device="cpu"))
     scorer = ModelScorer(load_causal_lm(tiny_dir), load_tokenizer(tiny_dir), "cpu", name="x")
@@ -191,8 +194,8 @@ def test_a_shared_prefix_batch_scores_through_the_model_scorer(tiny_dir, bank):
     than 16 tokens, which takes the backend's prefix-cache path. ModelScorer once lacked the
     set-up of that path (AttributeError '_cache_arg'); its scores must equal one-by-one
     scoring, and after the weights change, forget_cache() must give the new model's scores."""
-    from fairpp_app.backends.transformers_backend import MIN_SHARED_PREFIX
     from fairpp_app.backends.hf_models import load_causal_lm, load_tokenizer
+    from fairpp_app.backends.transformers_backend import MIN_SHARED_PREFIX
 
     model, tokenizer = load_causal_lm(tiny_dir), load_tokenizer(tiny_dir)
     scorer = ModelScorer(model, tokenizer, "cpu", name="x")

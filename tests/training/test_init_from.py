@@ -16,7 +16,6 @@ import pytest
 from fairpp_app.core.errors import NotFoundError, UsageError
 from fairpp_app.training.config import TrainingConfig
 from fairpp_app.training.runner import read_metadata, run_training
-
 from tests.support.training_data import N_TEST, PERSONA_RUN
 
 

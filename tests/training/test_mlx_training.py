@@ -19,19 +19,24 @@ import pytest
 
 pytest.importorskip("mlx_lm")
 
-import mlx.core as mx  # noqa: E402
-from mlx.utils import tree_flatten, tree_map  # noqa: E402
+import mlx.core as mx
+from mlx.utils import tree_flatten, tree_map
 
-from fairpp_app.core.personas import resolve  # noqa: E402
-from fairpp_app.training import losses  # noqa: E402
-from fairpp_app.training.config import TrainingConfig  # noqa: E402
-from fairpp_app.training.data import build_training_set  # noqa: E402
-from fairpp_app.training.failures import TrainingDiverged  # noqa: E402
-from fairpp_app.training.mlx_trainer import (MLXTrainer, add_lora, last_logprobs,  # noqa: E402
-                                             letter_logprobs, load_backend, softplus)
-from fairpp_app.training.runner import read_metadata, run_training  # noqa: E402
-
-from tests.support.training_data import PERSONA_RUN, TARGET_SLUG  # noqa: E402
+from fairpp_app.core.personas import resolve
+from fairpp_app.training import losses
+from fairpp_app.training.config import TrainingConfig
+from fairpp_app.training.data import build_training_set
+from fairpp_app.training.failures import TrainingDiverged
+from fairpp_app.training.mlx_trainer import (
+    MLXTrainer,
+    add_lora,
+    last_logprobs,
+    letter_logprobs,
+    load_backend,
+    softplus,
+)
+from fairpp_app.training.runner import read_metadata, run_training
+from tests.support.training_data import PERSONA_RUN, TARGET_SLUG
 
 
 def _config(tiny_dir, method: str, **kw) -> TrainingConfig:
@@ -184,10 +189,9 @@ def test_reference_is_the_base_model_and_batches_change_nothing(trainer_for, tin
 
 def test_trained_letters_are_the_backends_last_position(tmp_path):
     """Gemma 3 layout: a sliding window shorter than the prompts and a final-logit softcap."""
-    from tests.support.tiny_models import build_tiny_model
-
     from fairpp_app.core.prompts import build_prompt
     from fairpp_app.core.questions import build_bank
+    from tests.support.tiny_models import build_tiny_model
 
     folder = build_tiny_model(tmp_path / "g", arch="gemma3", sliding_window=8, softcap=2.0)
     backend = load_backend(str(folder))
@@ -246,7 +250,7 @@ def test_init_from_fuses_the_first_mlx_training_into_the_model(persona_store, pe
     fused = load_backend(str(tiny_dir))
     merge_adapters(fused.model, [first.adapter_path])
     plain = load_backend(str(tiny_dir)).score_options(prompts)
-    for a, b, c in zip(fused.score_options(prompts), unfused.score_options(prompts), plain):
+    for a, b in zip(fused.score_options(prompts), unfused.score_options(prompts)):
         assert a.probs == pytest.approx(b.probs, abs=1e-4)
     assert any(abs(a.probs[0] - c.probs[0]) > 1e-3
                for a, c in zip(fused.score_options(prompts), plain))

@@ -11,7 +11,6 @@ from fairpp_app.core.prompts import build_prompt
 from fairpp_app.training.config import TrainingConfig
 from fairpp_app.training.data import build_training_set
 from fairpp_app.training.runner import read_metadata, run_training
-
 from tests.support.training_data import N_TEST, N_TRAIN, TARGET_SLUG, persona_records
 
 PERMUTED = "personas-permuted"

@@ -7,9 +7,9 @@ import csv
 import pytest
 from textual.widgets import Static, TabbedContent
 
-from fairpp_app.jobs.run_metrics import run_metrics
 from fairpp_app.core.personas import builtin_personas
 from fairpp_app.jobs.positioning import exports_dir
+from fairpp_app.jobs.run_metrics import run_metrics
 from fairpp_app.tui.screens.analysis_screen import AnalysisScreen
 from fairpp_app.tui.widgets.heatmap import Heatmap
 from tests.support.tui_data import MODEL, RUN, SIZE, plain

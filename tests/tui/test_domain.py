@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from fairpp_app.store import browse
-from fairpp_app.jobs import positioning
 from fairpp_app.core import user_personas
 from fairpp_app.core.errors import PersonaFileError, UsageError
 from fairpp_app.core.personas import Persona, builtin_personas, load_personas
+from fairpp_app.jobs import positioning
+from fairpp_app.store import browse
 from tests.support.tui_data import MODEL, RUN
 
 

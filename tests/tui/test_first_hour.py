@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 from textual.widgets import Header, Input, Static
 
+from fairpp_app.jobs.simulation import estimate
 from fairpp_app.tui.screens.confirm_dialog import ConfirmScreen
 from fairpp_app.tui.screens.inspector_screen import InspectorScreen
 from fairpp_app.tui.screens.simulate_screen import SimulateScreen
-from fairpp_app.jobs.simulation import estimate
 from fairpp_app.tui.widgets.config_form import ConfigForm
 from tests.support.tui_data import SIZE, plain
 

@@ -9,7 +9,6 @@ from fairpp_app.tui.screens.help_screen import HelpScreen
 from fairpp_app.tui.screens.home_screen import HomeScreen
 from fairpp_app.tui.widgets.backends_panel import BackendsPanel
 from fairpp_app.tui.widgets.palette import FairppCommands
-
 from tests.support.tui_data import RUN, SIZE, plain
 
 pytestmark = pytest.mark.asyncio

@@ -81,8 +81,8 @@ async def test_answers_majority_tier_and_weight(synthetic, make_app):
 
 
 async def test_stored_weights_are_preferred(synthetic, make_app):
-    from fairpp_app.jobs.run_metrics import run_weights
     from fairpp_app.core.personas import builtin_personas, resolve
+    from fairpp_app.jobs.run_metrics import run_weights
 
     store, run, qs = synthetic
     personas = builtin_personas()

@@ -7,12 +7,12 @@ import threading
 import pytest
 from textual.widgets import DataTable, Static
 
-from fairpp_app.core.answers import OptionScores
 from fairpp_app.backends import registry
 from fairpp_app.backends.base import Backend
+from fairpp_app.core.answers import OptionScores
 from fairpp_app.core.prompts import template_hash
-from fairpp_app.tui.screens.simulate_screen import SimulateScreen, config_from_run
 from fairpp_app.core.simulation_config import SimulationConfig
+from fairpp_app.tui.screens.simulate_screen import SimulateScreen, config_from_run
 from fairpp_app.tui.widgets.config_form import ConfigForm
 from tests.support.tui_data import SIZE, plain
 

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from fairpp_app.tui.app import FairppApp
 from fairpp_app.store.browse import QuestionFilter
-from fairpp_app.tui.screens.inspector_screen import InspectorScreen
 from fairpp_app.store.database import Store
+from fairpp_app.tui.app import FairppApp
+from fairpp_app.tui.screens.inspector_screen import InspectorScreen
 from tests.support.tui_data import SIZE, insert_synthetic_run
-
 
 INSTALLED = {"embedded", "llamacpp", "ollama", "openai"}
 

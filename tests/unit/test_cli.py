@@ -134,7 +134,8 @@ def test_domain_core_does_not_import_ui_or_torch(tmp_path):
     code = ("import sys, fairpp_app.cli, fairpp_app.cli.bank_commands, fairpp_app.cli.data_commands, "
             "fairpp_app.cli.run_commands, fairpp_app.cli.training_commands, "
             "fairpp_app.cli.system_commands, fairpp_app.jobs.run_metrics, "
-            "fairpp_app.jobs.importing, fairpp_app.jobs.exporting, fairpp_app.core.weighting, fairpp_app.jobs.simulation, "
+            "fairpp_app.jobs.importing, fairpp_app.jobs.exporting, fairpp_app.core.weighting, "
+            "fairpp_app.jobs.simulation, "
             "fairpp_app.jobs.scenarios, fairpp_app.backends.registry, fairpp_app.backends.llamacpp; "
             "print(sorted(m for m in ('textual', 'torch', 'transformers') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

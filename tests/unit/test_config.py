@@ -7,9 +7,9 @@ import argparse
 import pytest
 
 from fairpp_app.cli.parser import add_config_flags, config_from_args
-from fairpp_app.core.user_config import load_config, secret
 from fairpp_app.core.errors import ConfigError
 from fairpp_app.core.simulation_config import SimulationConfig
+from fairpp_app.core.user_config import load_config, secret
 
 
 @pytest.fixture

@@ -9,13 +9,13 @@ import shutil
 import pandas as pd
 import pytest
 
-from fairpp_app.core import questions as qb
 from fairpp_app.cli import main
+from fairpp_app.core import questions as qb
 from fairpp_app.core.errors import UsageError
-from fairpp_app.jobs.exporting import export_frame, export_run
-from fairpp_app.jobs.importing import import_fairpp
 from fairpp_app.core.personas import builtin_personas
 from fairpp_app.core.questions import Question
+from fairpp_app.jobs.exporting import export_frame, export_run
+from fairpp_app.jobs.importing import import_fairpp
 from fairpp_app.store.database import Store
 
 MODEL = "Qwen2.5-7B-Instruct"

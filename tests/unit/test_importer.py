@@ -7,11 +7,11 @@ import json
 import pandas as pd
 import pytest
 
-from fairpp_app.core import questions as qb
 from fairpp_app.cli import main
+from fairpp_app.core import questions as qb
 from fairpp_app.core.errors import ImportFileError
-from fairpp_app.jobs.importing import import_fairpp, parse_answer, parse_dimension
 from fairpp_app.core.personas import builtin_personas
+from fairpp_app.jobs.importing import import_fairpp, parse_answer, parse_dimension
 from fairpp_app.store.database import Store
 
 MODEL = "Qwen2.5-7B-Instruct"

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fairpp_app.core import metrics
-from fairpp_app.jobs.run_metrics import run_metrics
 from fairpp_app.cli import main
+from fairpp_app.core import metrics
 from fairpp_app.core.personas import builtin_personas
+from fairpp_app.jobs.run_metrics import run_metrics
 
 FLOOR = 1 - math.sqrt(math.log(2))
 answers_st = st.lists(st.sampled_from(["A", "B", "C", None]), min_size=0, max_size=40)

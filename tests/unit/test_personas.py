@@ -9,8 +9,14 @@ import pytest
 
 from fairpp_app.cli import main
 from fairpp_app.core.errors import PersonaFileError, UnknownPersonaError
-from fairpp_app.core.personas import (builtin_personas, load_personas, parse_personas, resolve,
-                                 resolve_many, to_toml)
+from fairpp_app.core.personas import (
+    builtin_personas,
+    load_personas,
+    parse_personas,
+    resolve,
+    resolve_many,
+    to_toml,
+)
 
 EXPECTED = ["progressive-activists", "civic-pragmatists", "disengaged-battlers",
             "established-liberals", "loyal-nationals", "disengaged-traditionalists",

@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from fairpp_app.core import questions as qb
 from fairpp_app.cli import main
+from fairpp_app.core import questions as qb
 from fairpp_app.store.database import Store
 
 

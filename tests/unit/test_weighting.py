@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fairpp_app.jobs.run_metrics import run_weights
 from fairpp_app.cli import main
 from fairpp_app.core.errors import UsageError
 from fairpp_app.core.personas import builtin_personas, resolve
 from fairpp_app.core.weighting import compute_weights, tier_of, tier_values
+from fairpp_app.jobs.run_metrics import run_weights
 
 PERSONAS = [p.slug for p in builtin_personas()]
 
@@ -42,7 +42,7 @@ def weights_by_hand(answers, target, personas, alpha=1.0, beta=1.0):
 def test_paper_example_by_hand():
     # Persona 6 is the target. q1: all agree (tier 1). q2: two differ (tier 3).
     # q3: everyone else differs (tier 7). q4: two differ, one unparsed (tier 3).
-    same = {p: "A" for p in PERSONAS}
+    same = dict.fromkeys(PERSONAS, "A")
     answers = {
         "q1": dict(same),
         "q2": {**same, PERSONAS[0]: "B", PERSONAS[1]: "C"},
@@ -85,7 +85,7 @@ def test_unknown_target_is_an_error():
 answer_st = st.sampled_from(["A", "B", "C", None])
 answers_st = st.dictionaries(
     st.text("abcdef0123456789", min_size=4, max_size=8),
-    st.fixed_dictionaries({p: answer_st for p in PERSONAS}),
+    st.fixed_dictionaries(dict.fromkeys(PERSONAS, answer_st)),
     min_size=0, max_size=60)
 
 
@@ -97,7 +97,7 @@ def test_weights_match_the_reference_formula(answers, target, alpha, beta):
     tiers, t, skipped = weights_by_hand(answers, target, PERSONAS, alpha, beta)
     assert sorted(result.skipped) == sorted(skipped)
     assert {q: tier for q, (tier, _) in result.weights.items()} == tiers
-    for qid, (tier, w) in result.weights.items():
+    for tier, w in result.weights.values():
         assert w == pytest.approx(t[tier], rel=1e-12)
     assert len(result.tiers) == 7
     assert [x["tier"] for x in result.tiers] == list(range(1, 8))
@@ -228,7 +228,7 @@ def test_cli_weights_alpha_beta_and_split(weights_run, capsys):
     data = json.loads(capsys.readouterr().out)
     tiers, t, _ = weights_by_hand(weights_run["answers"], PERSONAS[0], PERSONAS, 2.0, 0.5)
     assert data["alpha"] == 2.0 and data["beta"] == 0.5
-    assert {q: w for q, w in data["weights"].items()} == pytest.approx(
+    assert dict(data["weights"]) == pytest.approx(
         {q: t[tier] for q, tier in tiers.items()})
     run_id = store.get_run("personas")["id"]
     assert store.load_weights(run_id, PERSONAS[0], 2.0, 0.5, "all") is not None

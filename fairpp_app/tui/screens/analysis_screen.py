@@ -21,11 +21,11 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, Select, Static, TabbedContent, TabPane
 
-from fairpp_app.store import browse
-from fairpp_app.jobs.run_metrics import SPLIT_CHOICES
 from fairpp_app.core.metrics import MIN_SIMILARITY
-from fairpp_app.jobs.positioning import Positioning, exports_dir, write_csv
 from fairpp_app.core.questions import dimension_poles
+from fairpp_app.jobs.positioning import Positioning, exports_dir, write_csv
+from fairpp_app.jobs.run_metrics import SPLIT_CHOICES
+from fairpp_app.store import browse
 from fairpp_app.tui.widgets.bars import LETTER_COLOURS, bar, legend, stacked
 from fairpp_app.tui.widgets.heatmap import Heatmap
 from fairpp_app.tui.widgets.plots import RespondentMap

@@ -19,11 +19,10 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, Select, Static
 
-from fairpp_app.store import browse
 from fairpp_app.core.errors import FairppError
 from fairpp_app.core.questions import Question, dimension_poles
+from fairpp_app.store import browse
 from fairpp_app.tui.widgets.bars import LETTER_COLOURS, prob_bars
-
 
 PROBS_WIDTH = len(prob_bars((1.0, 0.0, 0.0)).plain.rstrip())
 

@@ -7,7 +7,7 @@ that function's error message in place until the user fixes it or gives up.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from textual import on
 from textual.app import ComposeResult

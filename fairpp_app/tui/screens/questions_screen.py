@@ -17,8 +17,8 @@ from textual.lazy import Lazy
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Select, Static
 
-from fairpp_app.store import browse
 from fairpp_app.core.questions import dimension_poles
+from fairpp_app.store import browse
 from fairpp_app.tui.widgets.paged_table import PagedTable
 
 PAGE_SIZE = 100
@@ -141,7 +141,7 @@ class QuestionsScreen(Screen):
             for name in LABELS:
                 select = self.query_one(f"#f-{name}", Select)
                 select.set_options([(_option_label(name, v), v) for v in facets[name]])
-        self.filter = self.filter.with_(**{name: None for name in LABELS})
+        self.filter = self.filter.with_(**dict.fromkeys(LABELS))
 
     def apply(self, flt: browse.QuestionFilter) -> None:
         """Show the first page of a filter (also the app's filter, for the inspector)."""

@@ -26,16 +26,26 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import (Button, DataTable, Footer, Header, Input, ProgressBar, RichLog,
-                             Select, Static, Switch)
+from textual.widgets import (
+    Button,
+    DataTable,
+    Footer,
+    Header,
+    Input,
+    ProgressBar,
+    RichLog,
+    Select,
+    Static,
+    Switch,
+)
 
 from fairpp_app.backends.registry import BACKENDS, available
 from fairpp_app.core.errors import BackendError, FairppError, TransientBackendError, UsageError
 from fairpp_app.core.events import Progress, RetryScheduled, RunEnded, RunStarted
 from fairpp_app.core.simulation_config import SimulationConfig
 from fairpp_app.jobs.simulation import LONG_RUN_S, estimate
-from fairpp_app.tui.widgets.config_form import ConfigForm
 from fairpp_app.tui.screens.confirm_dialog import ConfirmScreen
+from fairpp_app.tui.widgets.config_form import ConfigForm
 
 #: Where the form starts: a first run that finishes in a minute on a laptop CPU (20 test
 #: questions x 7 personas), not the CLI's whole bank (28,420 x 7, about 14 hours).

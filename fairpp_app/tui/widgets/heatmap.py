@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from rich.text import Text
 from textual.widgets import DataTable
 
 from fairpp_app.tui.widgets.bars import heat_cell
-
 
 LABEL_WIDTH = 22
 

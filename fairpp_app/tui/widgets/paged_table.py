@@ -18,11 +18,11 @@ class PagedTable(DataTable):
     class PageEdge(Message):
         """The cursor pushed against the top (``direction=-1``) or bottom (``+1``) edge."""
 
-        table: "PagedTable"
+        table: PagedTable
         direction: int
 
         @property
-        def control(self) -> "PagedTable":
+        def control(self) -> PagedTable:
             return self.table
 
     def action_cursor_down(self) -> None:

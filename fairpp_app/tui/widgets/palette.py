@@ -8,8 +8,8 @@ on top (the inspector, say), so nothing reachable by a key is missing from the p
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import partial
-from typing import Iterator
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
