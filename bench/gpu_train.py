@@ -43,8 +43,10 @@ HERE = Path(__file__).resolve().parent
 def _bench_train():
     """bench/train.py as a module (it is a script, not a package member)."""
     spec = importlib.util.spec_from_file_location("bench_train", HERE / "train.py")
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {HERE / 'train.py'}")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    spec.loader.exec_module(module)
     return module
 
 

@@ -31,13 +31,15 @@ import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
+from fairpp_app.core.prompts import build_prompt
+from fairpp_app.core.questions import LETTERS, build_bank
+from fairpp_app.training.config import TrainingConfig
+from fairpp_app.training.data import Example
+
+# Before transformers is first imported (inside the functions below): no progress bars, no
+# deprecation chatter between the timings.
 os.environ.setdefault("TQDM_DISABLE", "1")
 warnings.filterwarnings("ignore")
-
-from fairpp_app.core.prompts import build_prompt  # noqa: E402
-from fairpp_app.core.questions import LETTERS, build_bank  # noqa: E402
-from fairpp_app.training.config import TrainingConfig  # noqa: E402
-from fairpp_app.training.data import Example  # noqa: E402
 
 
 def examples(n: int, seed: int = 0) -> list[Example]:
