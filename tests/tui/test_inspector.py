@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from textual.widgets import Static
 
+from fairpp_app.jobs import run_metrics
 from fairpp_app.store import browse
 from fairpp_app.tui.screens.inspector_screen import InspectorScreen
 from tests.support.tui_data import MODEL, RUN, SIZE, plain
@@ -66,7 +67,7 @@ async def test_answers_majority_tier_and_weight(synthetic, make_app):
         summary = plain(screen.query_one("#q-summary", Static))
         assert "majority A" in summary
         # Target 6 answered A; one other persona (3) answered B: tier 2.
-        weights, source = browse.split_weights(store, run["id"], RUN,
+        weights, source = run_metrics.split_weights(store, run["id"], RUN,
                                                "disengaged-traditionalists", "test",
                                                [p.slug for p in app.personas])
         assert source == "computed" and weights[qs[2].id][0] == 2

@@ -21,6 +21,7 @@ from textual.widgets import Footer, Header, Label, Select, Static
 
 from fairpp_app.core.errors import FairppError
 from fairpp_app.core.questions import Question, dimension_poles
+from fairpp_app.jobs import run_metrics
 from fairpp_app.store import browse
 from fairpp_app.tui.widgets.bars import LETTER_COLOURS, prob_bars
 
@@ -204,7 +205,7 @@ class InspectorScreen(Screen):
         try:
             with Store(self.app.db_path) as store:
                 slugs = [p.slug for p in self.app.personas]
-                result = browse.split_weights(store, run_id, run_name, target, split, slugs)
+                result = run_metrics.split_weights(store, run_id, run_name, target, split, slugs)
             self.app.weight_cache[key] = result
         except Exception as exc:
             self.app.call_from_thread(self.app.show_error, exc)

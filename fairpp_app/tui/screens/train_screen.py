@@ -162,9 +162,8 @@ class TrainScreen(Screen):
             return
         self.training_id, self.last_event = training_id, 0
         self.loss, self.similarity = {"loss": ([], []), "reward margin": ([], [])}, {}
-        row = self.app.store.db.execute("SELECT target FROM trainings WHERE id = ?",
-                                        [training_id]).fetchone()
-        self.target_label = self._label(row[0]) if row else None
+        target = self.app.store.training_target(training_id)
+        self.target_label = self._label(target) if target else None
         self.poll(force=True)
 
     def poll(self, force: bool = False) -> None:
