@@ -120,3 +120,24 @@ async def test_number_keys_switch_screens(db_path, make_app):
             await pilot.pause()
             assert app.current_mode == mode
         await app.workers.wait_for_complete()
+
+
+async def test_a_renumbered_persona_is_shown_not_swallowed(db_path, make_app):
+    """The CLI refuses a persona slug stored under another number; the app shows the same
+    message as a notification at start and keeps running on the personas files."""
+    from fairpp_app.core.paths import user_personas_path
+
+    path = user_personas_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    persona = ('[[persona]]\nnumber = {}\nslug = "night-owls"\nname = "Night Owls"\n'
+               'description = "They answer after midnight."\n')
+    path.write_text(persona.format(20), "utf-8")
+    make_app().store.close()  # the first start stores persona 20
+    path.write_text(persona.format(21), "utf-8")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        errors = [n for n in app._notifications if n.severity == "error"]
+        assert len(errors) == 1 and errors[0].title == "personas not saved in the database"
+        assert "persona 'night-owls' is persona 20" in errors[0].message
+        assert 21 in {p.number for p in app.personas}

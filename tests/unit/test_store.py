@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import sqlite3
@@ -10,7 +11,7 @@ import time
 import pytest
 
 from fairpp_app.cli import main
-from fairpp_app.core.errors import DatabaseError, NotFoundError
+from fairpp_app.core.errors import DatabaseError, NotFoundError, UsageError
 from fairpp_app.core.personas import builtin_personas
 from fairpp_app.store.database import APPLICATION_ID, SCHEMA_VERSION, Store
 
@@ -371,3 +372,32 @@ def test_a_reused_pid_is_not_taken_for_the_owner(store):
     store.db.execute("UPDATE runs SET status = 'running', owner = ? WHERE id = ?",
                      [json.dumps(owner), run["id"]])
     assert store.get_run("reused")["status"] == "interrupted"
+
+
+def _user_persona(number: int) -> str:
+    return (f'[[persona]]\nnumber = {number}\nslug = "night-owls"\nname = "Night Owls"\n'
+            'description = "They answer after midnight."\n')
+
+
+def test_a_persona_renumbered_under_its_stored_slug_is_refused_with_a_message(
+        tmp_path, monkeypatch, capsys):
+    """Records name personas by slug: a slug the database holds under another number is a
+    usage error with what to do (exit 2), not an integrity traceback; nothing is written."""
+    from fairpp_app.core.paths import user_personas_path
+
+    path = user_personas_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_user_persona(20), "utf-8")
+    db = tmp_path / "p.db"
+    assert main(["--db", str(db), "info"]) == 0
+    path.write_text(_user_persona(21), "utf-8")
+    capsys.readouterr()
+    assert main(["--db", str(db), "info"]) == 2
+    err = capsys.readouterr().err
+    assert "persona 'night-owls' is persona 20" in err and "number 21" in err
+    with Store(db) as s:
+        assert {p["number"]: p["slug"] for p in s.db["personas"].rows}[20] == "night-owls"
+        assert s.counts()["personas"] == 8
+        with pytest.raises(UsageError, match="give it number 20 again"):
+            s.sync_personas([p for p in builtin_personas() if p.number == 1] + [
+                dataclasses.replace(builtin_personas()[0], number=21, slug="night-owls")])
