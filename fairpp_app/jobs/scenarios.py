@@ -1,4 +1,4 @@
-"""Scenario questions (REFERENCE section 2): a short vignette per option of a template question.
+"""Scenario questions: a short vignette per option of a template question.
 
 For each template question a generative backend writes one vignette per pole (options A
 and B); option C stays the neutral choice. A vignette must read as a small story: a few

@@ -12,14 +12,14 @@ from fairpp_app.jobs.positioning import exports_dir
 from fairpp_app.jobs.run_metrics import run_metrics
 from fairpp_app.tui.screens.analysis_screen import AnalysisScreen
 from fairpp_app.tui.widgets.heatmap import Heatmap
-from tests.support.tui_data import MODEL, RUN, SIZE, plain
+from tests.support.tui_data import MODEL, RUN, SIZE, plain, wait_for_workers
 
 pytestmark = pytest.mark.asyncio
 
 
 async def _open(app, pilot) -> AnalysisScreen:
     await pilot.press("5")
-    await app.workers.wait_for_complete()
+    await wait_for_workers(app)
     await pilot.pause()
     assert isinstance(app.screen, AnalysisScreen)
     return app.screen
@@ -79,12 +79,12 @@ async def test_split_and_target_recompute(synthetic, make_app):
         from textual.widgets import Select
 
         screen.query_one("#an-split", Select).value = "train"  # the run only covers test
-        await app.workers.wait_for_complete()
+        await wait_for_workers(app)
         await pilot.pause()
         assert "no answers in split train" in plain(screen.query_one("#an-status", Static))
         screen.query_one("#an-split", Select).value = "test"
         screen.query_one("#an-target", Select).value = "loyal-nationals"
-        await app.workers.wait_for_complete()
+        await wait_for_workers(app)
         await pilot.pause()
         assert screen.result.target == "loyal-nationals" and app.target == "loyal-nationals"
         assert screen.result.split == "test"
@@ -123,7 +123,7 @@ async def test_an_unexpected_worker_error_is_shown_logged_and_survived(synthetic
         assert app.is_running and screen.result is None
         monkeypatch.setattr(positioning, "position_run", real)
         screen.action_compute()
-        await app.workers.wait_for_complete()
+        await wait_for_workers(app)
         await pilot.pause()
         assert screen.result is not None and screen.result.run == RUN
 
