@@ -429,7 +429,7 @@ def test_named_queries_the_jobs_use(store, bank):
     assert sorted(frame["question_id"]) == sorted(q.id for q in test_q)
     many = [q.id for q in bank[:2000]]  # more than one SQLite parameter batch
     rows = store.question_rows([*many, "missing"])
-    assert list(rows) == many and rows[many[5]]["text"] == bank[5].text
+    assert set(rows) == set(many) and rows[many[5]]["text"] == bank[5].text
     assert store.question_ids() == {q.id for q in bank}
     assert store.scenario_parents() == set()
     training = store.create_training("t", "wdpo", "loyal-nationals", "base", "big", {})
