@@ -114,7 +114,8 @@ def fairpp_frame(questions: list[qb.Question], *, seed: int = 0,
                  models: tuple[str, ...] = DEFAULT_MODELS, float_perspective: bool = False,
                  framing_column: bool = False, scenario: bool = False,
                  index_column: bool = False):
-    """The official Fair-PP layout (REFERENCE section 9) with seeded random answers.
+    """The official Fair-PP layout (question fields, then ``{source}_role_{N}_answer`` per
+    persona and ``{model}_answer`` per model) with seeded random answers.
 
     Returns ``(frame, answers)`` where ``answers[qid][respondent]`` is the letter each
     respondent was given (persona respondents by slug, models by name).

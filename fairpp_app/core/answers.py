@@ -11,7 +11,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
-LETTERS = ("A", "B", "C")
+from fairpp_app.core.questions import LETTERS
+
 _STANDALONE = {L: re.compile(rf"(?<![A-Za-z]){L}(?![A-Za-z])") for L in LETTERS}
 
 

@@ -77,3 +77,11 @@ class UnscorableOutput(BackendError):
         super().__init__(message)
         self.key = key
         self.top = top or {}
+
+
+def user_message(error: BaseException) -> str:
+    """What the user reads about a failure: a FairppError's own message; anything else is
+    a bug, named as unexpected with its exception type so that it can be reported."""
+    if isinstance(error, FairppError):
+        return str(error)
+    return f"unexpected error ({type(error).__name__}): {error}"

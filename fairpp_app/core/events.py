@@ -7,9 +7,7 @@ listener callback, so a progress bar or a chart can draw them as they happen.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
 
 
 @dataclass
@@ -110,18 +108,4 @@ class TrainingEnded(Event):
     step: int
     message: str = ""
     adapter_path: str | None = None
-    extra: dict = field(default_factory=dict)
 
-
-class Listener(Protocol):
-    def __call__(self, event: Event) -> None: ...
-
-
-def fanout(*listeners: Callable[[Event], None] | None) -> Callable[[Event], None]:
-    active = [cb for cb in listeners if cb is not None]
-
-    def emit(event: Event) -> None:
-        for cb in active:
-            cb(event)
-
-    return emit

@@ -16,7 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 from scipy.spatial.distance import jensenshannon
 
-LETTERS = ("A", "B", "C")
+from fairpp_app.core.questions import LETTERS
+
 MIN_SIMILARITY = 1.0 - math.sqrt(math.log(2.0))
 
 

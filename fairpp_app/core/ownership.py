@@ -18,7 +18,7 @@ import time
 STALE_S = 300.0
 
 
-def _start_token(pid: int) -> str | None:
+def start_token(pid: int) -> str | None:
     """The kernel's start time of ``pid`` (Linux), None where it cannot be read."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -31,7 +31,7 @@ def _start_token(pid: int) -> str | None:
 
 def me() -> dict:
     pid = os.getpid()
-    return {"pid": pid, "host": socket.gethostname(), "start": _start_token(pid)}
+    return {"pid": pid, "host": socket.gethostname(), "start": start_token(pid)}
 
 
 def alive(owner: dict, heartbeat: float | None) -> bool:
@@ -48,7 +48,7 @@ def alive(owner: dict, heartbeat: float | None) -> bool:
     except PermissionError:
         pass  # it exists, under another user
     start = owner.get("start")
-    return start is None or _start_token(pid) in (None, start)
+    return start is None or start_token(pid) in (None, start)
 
 
 def describe(owner: dict) -> str:

@@ -21,7 +21,7 @@ from importlib import resources
 TEST_SIZE = 5669
 SPLIT_SEED = "fairpp-split-v1"
 SPLITS = ("train", "test", "scenario")
-LETTERS = ("A", "B", "C")
+LETTERS = ("A", "B", "C")  # every question's option letters, in order; defined only here
 
 
 @dataclass(frozen=True)

@@ -27,16 +27,9 @@ def export_frame(store: Store, run_name: str, personas: list[Persona]):
     import pandas as pd
 
     run = store.get_run(run_name)
-    records = pd.read_sql_query(
-        "SELECT question_id, respondent, respondent_kind, raw_text, answer, p_a, p_b, p_c "
-        "FROM records WHERE run_id = ?", store.db.conn, params=[run["id"]])
+    records = store.export_records(run["id"])
     qids = list(dict.fromkeys(records["question_id"]))
-    rows = {}
-    for start in range(0, len(qids), 900):
-        part = qids[start:start + 900]
-        for q in store.db.query(
-                f"SELECT * FROM questions WHERE id IN ({','.join('?' * len(part))})", part):
-            rows[q["id"]] = q
+    rows = store.question_rows(qids)
     by_slug = {p.slug: p for p in personas}
     source = _safe(run["model"] or "persona")
     table = []
@@ -45,8 +38,7 @@ def export_frame(store: Store, run_name: str, personas: list[Persona]):
         scenario = q["kind"] == "scenario"
         parent = rows.get(q["parent_id"]) if scenario else None
         if scenario and parent is None and q["parent_id"]:
-            parent = next(iter(store.db.query("SELECT * FROM questions WHERE id = ?",
-                                              [q["parent_id"]])), None)
+            parent = store.question_rows([q["parent_id"]]).get(q["parent_id"])
         tq = parent or q
         table.append({
             "question_id": qid, "kind": q["kind"], "split": q["split"],

@@ -220,7 +220,7 @@ def import_fairpp(store: Store, path: Path, personas: list[Persona], run_name: s
                               "choose another name with --run")
     if store.question_count() == 0:
         store.upsert_questions(qb.build_bank())
-    known = {r[0] for r in store.db.execute("SELECT id FROM questions")}
+    known = store.question_ids()
     report = ImportReport(run=run_name, rows=len(frame))
     respondents = [(c, p.slug, "persona", f"{c[:-len('_answer')]}") for c, p in persona_cols.items()]
     respondents += [(c, name, "model", name) for c, name in model_cols.items()]

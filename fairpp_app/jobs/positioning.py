@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fairpp_app.core.metrics import LETTERS
 from fairpp_app.core.personas import Persona
+from fairpp_app.core.questions import LETTERS
 from fairpp_app.jobs.run_metrics import answer_maps, run_metrics
 from fairpp_app.store.database import Store
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from fairpp_app.core import metrics
 from fairpp_app.core.personas import Persona
+from fairpp_app.core.weighting import compute_weights
 from fairpp_app.store.database import Store
 
 SPLIT_CHOICES = ("all", "train", "test", "scenario")
@@ -150,3 +151,20 @@ def run_weights(store: Store, run_name: str, target: Persona, personas: list[Per
     store.save_weights(run["id"], target.slug, alpha, beta, split, result.tiers, result.weights,
                        result.skipped)
     return result
+
+
+def split_weights(store: Store, run_id: int, run_name: str, target: str, split: str,
+                  slugs: list[str], alpha: float = 1.0, beta: float = 1.0
+                  ) -> tuple[dict[str, tuple[int, float]], str]:
+    """Weights of a split for a target: stored ones when saved, else computed (not saved).
+
+    Returns ``(question id -> (tier, weight), "stored" | "computed")``.
+    """
+    stored = store.load_weights(run_id, target, alpha, beta, split)
+    if stored is not None:
+        return stored, "stored"
+    answers = persona_answers(store, run_name, slugs, split)
+    present = sorted({s for by in answers.values() for s in by}, key=slugs.index)
+    if target not in present:
+        return {}, "computed"
+    return compute_weights(answers, target, present, alpha, beta).weights, "computed"

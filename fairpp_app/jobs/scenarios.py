@@ -1,4 +1,4 @@
-"""Scenario questions (REFERENCE section 2): a short vignette per option of a template question.
+"""Scenario questions: a short vignette per option of a template question.
 
 For each template question a generative backend writes one vignette per pole (options A
 and B); option C stays the neutral choice. A vignette must read as a small story: a few
@@ -112,8 +112,7 @@ def generate_scenarios(store: Store, backend, *, run_name: str | None = None,
     if run["kind"] != "scenarios":
         raise UsageError(f"run '{name}' is a {run['kind']} run; choose another --run name")
     templates = store.questions(source_split, where="kind = 'template'", limit=limit)
-    have = {r[0] for r in store.db.execute(
-        "SELECT parent_id FROM questions WHERE kind = 'scenario' AND parent_id IS NOT NULL")}
+    have = store.scenario_parents()
     todo = [q for q in templates if q.id not in have]
     outcome = ScenarioOutcome("finished", name, skipped=len(templates) - len(todo))
 

@@ -147,8 +147,7 @@ def backend_options(config: SimulationConfig):
 def plan(store: Store, run_id: int, questions: Sequence[Question], personas: Sequence[Persona],
          respondent: str, model_respondent: str) -> list[Task]:
     """The missing (question, respondent) pairs of a run, persona-major."""
-    done = {(q, r) for q, r in store.db.execute(
-        "SELECT question_id, respondent FROM records WHERE run_id = ?", [run_id])}
+    done = store.answered(run_id)
     tasks: list[Task] = []
     if respondent == "model":
         tasks = [Task(q, None, model_respondent) for q in questions

@@ -195,22 +195,3 @@ def question_tier(records: list[dict], target: str) -> int | None:
         return None
     return tier_of(persona[target], [a for s, a in persona.items() if s != target])
 
-
-def split_weights(store: Store, run_id: int, run_name: str, target: str, split: str,
-                  slugs: list[str], alpha: float = 1.0, beta: float = 1.0
-                  ) -> tuple[dict[str, tuple[int, float]], str]:
-    """Weights of a split for a target: stored ones when saved, else computed (not saved).
-
-    Returns ``(question id -> (tier, weight), "stored" | "computed")``.
-    """
-    stored = store.load_weights(run_id, target, alpha, beta, split)
-    if stored is not None:
-        return stored, "stored"
-    from fairpp_app.core.weighting import compute_weights
-    from fairpp_app.jobs.run_metrics import persona_answers
-
-    answers = persona_answers(store, run_name, slugs, split)
-    present = sorted({s for by in answers.values() for s in by}, key=slugs.index)
-    if target not in present:
-        return {}, "computed"
-    return compute_weights(answers, target, present, alpha, beta).weights, "computed"

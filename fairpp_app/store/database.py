@@ -1,10 +1,8 @@
-"""The SQLite store: schema, versioned migrations and the queries the app needs.
+"""The SQLite store: every query the app makes, as named methods of ``Store``.
 
-One file holds everything. The schema version lives in ``PRAGMA user_version`` and each
-version has one upgrade function, applied in order inside a transaction, so an older file
-is brought forward without losing rows. ``PRAGMA application_id`` marks the file as ours:
-a file that is not SQLite, is damaged, or is some other program's database is refused
-with a message and never touched.
+Other modules never write SQL; they call these methods (paged browsing of the bank is in
+``browse``). The schema, its versioned migrations and the checks made when a file is
+opened live in ``migrations``.
 
 Records are unique per (run, question, respondent); writers upsert, so rerunning an import
 or a simulation never duplicates anything.
@@ -15,7 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,157 +23,18 @@ import sqlite_utils
 from fairpp_app.core.errors import DatabaseError, NotFoundError, UsageError
 from fairpp_app.core.personas import Persona
 from fairpp_app.core.questions import Question
-
-APPLICATION_ID = 0x46505031  # "FPP1"
-SQLITE_MAGIC = b"SQLite format 3\x00"
+from fairpp_app.store.migrations import (  # noqa: F401  (re-exported: tests and tools use them)
+    APPLICATION_ID,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    check_file,
+    schema_version,
+    validate_and_upgrade,
+)
 
 
 def _now() -> float:
     return time.time()
-
-
-# --- migrations --------------------------------------------------------------------------
-
-def _v1(db: sqlite_utils.Database) -> None:
-    """Questions, personas, runs, records and events."""
-    db.execute("""
-        CREATE TABLE questions (
-            id TEXT PRIMARY KEY,
-            kind TEXT NOT NULL,
-            topic TEXT NOT NULL,
-            category TEXT NOT NULL,
-            problem TEXT NOT NULL,
-            group_type TEXT NOT NULL,
-            group_name TEXT NOT NULL,
-            dimension INTEGER NOT NULL,
-            framing INTEGER NOT NULL,
-            text TEXT NOT NULL,
-            option_a TEXT NOT NULL,
-            option_b TEXT NOT NULL,
-            option_c TEXT NOT NULL,
-            split TEXT NOT NULL,
-            parent_id TEXT
-        )""")
-    db.execute("""
-        CREATE TABLE personas (
-            number INTEGER PRIMARY KEY,
-            slug TEXT NOT NULL UNIQUE,
-            name TEXT NOT NULL,
-            description TEXT NOT NULL,
-            builtin INTEGER NOT NULL
-        )""")
-    db.execute("""
-        CREATE TABLE runs (
-            id INTEGER PRIMARY KEY,
-            name TEXT NOT NULL UNIQUE,
-            kind TEXT NOT NULL,
-            backend TEXT,
-            model TEXT,
-            mode TEXT,
-            prompt_hash TEXT,
-            params TEXT NOT NULL DEFAULT '{}',
-            status TEXT NOT NULL,
-            created_at REAL NOT NULL,
-            updated_at REAL NOT NULL,
-            finished_at REAL
-        )""")
-    db.execute("""
-        CREATE TABLE records (
-            id INTEGER PRIMARY KEY,
-            run_id INTEGER NOT NULL REFERENCES runs(id),
-            question_id TEXT NOT NULL REFERENCES questions(id),
-            respondent TEXT NOT NULL,
-            raw_text TEXT,
-            answer TEXT CHECK (answer IN ('A', 'B', 'C')),
-            p_a REAL, p_b REAL, p_c REAL,
-            method TEXT NOT NULL,
-            latency_ms REAL,
-            created_at REAL NOT NULL,
-            UNIQUE (run_id, question_id, respondent)
-        )""")
-    db.execute("""
-        CREATE TABLE events (
-            id INTEGER PRIMARY KEY,
-            run_id INTEGER REFERENCES runs(id),
-            time REAL NOT NULL,
-            kind TEXT NOT NULL,
-            payload TEXT NOT NULL
-        )""")
-
-
-def _v2(db: sqlite_utils.Database) -> None:
-    """Weights, training runs, off-option probability mass, respondent kind, browse indexes."""
-    db.execute("ALTER TABLE records ADD COLUMN other_mass REAL")
-    db.execute("ALTER TABLE records ADD COLUMN respondent_kind TEXT NOT NULL DEFAULT 'persona'")
-    db.execute("ALTER TABLE events ADD COLUMN training_id INTEGER REFERENCES trainings(id)")
-    db.execute("""
-        CREATE TABLE trainings (
-            id INTEGER PRIMARY KEY,
-            name TEXT NOT NULL UNIQUE,
-            method TEXT NOT NULL,
-            target TEXT NOT NULL,
-            base_model TEXT NOT NULL,
-            from_run TEXT,
-            config TEXT NOT NULL DEFAULT '{}',
-            status TEXT NOT NULL,
-            adapter_path TEXT,
-            created_at REAL NOT NULL,
-            updated_at REAL NOT NULL
-        )""")
-    db.execute("""
-        CREATE TABLE weight_sets (
-            id INTEGER PRIMARY KEY,
-            run_id INTEGER NOT NULL REFERENCES runs(id),
-            target TEXT NOT NULL,
-            alpha REAL NOT NULL,
-            beta REAL NOT NULL,
-            split TEXT NOT NULL,
-            tiers TEXT NOT NULL,
-            skipped TEXT NOT NULL DEFAULT '[]',
-            created_at REAL NOT NULL,
-            UNIQUE (run_id, target, alpha, beta, split)
-        )""")
-    db.execute("""
-        CREATE TABLE weights (
-            set_id INTEGER NOT NULL REFERENCES weight_sets(id) ON DELETE CASCADE,
-            question_id TEXT NOT NULL REFERENCES questions(id),
-            tier INTEGER NOT NULL,
-            weight REAL NOT NULL,
-            PRIMARY KEY (set_id, question_id)
-        )""")
-    for column in ("split", "topic", "category", "problem", "group_type", "group_name",
-                   "dimension", "framing"):
-        db.execute(f"CREATE INDEX idx_questions_{column} ON questions({column})")
-    db.execute("CREATE INDEX idx_records_question ON records(question_id)")
-    db.execute("CREATE INDEX idx_records_respondent ON records(run_id, respondent)")
-    db.execute("CREATE INDEX idx_events_run ON events(run_id, id)")
-    db.execute("CREATE INDEX idx_events_training ON events(training_id, id)")
-
-
-def _v3(db: sqlite_utils.Database) -> None:
-    """Who works on a run (``ownership``): owner as JSON, and the owner's last heartbeat."""
-    db.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
-    db.execute("ALTER TABLE runs ADD COLUMN heartbeat REAL")
-
-
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
-SCHEMA_VERSION = len(MIGRATIONS)
-
-
-def _check_file(path: Path) -> None:
-    """Refuse anything at ``path`` that is not an SQLite database (before SQLite opens it)."""
-    if not path.exists():
-        return
-    if path.is_dir():
-        raise DatabaseError(f"{path} is a directory, not a database file")
-    if path.stat().st_size == 0:
-        return
-    with path.open("rb") as fh:
-        head = fh.read(len(SQLITE_MAGIC))
-    if head != SQLITE_MAGIC:
-        raise DatabaseError(
-            f"{path} is not an SQLite database (wrong header); fairpp will not touch it. "
-            "Move it away or pass --db with another path.")
 
 
 class Store:
@@ -184,7 +43,7 @@ class Store:
     def __init__(self, path: Path | str, *, create: bool = True,
                  upgrade_to: int = SCHEMA_VERSION) -> None:
         self.path = Path(path)
-        _check_file(self.path)
+        check_file(self.path)
         if not self.path.exists() and not create:
             raise NotFoundError(f"no database at {self.path}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -192,7 +51,7 @@ class Store:
                                isolation_level=None)
         try:
             self.db = sqlite_utils.Database(conn)
-            self._validate_and_upgrade(upgrade_to)
+            validate_and_upgrade(self.db, self.path, upgrade_to)
         except DatabaseError:
             conn.close()
             raise
@@ -202,49 +61,9 @@ class Store:
                 f"{self.path} cannot be used as a fairpp database: {exc}. "
                 "The file was left untouched.") from None
 
-    # ---- opening -------------------------------------------------------------------------
-
-    def _pragma(self, name: str) -> int:
-        return self.db.execute(f"PRAGMA {name}").fetchone()[0]
-
-    def _validate_and_upgrade(self, upgrade_to: int) -> None:
-        ok = self.db.execute("PRAGMA quick_check").fetchone()[0]
-        if ok != "ok":
-            raise DatabaseError(f"{self.path} is damaged (SQLite integrity check: {ok}); "
-                                "fairpp will not write to it")
-        app_id = self._pragma("application_id")
-        version = self._pragma("user_version")
-        tables = self.db.table_names()
-        if app_id != APPLICATION_ID:
-            if tables or version:
-                raise DatabaseError(
-                    f"{self.path} is an SQLite database of another program "
-                    f"(tables: {', '.join(tables[:5]) or 'none'}); fairpp will not modify it. "
-                    "Pass --db with another path.")
-        if version > SCHEMA_VERSION:
-            raise DatabaseError(
-                f"{self.path} was written by a newer fairpp (schema {version}, this one knows "
-                f"{SCHEMA_VERSION}); upgrade fairpp to open it")
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        if version < upgrade_to:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                # Re-read under the write lock: another process may have upgraded meanwhile.
-                version = self._pragma("user_version")
-                for step in range(version, upgrade_to):
-                    MIGRATIONS[step](self.db)
-                    self.db.execute(f"PRAGMA user_version = {step + 1}")
-                self.db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-
     @property
     def version(self) -> int:
-        return self._pragma("user_version")
+        return schema_version(self.db)
 
     def close(self) -> None:
         self.db.conn.close()
@@ -301,6 +120,25 @@ class Store:
             sql += f" LIMIT {int(limit)}"
         return [Question(**row) for row in self.db.query(sql, args)]
 
+    def question_ids(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT id FROM questions")}
+
+    def question_rows(self, ids: Iterable[str]) -> dict[str, dict]:
+        """Question id -> its row as a dict, for the given ids that exist."""
+        ids = list(ids)
+        rows: dict[str, dict] = {}
+        for start in range(0, len(ids), 900):  # under SQLite's limit of bound parameters
+            part = ids[start:start + 900]
+            for row in self.db.query(
+                    f"SELECT * FROM questions WHERE id IN ({','.join('?' * len(part))})", part):
+                rows[row["id"]] = row
+        return rows
+
+    def scenario_parents(self) -> set[str]:
+        """Ids of the template questions that already have a scenario question."""
+        return {r[0] for r in self.db.execute(
+            "SELECT parent_id FROM questions WHERE kind = 'scenario' AND parent_id IS NOT NULL")}
+
     def question_stats(self) -> dict[str, dict[str, int]]:
         fields = {"topic": "topic", "category": "category", "problem": "problem",
                   "group_type": "group_type", "group": "group_name", "dimension": "dimension",
@@ -314,7 +152,20 @@ class Store:
     # ---- personas ------------------------------------------------------------------------
 
     def sync_personas(self, personas: Iterable[Persona]) -> None:
-        """Keep a copy of the persona definitions used, so a database explains itself."""
+        """Keep a copy of the persona definitions used, so a database explains itself.
+
+        Refused (UsageError) when a slug is stored under another number: records name
+        personas by slug, so the database would no longer say which persona answered.
+        """
+        personas = list(personas)
+        stored = {slug: number for number, slug in self.db.execute(
+            "SELECT number, slug FROM personas")}
+        for p in personas:
+            if stored.get(p.slug, p.number) != p.number:
+                raise UsageError(
+                    f"persona '{p.slug}' is persona {stored[p.slug]} in {self.path}, but your "
+                    f"personas give it number {p.number}; give it number {stored[p.slug]} "
+                    "again, or another slug")
         with self.transaction():
             self.db["personas"].upsert_all([p.as_row() for p in personas], pk="number")
 
@@ -425,7 +276,41 @@ class Store:
         sql += " ORDER BY records.id DESC LIMIT ?"
         return [row[0] for row in self.db.execute(sql, [*params, limit])]
 
+    def runs_answering(self, respondent: str, split: str, *, kind: str | None = None,
+                       model: str | None = None, exclude: str | None = None) -> list[str]:
+        """Names of the runs with answers of ``respondent`` on ``split``, most answers first
+        (the newer run first on a tie); ``kind`` is a respondent kind, ``model`` the run's
+        model, ``exclude`` a run name to leave out."""
+        sql = """SELECT runs.name AS name, count(*) AS n FROM records
+                 JOIN runs ON runs.id = records.run_id JOIN questions q ON q.id = records.question_id
+                 WHERE records.respondent = ? AND q.split = ?"""
+        args: list = [respondent, split]
+        if kind is not None:
+            sql += " AND records.respondent_kind = ?"
+            args.append(kind)
+        if model is not None:
+            sql += " AND runs.model = ?"
+            args.append(model)
+        if exclude is not None:
+            sql += " AND runs.name != ?"
+            args.append(exclude)
+        sql += " GROUP BY runs.id ORDER BY n DESC, runs.id DESC"
+        return [r["name"] for r in self.db.query(sql, args)]
+
     # ---- records -------------------------------------------------------------------------
+
+    def answered(self, run_id: int) -> set[tuple[str, str]]:
+        """The (question id, respondent) pairs a run already has records for."""
+        return {(q, r) for q, r in self.db.execute(
+            "SELECT question_id, respondent FROM records WHERE run_id = ?", [run_id])}
+
+    def export_records(self, run_id: int):
+        """A run's records with what an export writes of them, as a pandas DataFrame."""
+        import pandas as pd
+
+        return pd.read_sql_query(
+            "SELECT question_id, respondent, respondent_kind, raw_text, answer, p_a, p_b, p_c "
+            "FROM records WHERE run_id = ?", self.db.conn, params=[run_id])
 
     def upsert_records(self, rows: list[dict]) -> int:
         now = _now()
@@ -541,6 +426,12 @@ class Store:
             raise NotFoundError(f"no training named '{name}'{hint}")
         return row
 
+    def training_target(self, training_id: int) -> str | None:
+        """The target persona's slug of a training, or None when there is no such training."""
+        row = self.db.execute("SELECT target FROM trainings WHERE id = ?",
+                              [training_id]).fetchone()
+        return row[0] if row else None
+
     def update_training(self, training_id: int, *, status: str | None = None,
                         adapter_path: str | None = None, config: dict | None = None) -> None:
         sets, args = ["updated_at = ?"], [_now()]
@@ -594,8 +485,3 @@ _UPSERT_RECORD = (
 def _record_params(row: dict) -> tuple:
     return tuple(row.get(c) for c in RECORD_COLUMNS)
 
-
-def open_store(path: Path | str | None = None) -> Store:
-    from fairpp_app.core.paths import default_db_path
-
-    return Store(path if path is not None else default_db_path())

@@ -66,21 +66,7 @@ def _run_with(store: Store, respondent: str, split: str, *, kind: str | None = N
     With ``debias``, only runs answered with that debiasing count: a base model scored in
     one letter order is not comparable with personas scored in both.
     """
-    sql = """SELECT runs.name AS name, count(*) AS n FROM records
-             JOIN runs ON runs.id = records.run_id JOIN questions q ON q.id = records.question_id
-             WHERE records.respondent = ? AND q.split = ?"""
-    args: list = [respondent, split]
-    if kind is not None:
-        sql += " AND records.respondent_kind = ?"
-        args.append(kind)
-    if model is not None:
-        sql += " AND runs.model = ?"
-        args.append(model)
-    if exclude is not None:
-        sql += " AND runs.name != ?"
-        args.append(exclude)
-    rows = list(store.db.query(sql + " GROUP BY runs.id ORDER BY n DESC, runs.id DESC", args))
-    names = [r["name"] for r in rows]
+    names = store.runs_answering(respondent, split, kind=kind, model=model, exclude=exclude)
     if debias is not None:
         names = [n for n in names if run_debias(store, n) == debias]
     if prefer in names:

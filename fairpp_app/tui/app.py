@@ -2,20 +2,27 @@
 
 The app holds only what several screens share: the open Store (UI thread), the personas,
 the target persona, the chosen run, the question filter and a cache of computed weights.
-Everything else lives in the screens (``fairpp_app/screens``), and every number they show
-comes from the same domain functions the CLI calls.
+Everything else lives in the screens (``fairpp_app/tui/screens``), and every number they
+show comes from the same domain functions the CLI calls.
+
+Screen workers run with ``exit_on_error=False`` and catch nothing themselves: a failure
+reaches ``on_worker_state_changed`` here (``BaseScreen`` passes its workers' state changes
+on), the one place that turns it into what the user sees. A screen that shows failures on
+itself too (an error panel, a state line) overrides ``BaseScreen.worker_failed``, which
+updates it and returns the notification's title.
 """
 
 from __future__ import annotations
 
-import sqlite3
+import logging
 import sys
 from pathlib import Path
 
 from textual.app import App
 from textual.binding import Binding
+from textual.worker import Worker, WorkerState
 
-from fairpp_app.core.errors import FairppError
+from fairpp_app.core.errors import FairppError, user_message
 from fairpp_app.core.personas import builtin_personas, load_personas
 from fairpp_app.store.browse import QuestionFilter
 from fairpp_app.store.database import Store
@@ -26,6 +33,8 @@ from fairpp_app.tui.screens.questions_screen import QuestionsScreen
 from fairpp_app.tui.screens.simulate_screen import SimulateScreen
 from fairpp_app.tui.screens.train_screen import TrainScreen
 from fairpp_app.tui.widgets.palette import FairppCommands
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TARGET = 6  # the paper's target persona: Disengaged Traditionalists
 
@@ -65,6 +74,7 @@ class FairppApp(App[int]):
         self.db_path = Path(db_path)
         self.store = Store(self.db_path)
         self.persona_error: FairppError | None = None
+        self.sync_error: FairppError | None = None
         self.personas = self._load_personas()
         self.target = self._default_target()
         self.run_name: str | None = None
@@ -81,8 +91,8 @@ class FairppApp(App[int]):
             personas = builtin_personas()
         try:
             self.store.sync_personas(personas)
-        except sqlite3.IntegrityError:
-            pass  # an old copy with the same slug under another number; the files still rule
+        except FairppError as exc:  # the CLI refuses with this message; the app shows it
+            self.sync_error = exc
         return personas
 
     def _default_target(self) -> str:
@@ -90,21 +100,38 @@ class FairppApp(App[int]):
         return by_number.get(DEFAULT_TARGET) or self.personas[0].slug
 
     def on_mount(self) -> None:
+        self._persona_errors()
+
+    def _persona_errors(self) -> None:
         if self.persona_error is not None:
             self.show_error(self.persona_error, "your personas file is ignored")
+        if self.sync_error is not None:
+            self.show_error(self.sync_error, "personas not saved in the database")
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """Every screen worker's failure: shown, logged when unexpected, never the app's end."""
+        if event.state != WorkerState.ERROR:
+            return
+        worker, error = event.worker, event.worker.error
+        if error is None:
+            return
+        if not isinstance(error, FairppError):
+            log.error("worker %s failed", worker.name, exc_info=error)
+            self.log.error(f"worker {worker.name} failed", error)
+        hook = getattr(worker.node, "worker_failed", None)
+        title = hook(worker, error) if hook is not None else None
+        self.show_error(error, title or "error")
 
     # ---- shared helpers --------------------------------------------------------------------
 
     def show_error(self, error: BaseException, title: str = "error") -> None:
-        """A FairppError's message as written; anything else with its type, never a crash."""
-        text = str(error) if isinstance(error, FairppError) else f"{type(error).__name__}: {error}"
-        self.notify(text, title=title, severity="error", timeout=10)
+        """A FairppError's message as written; anything else as unexpected, with its type."""
+        self.notify(user_message(error), title=title, severity="error", timeout=10)
 
     def reload_personas(self) -> None:
-        self.persona_error = None
+        self.persona_error = self.sync_error = None
         self.personas = self._load_personas()
-        if self.persona_error is not None:
-            self.show_error(self.persona_error, "your personas file is ignored")
+        self._persona_errors()
         if self.target not in {p.slug for p in self.personas}:
             self.target = self._default_target()
 

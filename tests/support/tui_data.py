@@ -7,6 +7,7 @@ the inspector tests step through; the rest get random letters and probabilities.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import random
 
@@ -77,3 +78,13 @@ def plain(widget) -> str:
     content = widget.content
     console.print(content if not isinstance(content, str) else widget.visual)
     return console.export_text()
+
+
+async def wait_for_workers(app) -> None:
+    """Wait until every worker of ``app`` has ended, a failed one included.
+
+    Workers run with ``exit_on_error=False``: a failure is the app's to show (the tests
+    check what it shows), while ``app.workers.wait_for_complete()`` would re-raise it here.
+    """
+    await asyncio.gather(*(worker.wait() for worker in list(app.workers)),
+                         return_exceptions=True)

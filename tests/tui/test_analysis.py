@@ -12,14 +12,14 @@ from fairpp_app.jobs.positioning import exports_dir
 from fairpp_app.jobs.run_metrics import run_metrics
 from fairpp_app.tui.screens.analysis_screen import AnalysisScreen
 from fairpp_app.tui.widgets.heatmap import Heatmap
-from tests.support.tui_data import MODEL, RUN, SIZE, plain
+from tests.support.tui_data import MODEL, RUN, SIZE, plain, wait_for_workers
 
 pytestmark = pytest.mark.asyncio
 
 
 async def _open(app, pilot) -> AnalysisScreen:
     await pilot.press("5")
-    await app.workers.wait_for_complete()
+    await wait_for_workers(app)
     await pilot.pause()
     assert isinstance(app.screen, AnalysisScreen)
     return app.screen
@@ -79,12 +79,12 @@ async def test_split_and_target_recompute(synthetic, make_app):
         from textual.widgets import Select
 
         screen.query_one("#an-split", Select).value = "train"  # the run only covers test
-        await app.workers.wait_for_complete()
+        await wait_for_workers(app)
         await pilot.pause()
         assert "no answers in split train" in plain(screen.query_one("#an-status", Static))
         screen.query_one("#an-split", Select).value = "test"
         screen.query_one("#an-target", Select).value = "loyal-nationals"
-        await app.workers.wait_for_complete()
+        await wait_for_workers(app)
         await pilot.pause()
         assert screen.result.target == "loyal-nationals" and app.target == "loyal-nationals"
         assert screen.result.split == "test"
@@ -97,3 +97,50 @@ async def test_no_run_yet(store, make_app):
         assert "No run with answers yet" in plain(screen.query_one("#an-status", Static))
         await pilot.press("s")
         assert any("nothing computed" in n.message for n in app._notifications)
+
+
+async def test_an_unexpected_worker_error_is_shown_logged_and_survived(synthetic, make_app,
+                                                                      monkeypatch, caplog):
+    """A bug in a worker (not a FairppError) reaches the app's one worker-failure handler:
+    the status line and a notification name it as unexpected with its type, it is logged,
+    and the app goes on (the screen computes again once the bug is gone)."""
+    import fairpp_app.jobs.positioning as positioning
+
+    real = positioning.position_run
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(positioning, "position_run", broken)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await _open(app, pilot)
+        status = plain(screen.query_one("#an-status", Static))
+        assert "unexpected error (RuntimeError): boom" in status
+        assert any(n.severity == "error" and "unexpected error (RuntimeError): boom" in n.message
+                   for n in app._notifications)
+        assert any(r.exc_info and r.exc_info[0] is RuntimeError for r in caplog.records)
+        assert app.is_running and screen.result is None
+        monkeypatch.setattr(positioning, "position_run", real)
+        screen.action_compute()
+        await wait_for_workers(app)
+        await pilot.pause()
+        assert screen.result is not None and screen.result.run == RUN
+
+
+async def test_a_user_error_in_a_worker_shows_its_own_message(synthetic, make_app,
+                                                             monkeypatch):
+    """A FairppError from a worker is shown as written, without "unexpected"."""
+    import fairpp_app.jobs.positioning as positioning
+    from fairpp_app.core.errors import UsageError
+
+    def refused(*args, **kwargs):
+        raise UsageError("no such split here")
+
+    monkeypatch.setattr(positioning, "position_run", refused)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await _open(app, pilot)
+        assert plain(screen.query_one("#an-status", Static)).strip() == "no such split here"
+        messages = [n.message for n in app._notifications if n.severity == "error"]
+        assert messages == ["no such split here"]

@@ -15,7 +15,7 @@ from fairpp_app.tui.screens.confirm_dialog import ConfirmScreen
 from fairpp_app.tui.screens.inspector_screen import InspectorScreen
 from fairpp_app.tui.screens.simulate_screen import SimulateScreen
 from fairpp_app.tui.widgets.config_form import ConfigForm
-from tests.support.tui_data import SIZE, plain
+from tests.support.tui_data import SIZE, plain, wait_for_workers
 
 pytestmark = pytest.mark.asyncio
 
@@ -137,4 +137,4 @@ async def test_every_screen_names_itself_in_the_header(synthetic, make_app):
         await app.push_screen(InspectorScreen(qs[0].id))
         await pilot.pause()
         assert app.screen.query_one(Header).screen_sub_title == "Inspector"
-        await app.workers.wait_for_complete()
+        await wait_for_workers(app)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from textual.widgets import Static
 
+from fairpp_app.jobs import run_metrics
 from fairpp_app.store import browse
 from fairpp_app.tui.screens.inspector_screen import InspectorScreen
-from tests.support.tui_data import MODEL, RUN, SIZE, plain
+from tests.support.tui_data import MODEL, RUN, SIZE, plain, wait_for_workers
 
 pytestmark = pytest.mark.asyncio
 TEST_SPLIT = browse.QuestionFilter(split="test")
@@ -56,7 +57,7 @@ async def test_answers_majority_tier_and_weight(synthetic, make_app):
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         screen = await _inspect(app, pilot, qs[2].id)
-        await app.workers.wait_for_complete()  # the split's weights are computed once
+        await wait_for_workers(app)  # the split's weights are computed once
         await pilot.pause()
         assert len(screen.records) == 8  # seven personas and the model
         lines = plain(screen.query_one("#answers", Static)).splitlines()
@@ -66,7 +67,7 @@ async def test_answers_majority_tier_and_weight(synthetic, make_app):
         summary = plain(screen.query_one("#q-summary", Static))
         assert "majority A" in summary
         # Target 6 answered A; one other persona (3) answered B: tier 2.
-        weights, source = browse.split_weights(store, run["id"], RUN,
+        weights, source = run_metrics.split_weights(store, run["id"], RUN,
                                                "disengaged-traditionalists", "test",
                                                [p.slug for p in app.personas])
         assert source == "computed" and weights[qs[2].id][0] == 2
@@ -90,7 +91,7 @@ async def test_stored_weights_are_preferred(synthetic, make_app):
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         screen = await _inspect(app, pilot, qs[2].id)
-        await app.workers.wait_for_complete()
+        await wait_for_workers(app)
         await pilot.pause()
         assert "(stored, split test)" in plain(screen.query_one("#q-summary", Static))
 

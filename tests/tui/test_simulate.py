@@ -12,9 +12,10 @@ from fairpp_app.backends.base import Backend
 from fairpp_app.core.answers import OptionScores
 from fairpp_app.core.prompts import template_hash
 from fairpp_app.core.simulation_config import SimulationConfig
+from fairpp_app.tui.screens import simulate_screen
 from fairpp_app.tui.screens.simulate_screen import SimulateScreen, config_from_run
 from fairpp_app.tui.widgets.config_form import ConfigForm
-from tests.support.tui_data import SIZE, plain
+from tests.support.tui_data import SIZE, plain, wait_for_workers
 
 pytestmark = pytest.mark.asyncio
 
@@ -78,7 +79,7 @@ async def test_backend_error_is_shown_with_what_to_do(make_app):
         screen = await _open(app, pilot)
         screen.query_one(ConfigForm).load({"backend": "llamacpp", "limit": 1})
         await pilot.press("f5")
-        await app.workers.wait_for_complete()
+        await wait_for_workers(app)
         await pilot.pause()
         error = plain(screen.query_one("#sim-error", Static))
         assert "needs --model PATH" in error and "GGUF" in error
@@ -126,11 +127,12 @@ async def _start_gated(app, pilot, backends: list, run: str) -> SimulateScreen:
 
 async def test_the_runs_table_follows_a_running_run(store, make_app, monkeypatch):
     backends = _gated(monkeypatch, TwoGateBackend)
+    # The table is redrawn on progress at most every RUNS_REFRESH_S; here on every one.
+    monkeypatch.setattr(simulate_screen, "RUNS_REFRESH_S", 0.0)
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         screen = await _start_gated(app, pilot, backends, "growing")
         await pilot.pause(0.7)  # progress comes at most every 0.5 s
-        screen._runs_drawn = 0.0  # and this one redraws at once, not 2 s after the last
         backends[0].gate.set()  # the second record lands; the third prompt waits
         while backends[0].calls < 3:
             await pilot.pause(0.01)
@@ -138,7 +140,7 @@ async def test_the_runs_table_follows_a_running_run(store, make_app, monkeypatch
         row = screen.query_one("#sim-runs", DataTable).get_row("growing")
         assert [str(c) for c in row[1:3]] == ["running", "2"]
         backends[0].gate2.set()
-        await app.workers.wait_for_complete()
+        await wait_for_workers(app)
         await pilot.pause()
         row = screen.query_one("#sim-runs", DataTable).get_row("growing")
         assert [str(c) for c in row[1:3]] == ["finished", "4"]
@@ -152,7 +154,7 @@ async def test_pause_then_resume_finishes_the_same_run(store, make_app, monkeypa
         await pilot.press("f6")
         assert screen.state == "pausing"
         backends[0].gate.set()
-        await app.workers.wait_for_complete()
+        await wait_for_workers(app)
         await pilot.pause()
         assert screen.state == "paused"
         assert store.get_run("gated")["status"] == "cancelled"
@@ -161,7 +163,7 @@ async def test_pause_then_resume_finishes_the_same_run(store, make_app, monkeypa
 
         await pilot.press("f6")  # resume: the same config again
         backends[-1].gate.set()
-        await app.workers.wait_for_complete()
+        await wait_for_workers(app)
         await pilot.pause()
         assert screen.state == "idle"
         assert store.get_run("gated")["status"] == "finished"
@@ -191,7 +193,7 @@ async def test_a_stopped_run_is_resumed_from_the_runs_table(store, make_app, mon
         screen = await _open(app, pilot)
         assert _runs(screen)["left-over"] == "stopped"
         await pilot.press("f8")
-        await app.workers.wait_for_complete()
+        await wait_for_workers(app)
         await pilot.pause()
         assert store.get_run("left-over")["status"] == "finished"
         assert store.record_count(run["id"]) == 3
@@ -205,7 +207,7 @@ async def test_real_tiny_simulation_on_the_embedded_model(store, make_app):
         screen.query_one(ConfigForm).load({"limit": 2, "personas": "6", "split": "test",
                                            "run": "tui-tiny"})
         await pilot.click("#sim-start")
-        await app.workers.wait_for_complete()
+        await wait_for_workers(app)
         await pilot.pause()
         run = store.get_run("tui-tiny")
         assert run["status"] == "finished", plain(screen.query_one("#sim-error", Static))

@@ -7,7 +7,7 @@ from textual.widgets import DataTable, Static
 
 from fairpp_app.tui.screens.train_screen import TrainScreen
 from fairpp_app.tui.widgets.config_form import ConfigForm
-from tests.support.tui_data import RUN, SIZE, insert_synthetic_run, plain
+from tests.support.tui_data import RUN, SIZE, insert_synthetic_run, plain, wait_for_workers
 
 pytestmark = pytest.mark.asyncio
 
@@ -53,7 +53,7 @@ async def test_start_without_answers_says_what_is_missing(synthetic, make_app):
     async with app.run_test(size=SIZE) as pilot:
         screen = await _open(app, pilot)
         await pilot.press("f5")  # the only run covers the test split, training needs train
-        await app.workers.wait_for_complete()
+        await wait_for_workers(app)
         await pilot.pause()
         error = plain(screen.query_one("#train-error", Static))
         assert "no train-split answers of persona 6" in error
@@ -61,7 +61,7 @@ async def test_start_without_answers_says_what_is_missing(synthetic, make_app):
 
 
 async def test_form_comes_from_training_config_and_checks_it(synthetic, make_app):
-    from textual.widgets import Select
+    from textual.widgets import OptionList, Select
 
     from fairpp_app.training.config import TrainingConfig
 
@@ -78,7 +78,9 @@ async def test_form_comes_from_training_config_and_checks_it(synthetic, make_app
         assert form.cls is TrainingConfig
         config = form.build()
         assert (config.target, config.from_run, config.method) == ("6", RUN, "wdpo")
-        options = [value for _, value in screen.query_one("#field-from_run", Select)._options]
+        # The choices as the drop-down lists them (each run is its own label).
+        listed = screen.query_one("#field-from_run", Select).query_one(OptionList).options
+        options = [str(option.prompt) for option in listed]
         assert RUN in options and "eval-something" not in options
         form.load({"lr": "-1"})
         await pilot.press("f5")
@@ -104,7 +106,7 @@ async def test_a_real_tiny_training_runs_from_the_screen(synthetic, make_app, tm
             "batch_size": 4, "grad_accum": 1, "eval_every": 0, "limit": 24, "device": "cpu",
             "lr": 5e-3})
         await pilot.press("f5")
-        await app.workers.wait_for_complete()
+        await wait_for_workers(app)
         await pilot.pause()
         row = store.get_training("tui-tiny")
         assert row["status"] == "finished", plain(screen.query_one("#train-error", Static))

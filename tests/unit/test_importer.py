@@ -1,4 +1,9 @@
-"""Importing the official Fair-PP layout (REFERENCE section 9) into a real database."""
+"""Importing the official Fair-PP layout into a real database.
+
+That layout has one row per question (Topic, Problem Category, Specific Problem, Group Type,
+Group, Perspective, Question), a ``{source}_role_{N}_answer`` column per persona N and a
+``{model}_answer`` column per model respondent.
+"""
 
 from __future__ import annotations
 

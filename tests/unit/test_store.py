@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import sqlite3
@@ -10,7 +11,7 @@ import time
 import pytest
 
 from fairpp_app.cli import main
-from fairpp_app.core.errors import DatabaseError, NotFoundError
+from fairpp_app.core.errors import DatabaseError, NotFoundError, UsageError
 from fairpp_app.core.personas import builtin_personas
 from fairpp_app.store.database import APPLICATION_ID, SCHEMA_VERSION, Store
 
@@ -337,7 +338,7 @@ def test_a_run_owned_by_a_living_process_is_refused_and_a_dead_owner_is_interrup
     run = store.create_run("owned", "simulation", backend="embedded", model="m", mode="logprob")
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        owner = {**ownership.me(), "pid": child.pid, "start": ownership._start_token(child.pid)}
+        owner = {**ownership.me(), "pid": child.pid, "start": ownership.start_token(child.pid)}
         store.db.execute("UPDATE runs SET status = 'running', owner = ?, heartbeat = ? "
                          "WHERE id = ?", [json.dumps(owner), 0.0, run["id"]])
         with pytest.raises(UsageError, match=f"pid {child.pid}"):
@@ -371,3 +372,66 @@ def test_a_reused_pid_is_not_taken_for_the_owner(store):
     store.db.execute("UPDATE runs SET status = 'running', owner = ? WHERE id = ?",
                      [json.dumps(owner), run["id"]])
     assert store.get_run("reused")["status"] == "interrupted"
+
+
+def _user_persona(number: int) -> str:
+    return (f'[[persona]]\nnumber = {number}\nslug = "night-owls"\nname = "Night Owls"\n'
+            'description = "They answer after midnight."\n')
+
+
+def test_a_persona_renumbered_under_its_stored_slug_is_refused_with_a_message(
+        tmp_path, monkeypatch, capsys):
+    """Records name personas by slug: a slug the database holds under another number is a
+    usage error with what to do (exit 2), not an integrity traceback; nothing is written."""
+    from fairpp_app.core.paths import user_personas_path
+
+    path = user_personas_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_user_persona(20), "utf-8")
+    db = tmp_path / "p.db"
+    assert main(["--db", str(db), "info"]) == 0
+    path.write_text(_user_persona(21), "utf-8")
+    capsys.readouterr()
+    assert main(["--db", str(db), "info"]) == 2
+    err = capsys.readouterr().err
+    assert "persona 'night-owls' is persona 20" in err and "number 21" in err
+    with Store(db) as s:
+        assert {p["number"]: p["slug"] for p in s.db["personas"].rows}[20] == "night-owls"
+        assert s.counts()["personas"] == 8
+        with pytest.raises(UsageError, match="give it number 20 again"):
+            s.sync_personas([p for p in builtin_personas() if p.number == 1] + [
+                dataclasses.replace(builtin_personas()[0], number=21, slug="night-owls")])
+
+
+def test_named_queries_the_jobs_use(store, bank):
+    """The reads that jobs, the training report and the Train screen make through Store."""
+    test_q = [q for q in bank if q.split == "test"][:3]
+    train_q = [q for q in bank if q.split == "train"][:2]
+    small = store.create_run("small", "simulate", model="m1")
+    big = store.create_run("big", "simulate", model="m2")
+
+    def rec(run, q, who="loyal-nationals", kind="persona"):
+        return {"run_id": run["id"], "question_id": q.id, "respondent": who,
+                "respondent_kind": kind, "answer": "A", "method": "m"}
+
+    store.upsert_records([rec(small, q) for q in test_q[:1]] + [rec(big, q) for q in test_q]
+                         + [rec(small, q) for q in train_q])
+    assert store.answered(small["id"]) == {(test_q[0].id, "loyal-nationals")} | {
+        (q.id, "loyal-nationals") for q in train_q}
+    assert store.runs_answering("loyal-nationals", "test") == ["big", "small"]
+    assert store.runs_answering("loyal-nationals", "test", exclude="big") == ["small"]
+    assert store.runs_answering("loyal-nationals", "test", model="m1") == ["small"]
+    assert store.runs_answering("loyal-nationals", "test", kind="model") == []
+    assert store.runs_answering("loyal-nationals", "train") == ["small"]
+    frame = store.export_records(big["id"])
+    assert list(frame.columns) == ["question_id", "respondent", "respondent_kind", "raw_text",
+                                   "answer", "p_a", "p_b", "p_c"]
+    assert sorted(frame["question_id"]) == sorted(q.id for q in test_q)
+    many = [q.id for q in bank[:2000]]  # more than one SQLite parameter batch
+    rows = store.question_rows([*many, "missing"])
+    assert set(rows) == set(many) and rows[many[5]]["text"] == bank[5].text
+    assert store.question_ids() == {q.id for q in bank}
+    assert store.scenario_parents() == set()
+    training = store.create_training("t", "wdpo", "loyal-nationals", "base", "big", {})
+    assert store.training_target(training["id"]) == "loyal-nationals"
+    assert store.training_target(training["id"] + 1) is None

@@ -1,4 +1,9 @@
-"""Sample weights (REFERENCE section 6) against an independent computation."""
+"""Sample weights against an independent computation.
+
+A question's tier is 1 plus the number of other personas whose answer differs from the
+target's; tier i with N_i questions gets T_i = (i/K)^alpha * (1/N_i)^beta, normalised so
+the tiers sum to 1.
+"""
 
 from __future__ import annotations
 

@@ -18,14 +18,15 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, Select, Static, TabbedContent, TabPane
 
+from fairpp_app.core.errors import user_message
 from fairpp_app.core.metrics import MIN_SIMILARITY
 from fairpp_app.core.questions import dimension_poles
 from fairpp_app.jobs.positioning import Positioning, exports_dir, write_csv
 from fairpp_app.jobs.run_metrics import SPLIT_CHOICES
 from fairpp_app.store import browse
+from fairpp_app.tui.screens.base_screen import BaseScreen
 from fairpp_app.tui.widgets.bars import LETTER_COLOURS, bar, legend, stacked
 from fairpp_app.tui.widgets.heatmap import Heatmap
 from fairpp_app.tui.widgets.plots import RespondentMap
@@ -35,7 +36,7 @@ TABS = (("similarity", "Similarity"), ("respondents", "Respondents"),
         ("map", "Map"))
 
 
-class AnalysisScreen(Screen):
+class AnalysisScreen(BaseScreen):
     SUB_TITLE = "Analysis"
     BINDINGS = [
         Binding("s", "save_csv", "Save CSV"),
@@ -55,8 +56,7 @@ class AnalysisScreen(Screen):
 
     @dataclass
     class Computed(Message):
-        result: Positioning | None
-        error: BaseException | None
+        result: Positioning
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -141,28 +141,27 @@ class AnalysisScreen(Screen):
         status.update(f"computing {name} ({self.split})…")
         self.compute(*key)
 
-    @work(thread=True, exclusive=True, group="analysis")
+    @work(thread=True, exclusive=True, exit_on_error=False, group="analysis")
     def compute(self, run: str, split: str, target: str) -> None:
         from fairpp_app.jobs.positioning import position_run
         from fairpp_app.store.database import Store
 
-        try:
-            with Store(self.app.db_path) as store:
-                result = position_run(store, run, list(self.app.personas), split, target)
-            self.post_message(self.Computed(result, None))
-        except Exception as exc:
-            self.post_message(self.Computed(None, exc))
+        with Store(self.app.db_path) as store:
+            result = position_run(store, run, list(self.app.personas), split, target)
+        self.post_message(self.Computed(result))
+
+    def worker_failed(self, worker, error: BaseException) -> str | None:
+        """The app's worker-failure handler calls this; the status line says it too."""
+        self.pending = None
+        self.query_one("#an-status", Static).update(Text(user_message(error), style="red"))
+        return None
 
     def on_analysis_screen_computed(self, message: Computed) -> None:
         r = message.result
-        if r is not None and (r.run, r.split, r.target) != self.pending:
+        if (r.run, r.split, r.target) != self.pending:
             return  # a superseded request finishing late
         self.pending = None
         status = self.query_one("#an-status", Static)
-        if message.error is not None:
-            status.update(Text(str(message.error), style="red"))
-            self.app.show_error(message.error)
-            return
         self.result = r
         if not r.respondents:
             status.update(f"run {r.run} has no answers in split {r.split}")

@@ -12,10 +12,10 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
 
 from fairpp_app.core.questions import SPLITS
+from fairpp_app.tui.screens.base_screen import BaseScreen
 from fairpp_app.tui.widgets.backends_panel import BackendsPanel
 
 CHUNK = 2000
@@ -39,7 +39,7 @@ def human_size(n: int) -> str:
     return f"{n} B"
 
 
-class HomeScreen(Screen):
+class HomeScreen(BaseScreen):
     SUB_TITLE = "Home"
     BINDINGS = [
         Binding("b", "build_bank", "Build bank"),
@@ -124,7 +124,7 @@ class HomeScreen(Screen):
         self.notify("checking the embedded engine in a child process…")
         self.check_engine()
 
-    @work(thread=True, exclusive=True, group="doctor")
+    @work(thread=True, exclusive=True, exit_on_error=False, group="doctor")
     def check_engine(self) -> None:
         from fairpp_app.jobs.doctor import check
 
@@ -145,27 +145,28 @@ class HomeScreen(Screen):
         self.query_one("#first-run-text", Static).update("Building the question bank…")
         self.build_bank(self.query_one("#build-progress", ProgressBar))
 
-    @work(thread=True, exclusive=True, group="bank")
+    @work(thread=True, exclusive=True, exit_on_error=False, group="bank")
     def build_bank(self, progress: ProgressBar) -> None:
         from fairpp_app.core.questions import build_bank
         from fairpp_app.store.database import Store
 
-        try:
-            bank = build_bank()
-            self.app.call_from_thread(progress.update, total=len(bank), progress=0)
-            with Store(self.app.db_path) as store:
-                for start in range(0, len(bank), CHUNK):
-                    store.upsert_questions(bank[start:start + CHUNK])
-                    self.app.call_from_thread(progress.update, progress=start + CHUNK)
-            self.app.call_from_thread(self._built, len(bank), None)
-        except Exception as exc:  # shown to the user; the screen stays usable
-            self.app.call_from_thread(self._built, 0, exc)
+        bank = build_bank()
+        self.app.call_from_thread(progress.update, total=len(bank), progress=0)
+        with Store(self.app.db_path) as store:
+            for start in range(0, len(bank), CHUNK):
+                store.upsert_questions(bank[start:start + CHUNK])
+                self.app.call_from_thread(progress.update, progress=start + CHUNK)
+        self.app.call_from_thread(self._built, len(bank))
 
-    def _built(self, n: int, error: Exception | None) -> None:
+    def _built(self, n: int) -> None:
         self.building = False
-        if error is not None:
-            self.app.show_error(error)
-        else:
-            self.notify(f"question bank built: {n:,} template questions")
-            self.app.data_changed()
+        self.notify(f"question bank built: {n:,} template questions")
+        self.app.data_changed()
         self.refresh_view()
+
+    def worker_failed(self, worker, error: BaseException) -> str | None:
+        """The app's worker-failure handler calls this; a failed build can be tried again."""
+        if worker.group == "bank":
+            self.building = False
+            self.refresh_view()
+        return None

@@ -16,18 +16,19 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, Select, Static
 
 from fairpp_app.core.errors import FairppError
 from fairpp_app.core.questions import Question, dimension_poles
+from fairpp_app.jobs import run_metrics
 from fairpp_app.store import browse
+from fairpp_app.tui.screens.base_screen import BaseScreen
 from fairpp_app.tui.widgets.bars import LETTER_COLOURS, prob_bars
 
 PROBS_WIDTH = len(prob_bars((1.0, 0.0, 0.0)).plain.rstrip())
 
 
-class InspectorScreen(Screen):
+class InspectorScreen(BaseScreen):
     SUB_TITLE = "Inspector"
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
@@ -193,7 +194,9 @@ class InspectorScreen(Screen):
                              f"{len(models)} model answers", style="dim"))
         self.query_one("#q-summary", Static).update(summary)
 
-    @work(thread=True, group="weights")
+    # Not exclusive: each (run, target, split) is loaded once, and asking for another one
+    # must not cancel a load under way (its result fills the app's cache).
+    @work(thread=True, exit_on_error=False, group="weights")
     def load_weights(self, run_id: int, run_name: str, target: str, split: str) -> None:
         from fairpp_app.store.database import Store
 
@@ -201,14 +204,11 @@ class InspectorScreen(Screen):
         if key in self.app.weight_cache or key in self.app.weight_pending:
             return
         self.app.weight_pending.add(key)
-        try:
+        try:  # a failure goes to the app's worker handler; the key is free to retry
             with Store(self.app.db_path) as store:
                 slugs = [p.slug for p in self.app.personas]
-                result = browse.split_weights(store, run_id, run_name, target, split, slugs)
+                result = run_metrics.split_weights(store, run_id, run_name, target, split, slugs)
             self.app.weight_cache[key] = result
-        except Exception as exc:
-            self.app.call_from_thread(self.app.show_error, exc)
-            return
         finally:
             self.app.weight_pending.discard(key)
         self.app.call_from_thread(self._draw_summary)

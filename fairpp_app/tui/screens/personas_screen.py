@@ -16,6 +16,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from fairpp_app.core import user_personas
+from fairpp_app.core.errors import FairppError
 from fairpp_app.core.personas import Persona
 from fairpp_app.core.prompts import build_prompt
 from fairpp_app.tui.screens.confirm_dialog import ConfirmScreen
@@ -152,7 +153,7 @@ class PersonasScreen(Screen):
                 return
             try:
                 user_personas.delete_persona(p.number)
-            except Exception as exc:
+            except (FairppError, OSError) as exc:  # refused, or the file cannot be written
                 self.app.show_error(exc)
                 return
             self.app.reload_personas()

@@ -25,7 +25,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import (
     Button,
     DataTable,
@@ -40,10 +39,17 @@ from textual.widgets import (
 )
 
 from fairpp_app.backends.registry import BACKENDS, available
-from fairpp_app.core.errors import BackendError, FairppError, TransientBackendError, UsageError
+from fairpp_app.core.errors import (
+    BackendError,
+    FairppError,
+    TransientBackendError,
+    UsageError,
+    user_message,
+)
 from fairpp_app.core.events import Progress, RetryScheduled, RunEnded, RunStarted
 from fairpp_app.core.simulation_config import SimulationConfig
 from fairpp_app.jobs.simulation import LONG_RUN_S, estimate
+from fairpp_app.tui.screens.base_screen import BaseScreen
 from fairpp_app.tui.screens.confirm_dialog import ConfirmScreen
 from fairpp_app.tui.widgets.config_form import ConfigForm
 
@@ -92,7 +98,7 @@ def config_from_run(run: dict) -> dict:
     return values
 
 
-class SimulateScreen(Screen):
+class SimulateScreen(BaseScreen):
     SUB_TITLE = "Simulate"
     BINDINGS = [
         Binding("f5", "start", "Start"),
@@ -114,8 +120,7 @@ class SimulateScreen(Screen):
 
     @dataclass
     class Finished(Message):
-        outcome: object | None
-        error: BaseException | None
+        outcome: object
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -300,21 +305,27 @@ class SimulateScreen(Screen):
 
     # ---- the worker ---------------------------------------------------------------------------
 
-    @work(thread=True, exclusive=True, group="simulate")
+    @work(thread=True, exclusive=True, exit_on_error=False, group="simulate")
     def simulate(self, config: SimulationConfig) -> None:
         from fairpp_app.jobs.simulation import run_simulation
         from fairpp_app.store.database import Store
 
-        try:
-            with Store(self.app.db_path) as store:
-                if store.question_count() == 0:
-                    raise UsageError("the question bank is empty; build it on Home (1, then b)")
-                outcome = run_simulation(store, config, list(self.app.personas),
-                                         listener=lambda e: self.post_message(self.EngineEvent(e)),
-                                         cancel=self.cancel_event)
-            self.post_message(self.Finished(outcome, None))
-        except Exception as exc:  # every failure becomes a message on the screen
-            self.post_message(self.Finished(None, exc))
+        with Store(self.app.db_path) as store:
+            if store.question_count() == 0:
+                raise UsageError("the question bank is empty; build it on Home (1, then b)")
+            outcome = run_simulation(store, config, list(self.app.personas),
+                                     listener=lambda e: self.post_message(self.EngineEvent(e)),
+                                     cancel=self.cancel_event)
+        self.post_message(self.Finished(outcome))
+
+    def worker_failed(self, worker, error: BaseException) -> str | None:
+        """The app's worker-failure handler calls this: the error panel says what to do."""
+        backend = self.config.backend if self.config else ""
+        self.last_outcome = None
+        self._error(user_message(error), advice(error, backend))
+        self._set_state("idle", "failed")
+        self.fill_runs()
+        return "simulation failed"
 
     def on_simulate_screen_engine_event(self, message: EngineEvent) -> None:
         event = message.event
@@ -348,26 +359,18 @@ class SimulateScreen(Screen):
 
     def on_simulate_screen_finished(self, message: Finished) -> None:
         backend = self.config.backend if self.config else ""
-        self.last_outcome = message.outcome
-        if message.error is not None:
-            exc = message.error
-            text = str(exc) if isinstance(exc, FairppError) else f"{type(exc).__name__}: {exc}"
-            self._error(text, advice(exc, backend))
-            self.notify(text, title="simulation failed", severity="error", timeout=8)
-            self._set_state("idle", "failed")
+        self.last_outcome = out = message.outcome
+        summary = (f"{out.status}: {out.done:,}/{out.total:,} records ({out.written:,} new, "
+                   f"{out.unparsed:,} unparsed)")
+        if out.status == "cancelled" and self.state == "pausing":
+            self._set_state("paused", f"paused {out.run} at {out.done:,}/{out.total:,}; "
+                                      "F6 resumes")
         else:
-            out = message.outcome
-            summary = (f"{out.status}: {out.done:,}/{out.total:,} records ({out.written:,} new, "
-                       f"{out.unparsed:,} unparsed)")
-            if out.status == "cancelled" and self.state == "pausing":
-                self._set_state("paused", f"paused {out.run} at {out.done:,}/{out.total:,}; "
-                                          "F6 resumes")
-            else:
-                self._set_state("idle", f"{out.run} {summary}")
-            if out.status in ("stopped", "failed"):
-                self._error(out.message, advice(BackendError(out.message), backend,
-                                                stopped=out.status == "stopped"))
-            self.notify(f"{out.run} {summary}", severity="information"
-                        if out.status in ("finished", "cancelled") else "warning")
-            self.app.data_changed()
+            self._set_state("idle", f"{out.run} {summary}")
+        if out.status in ("stopped", "failed"):
+            self._error(out.message, advice(BackendError(out.message), backend,
+                                            stopped=out.status == "stopped"))
+        self.notify(f"{out.run} {summary}", severity="information"
+                    if out.status in ("finished", "cancelled") else "warning")
+        self.app.data_changed()
         self.fill_runs()

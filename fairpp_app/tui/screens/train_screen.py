@@ -6,8 +6,8 @@ Store and a cancel event (the trainer stops at the end of a step and saves a che
 The charts never listen to the trainer directly: they replay the selected training's
 ``train_step`` / ``train_eval`` events from the events table and poll for new ones, so a
 training started here, one started with ``fairpp train`` in another terminal, and one
-that finished last week are drawn the same way. While the training module is missing
-(or its torch stack is not installed) the screen says so and still shows stored curves.
+that finished last week are drawn the same way. A failure (a missing torch stack
+included) reaches the app's worker handler, which shows it here and as a notification.
 """
 
 from __future__ import annotations
@@ -20,25 +20,18 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Static
 
-from fairpp_app.core.errors import FairppError
+from fairpp_app.core.errors import FairppError, user_message
+from fairpp_app.training.config import TrainingConfig
+from fairpp_app.tui.screens.base_screen import BaseScreen
+from fairpp_app.tui.widgets.config_form import ConfigForm
 from fairpp_app.tui.widgets.plots import LineChart
 
 POLL_S = 1.0
 
 
-def training_config_class():
-    """The training config dataclass, or None while the training module is not there."""
-    try:
-        from fairpp_app.training.config import TrainingConfig
-    except Exception:  # not written yet, or broken mid-edit: the screen degrades, not the app
-        return None
-    return TrainingConfig
-
-
-class TrainScreen(Screen):
+class TrainScreen(BaseScreen):
     SUB_TITLE = "Train"
     BINDINGS = [
         Binding("f5", "start", "Start"),
@@ -55,8 +48,7 @@ class TrainScreen(Screen):
 
     @dataclass
     class Finished(Message):
-        outcome: object | None
-        error: BaseException | None
+        outcome: object
 
     @dataclass
     class Started(Message):
@@ -72,25 +64,14 @@ class TrainScreen(Screen):
         self.cancel_event = threading.Event()
 
     def compose(self) -> ComposeResult:
-        cls = training_config_class()
         yield Header()
         with Horizontal():
-            if cls is None:
-                yield Static(
-                    "[b]Training arrives with the training module.[/b]\n\nIt fine-tunes a "
-                    "model toward one persona with the paper's sample weights (WSFT, WDPO) and "
-                    "charts loss and similarity as it goes. Stored trainings are listed on "
-                    "the right.", id="train-placeholder")
-            else:
-                from fairpp_app.tui.widgets.config_form import ConfigForm
-
-                yield ConfigForm(cls, choices=self._choices(), id="train-form")
+            yield ConfigForm(TrainingConfig, choices=self._choices(), id="train-form")
             with Vertical(id="train-side"):
                 with Horizontal(id="train-buttons"):
-                    yield Button("Start F5", id="train-start", variant="primary",
-                                 disabled=cls is None)
+                    yield Button("Start F5", id="train-start", variant="primary")
                     yield Button("Cancel F7", id="train-cancel", variant="error", disabled=True)
-                    yield Button("Resume F8", id="train-resume", disabled=cls is None)
+                    yield Button("Resume F8", id="train-resume")
                 yield Static("idle", id="train-state")
                 yield Static(id="train-error", classes="error")
                 yield DataTable(id="trainings", cursor_type="row", zebra_stripes=True)
@@ -162,9 +143,8 @@ class TrainScreen(Screen):
             return
         self.training_id, self.last_event = training_id, 0
         self.loss, self.similarity = {"loss": ([], []), "reward margin": ([], [])}, {}
-        row = self.app.store.db.execute("SELECT target FROM trainings WHERE id = ?",
-                                        [training_id]).fetchone()
-        self.target_label = self._label(row[0]) if row else None
+        target = self.app.store.training_target(training_id)
+        self.target_label = self._label(target) if target else None
         self.poll(force=True)
 
     def poll(self, force: bool = False) -> None:
@@ -213,9 +193,8 @@ class TrainScreen(Screen):
     def _state(self, text: str, running: bool) -> None:
         self.running = running
         self.query_one("#train-state", Static).update(text)
-        cls = training_config_class()
-        self.query_one("#train-start", Button).disabled = running or cls is None
-        self.query_one("#train-resume", Button).disabled = running or cls is None
+        self.query_one("#train-start", Button).disabled = running
+        self.query_one("#train-resume", Button).disabled = running
         self.query_one("#train-cancel", Button).disabled = not running
 
     def _error(self, message: str) -> None:
@@ -225,9 +204,7 @@ class TrainScreen(Screen):
 
     @on(Button.Pressed, "#train-start")
     def action_start(self) -> None:
-        from fairpp_app.tui.widgets.config_form import ConfigForm
-
-        if self.running or training_config_class() is None:
+        if self.running:
             return
         try:
             config = self.query_one(ConfigForm).build()
@@ -240,7 +217,7 @@ class TrainScreen(Screen):
     @on(Button.Pressed, "#train-resume")
     def action_resume_selected(self) -> None:
         table = self.query_one("#trainings", DataTable)
-        if self.running or not table.row_count or training_config_class() is None:
+        if self.running or not table.row_count:
             return
         name = str(table.get_row_at(table.cursor_row)[0])
         self._launch(None, name)
@@ -257,19 +234,23 @@ class TrainScreen(Screen):
         self._state(f"resuming {resume}…" if resume else "preparing the training data…", True)
         self.train(config, resume)
 
-    @work(thread=True, exclusive=True, group="train")
+    @work(thread=True, exclusive=True, exit_on_error=False, group="train")
     def train(self, config, resume: str | None) -> None:
         from fairpp_app.store.database import Store
+        from fairpp_app.training.runner import run_training
 
-        try:
-            from fairpp_app.training.runner import run_training
+        with Store(self.app.db_path) as store:
+            outcome = run_training(store, list(self.app.personas), config, resume=resume,
+                                   listener=self._listen, cancel=self.cancel_event)
+        self.post_message(self.Finished(outcome))
 
-            with Store(self.app.db_path) as store:
-                outcome = run_training(store, list(self.app.personas), config, resume=resume,
-                                       listener=self._listen, cancel=self.cancel_event)
-            self.post_message(self.Finished(outcome, None))
-        except Exception as exc:  # every failure becomes a message on the screen
-            self.post_message(self.Finished(None, exc))
+    def worker_failed(self, worker, error: BaseException) -> str | None:
+        """The app's worker-failure handler calls this: the error panel and state say it."""
+        self._error(user_message(error))
+        self._state("failed", False)
+        self.action_reload()
+        self.poll()
+        return "training failed"
 
     def _listen(self, event) -> None:
         if getattr(event, "kind", "") == "train_started":
@@ -283,16 +264,9 @@ class TrainScreen(Screen):
             self.select(row["id"])
 
     def on_train_screen_finished(self, message: Finished) -> None:
-        if message.error is not None:
-            exc = message.error
-            text = str(exc) if isinstance(exc, FairppError) else f"{type(exc).__name__}: {exc}"
-            self._error(text)
-            self._state("failed", False)
-            self.app.show_error(exc, "training failed")
-        else:
-            out = message.outcome
-            self._state(f"{out.name} {out.status} at step {out.step}"
-                        + (f": {out.message}" if out.message else ""), False)
-            self.notify(f"training {out.name} {out.status}")
+        out = message.outcome
+        self._state(f"{out.name} {out.status} at step {out.step}"
+                    + (f": {out.message}" if out.message else ""), False)
+        self.notify(f"training {out.name} {out.status}")
         self.action_reload()
         self.poll()

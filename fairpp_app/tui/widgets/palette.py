@@ -15,7 +15,8 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 
 class FairppCommands(Provider):
-    def _entries(self) -> Iterator[tuple[str, object, str]]:
+    def entries(self) -> Iterator[tuple[str, object, str]]:
+        """``(title, callback, help)`` of every command the palette offers here."""
         app = self.app
         for mode, title, help_ in app.NAVIGATION:
             yield f"Go to {title}", partial(app.run_action, f"goto('{mode}')"), help_
@@ -32,11 +33,11 @@ class FairppCommands(Provider):
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
-        for title, callback, help_ in self._entries():
+        for title, callback, help_ in self.entries():
             score = matcher.match(title)
             if score > 0:
                 yield Hit(score, matcher.highlight(title), callback, text=title, help=help_)
 
     async def discover(self) -> Hits:
-        for title, callback, help_ in self._entries():
+        for title, callback, help_ in self.entries():
             yield DiscoveryHit(title, callback, text=title, help=help_)

@@ -1,0 +1,210 @@
+"""The schema of a fairpp database, its versioned migrations, and the checks on opening.
+
+The schema version lives in ``PRAGMA user_version`` and each version has one upgrade
+function (``_v1``, ``_v2``, ...), applied in order inside one transaction, so an older
+file is brought forward without losing rows. ``PRAGMA application_id`` marks the file as
+ours: a file that is not SQLite, is damaged, or is some other program's database is
+refused with a message and never touched. The queries live in ``database.Store``; this
+module only knows what the tables look like and how a file gets there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlite_utils
+
+from fairpp_app.core.errors import DatabaseError
+
+APPLICATION_ID = 0x46505031  # "FPP1"
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+# --- one upgrade function per version --------------------------------------------------------------------------
+
+def _v1(db: sqlite_utils.Database) -> None:
+    """Questions, personas, runs, records and events."""
+    db.execute("""
+        CREATE TABLE questions (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            topic TEXT NOT NULL,
+            category TEXT NOT NULL,
+            problem TEXT NOT NULL,
+            group_type TEXT NOT NULL,
+            group_name TEXT NOT NULL,
+            dimension INTEGER NOT NULL,
+            framing INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            option_a TEXT NOT NULL,
+            option_b TEXT NOT NULL,
+            option_c TEXT NOT NULL,
+            split TEXT NOT NULL,
+            parent_id TEXT
+        )""")
+    db.execute("""
+        CREATE TABLE personas (
+            number INTEGER PRIMARY KEY,
+            slug TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL,
+            description TEXT NOT NULL,
+            builtin INTEGER NOT NULL
+        )""")
+    db.execute("""
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            backend TEXT,
+            model TEXT,
+            mode TEXT,
+            prompt_hash TEXT,
+            params TEXT NOT NULL DEFAULT '{}',
+            status TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            finished_at REAL
+        )""")
+    db.execute("""
+        CREATE TABLE records (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            question_id TEXT NOT NULL REFERENCES questions(id),
+            respondent TEXT NOT NULL,
+            raw_text TEXT,
+            answer TEXT CHECK (answer IN ('A', 'B', 'C')),
+            p_a REAL, p_b REAL, p_c REAL,
+            method TEXT NOT NULL,
+            latency_ms REAL,
+            created_at REAL NOT NULL,
+            UNIQUE (run_id, question_id, respondent)
+        )""")
+    db.execute("""
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER REFERENCES runs(id),
+            time REAL NOT NULL,
+            kind TEXT NOT NULL,
+            payload TEXT NOT NULL
+        )""")
+
+
+def _v2(db: sqlite_utils.Database) -> None:
+    """Weights, training runs, off-option probability mass, respondent kind, browse indexes."""
+    db.execute("ALTER TABLE records ADD COLUMN other_mass REAL")
+    db.execute("ALTER TABLE records ADD COLUMN respondent_kind TEXT NOT NULL DEFAULT 'persona'")
+    db.execute("ALTER TABLE events ADD COLUMN training_id INTEGER REFERENCES trainings(id)")
+    db.execute("""
+        CREATE TABLE trainings (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            method TEXT NOT NULL,
+            target TEXT NOT NULL,
+            base_model TEXT NOT NULL,
+            from_run TEXT,
+            config TEXT NOT NULL DEFAULT '{}',
+            status TEXT NOT NULL,
+            adapter_path TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )""")
+    db.execute("""
+        CREATE TABLE weight_sets (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            target TEXT NOT NULL,
+            alpha REAL NOT NULL,
+            beta REAL NOT NULL,
+            split TEXT NOT NULL,
+            tiers TEXT NOT NULL,
+            skipped TEXT NOT NULL DEFAULT '[]',
+            created_at REAL NOT NULL,
+            UNIQUE (run_id, target, alpha, beta, split)
+        )""")
+    db.execute("""
+        CREATE TABLE weights (
+            set_id INTEGER NOT NULL REFERENCES weight_sets(id) ON DELETE CASCADE,
+            question_id TEXT NOT NULL REFERENCES questions(id),
+            tier INTEGER NOT NULL,
+            weight REAL NOT NULL,
+            PRIMARY KEY (set_id, question_id)
+        )""")
+    for column in ("split", "topic", "category", "problem", "group_type", "group_name",
+                   "dimension", "framing"):
+        db.execute(f"CREATE INDEX idx_questions_{column} ON questions({column})")
+    db.execute("CREATE INDEX idx_records_question ON records(question_id)")
+    db.execute("CREATE INDEX idx_records_respondent ON records(run_id, respondent)")
+    db.execute("CREATE INDEX idx_events_run ON events(run_id, id)")
+    db.execute("CREATE INDEX idx_events_training ON events(training_id, id)")
+
+
+def _v3(db: sqlite_utils.Database) -> None:
+    """Who works on a run (``ownership``): owner as JSON, and the owner's last heartbeat."""
+    db.execute("ALTER TABLE runs ADD COLUMN owner TEXT")
+    db.execute("ALTER TABLE runs ADD COLUMN heartbeat REAL")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def check_file(path: Path) -> None:
+    """Refuse anything at ``path`` that is not an SQLite database (before SQLite opens it)."""
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise DatabaseError(f"{path} is a directory, not a database file")
+    if path.stat().st_size == 0:
+        return
+    with path.open("rb") as fh:
+        head = fh.read(len(SQLITE_MAGIC))
+    if head != SQLITE_MAGIC:
+        raise DatabaseError(
+            f"{path} is not an SQLite database (wrong header); fairpp will not touch it. "
+            "Move it away or pass --db with another path.")
+
+
+def _pragma(db: sqlite_utils.Database, name: str) -> int:
+    return db.execute(f"PRAGMA {name}").fetchone()[0]
+
+
+def schema_version(db: sqlite_utils.Database) -> int:
+    return _pragma(db, "user_version")
+
+
+def validate_and_upgrade(db: sqlite_utils.Database, path: Path, upgrade_to: int) -> None:
+    """Refuse a damaged file or another program's database, then migrate up to ``upgrade_to``."""
+    ok = db.execute("PRAGMA quick_check").fetchone()[0]
+    if ok != "ok":
+        raise DatabaseError(f"{path} is damaged (SQLite integrity check: {ok}); "
+                            "fairpp will not write to it")
+    app_id = _pragma(db, "application_id")
+    version = _pragma(db, "user_version")
+    tables = db.table_names()
+    if app_id != APPLICATION_ID:
+        if tables or version:
+            raise DatabaseError(
+                f"{path} is an SQLite database of another program "
+                f"(tables: {', '.join(tables[:5]) or 'none'}); fairpp will not modify it. "
+                "Pass --db with another path.")
+    if version > SCHEMA_VERSION:
+        raise DatabaseError(
+            f"{path} was written by a newer fairpp (schema {version}, this one knows "
+            f"{SCHEMA_VERSION}); upgrade fairpp to open it")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA foreign_keys=ON")
+    if version < upgrade_to:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read under the write lock: another process may have upgraded meanwhile.
+            version = _pragma(db, "user_version")
+            for step in range(version, upgrade_to):
+                MIGRATIONS[step](db)
+                db.execute(f"PRAGMA user_version = {step + 1}")
+            db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
