@@ -21,6 +21,7 @@ HANDLERS = {
     "questions": "bank_commands", "personas": "bank_commands",
     "import": "data_commands", "export": "data_commands",
     "simulate": "run_commands", "scenarios": "run_commands", "runs": "run_commands",
+    "jobs": "run_commands",
     "metrics": "run_commands", "weights": "run_commands",
     "train": "training_commands", "evaluate": "training_commands", "report": "training_commands",
     "backends": "system_commands", "doctor": "system_commands", "info": "system_commands",

@@ -90,8 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
     sim = add("simulate", "let personas (or a bare model) answer questions through a backend; "
               "rerun the same command to resume")
     add_config_flags(sim, "simulate")
+    sim.add_argument("--config-json", metavar="JSON",
+                     help="the whole configuration as one JSON object of the fields above (how "
+                          "the app starts a simulation in a child process); other flags are ignored")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_json(sim)
+
+    jb = add("jobs", "the processes working on runs now (started from the app or the CLI); "
+             "with no action, list them")
+    jsub = jb.add_subparsers(dest="action", metavar="ACTION")
+    js = add("stop", "ask the job working on a run to stop after the records in flight", jsub)
+    js.add_argument("name", help="run name")
+    js.add_argument("--pause", action="store_true",
+                    help="end it 'paused' instead of 'cancelled' (either way the same command resumes it)")
+    jl = add("log", "print the log of a job the app started (its stderr)", jsub)
+    jl.add_argument("name", help="run name")
+    jl.add_argument("--lines", type=int, default=0, metavar="N", help="only the last N lines")
+    _add_json(jb)
 
     sc = add("scenarios", "scenario questions: a short vignette per option, written by a model")
     scsub = sc.add_subparsers(dest="action", metavar="ACTION", required=True)

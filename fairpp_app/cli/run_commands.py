@@ -1,22 +1,40 @@
-"""``fairpp simulate``, ``scenarios``, ``runs``, ``metrics`` and ``weights``: runs and what they hold."""
+"""``fairpp simulate``, ``scenarios``, ``runs``, ``jobs``, ``metrics`` and ``weights``: runs and what they hold."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from rich.table import Table
 
 from fairpp_app.cli.output import err, fmt, open_store, out, print_json
 from fairpp_app.cli.parser import config_from_args
-from fairpp_app.core.errors import UsageError
+from fairpp_app.core.errors import NotFoundError, UsageError
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from fairpp_app.jobs.simulation import Stop
+
+    # From the start: a pause or cancel that arrives while the model loads is honoured at the
+    # first batch instead of killing the process by the signal's default action.
+    stop = Stop()
+    with stop_on_signals(stop):
+        return _simulate(args, stop)
+
+
+def _simulate(args: argparse.Namespace, stop) -> int:
     from fairpp_app.core.events import Progress, RetryScheduled, RunEnded, RunStarted
     from fairpp_app.core.simulation_config import SimulationConfig
     from fairpp_app.jobs.simulation import LONG_RUN_S, Estimate, estimate, run_simulation
 
-    config = config_from_args(SimulationConfig, args, "simulate")
+    if args.config_json:
+        config = SimulationConfig(**json.loads(args.config_json))
+    else:
+        config = config_from_args(SimulationConfig, args, "simulate")
     store, personas = open_store(args)
     if store.question_count() == 0:
         from fairpp_app.core.questions import build_bank
@@ -54,14 +72,78 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             err.print(event.message)
 
     with store, bar:
-        outcome = run_simulation(store, config, personas, listener=listen)
+        outcome = run_simulation(store, config, personas, listener=listen, cancel=stop)
     summary = outcome.__dict__
     if args.json:
         print_json(summary)
     else:
         err.print(f"run '{outcome.run}' {outcome.status}: {outcome.done}/{outcome.total} records "
                   f"({outcome.written} new, {outcome.unparsed} unparsed)")
-    return {"finished": 0, "cancelled": 130}.get(outcome.status, 1)
+    return {"finished": 0, "cancelled": 130, "paused": 130}.get(outcome.status, 1)
+
+
+@contextmanager
+def stop_on_signals(stop) -> Iterator[None]:
+    """While a run works: the supervisor's pause signal pauses it and SIGTERM cancels it, each
+    after the records in flight are written (Ctrl-C keeps raising KeyboardInterrupt)."""
+    from fairpp_app.jobs.supervisor import CANCEL_SIGNAL, PAUSE_SIGNAL
+
+    handlers = {PAUSE_SIGNAL: lambda *_: stop.pause(), CANCEL_SIGNAL: lambda *_: stop.cancel()}
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    """The processes working on runs now: list them, stop one, or show one's log."""
+    from fairpp_app.core import ownership
+    from fairpp_app.jobs import supervisor
+
+    if args.action == "log":
+        path = supervisor.log_path(args.name)
+        if not path.is_file():
+            raise NotFoundError(f"no log for '{args.name}' (logs are kept for jobs the app "
+                                f"started; they live in {path.parent})")
+        lines = path.read_text("utf-8", "replace").splitlines()
+        out.print("\n".join(lines[-args.lines:]) if args.lines else "\n".join(lines), markup=False,
+                  highlight=False)
+        return 0
+    store, _ = open_store(args)
+    with store:
+        live = store.live_runs()
+    if args.action == "stop":
+        run = next((r for r in live if r["name"] == args.name), None)
+        if run is None:
+            raise NotFoundError(f"no job is working on '{args.name}' (see `fairpp jobs`)")
+        if run["owner"].get("host") != ownership.me()["host"]:
+            raise UsageError(f"'{args.name}' runs on {run['owner'].get('host')}; stop it there")
+        how = "pause" if args.pause else "cancel"
+        supervisor.request_stop(int(run["owner"]["pid"]), how)
+        err.print(f"asked pid {run['owner']['pid']} to {how} '{args.name}'; it writes the records "
+                  "in flight, then exits (`fairpp runs` shows the status)")
+        return 0
+    rows = [{"run": r["name"], "kind": r["kind"], "pid": r["owner"].get("pid"),
+             "host": r["owner"].get("host"), "records": r["records"],
+             "total": (r["progress"] or {}).get("total"), "rate": (r["progress"] or {}).get("rate"),
+             "since": r["owner"].get("since")} for r in live]
+    if args.json:
+        print_json(rows)
+        return 0
+    if not rows:
+        err.print("no job is running")
+        return 0
+    table = Table("run", "kind", "pid", "progress", "rate", "started")
+    for row in rows:
+        progress = f"{row['records']:,}" + (f"/{row['total']:,}" if row["total"] else "")
+        rate = "-" if row["rate"] is None else f"{row['rate']:.1f}/s"
+        since = "-" if row["since"] is None else time.strftime("%Y-%m-%d %H:%M:%S",
+                                                                time.localtime(row["since"]))
+        table.add_row(row["run"], row["kind"], str(row["pid"]), progress, rate, since)
+    out.print(table)
+    return 0
 
 
 def cmd_scenarios(args: argparse.Namespace) -> int:

@@ -61,6 +61,22 @@ class RunEnded(Event):
 
 
 @dataclass
+class RunCrashed(Event):
+    """The supervisor saw the process working on a run die without ending it: by a signal
+    (SIGKILL is how the kernel's OOM killer ends a process) or by a non-zero exit."""
+
+    kind = "run_crashed"
+    run: str
+    signal: str | None
+    exit_code: int | None
+    stderr_tail: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        how = self.signal or f"exit code {self.exit_code}"
+        return f"crashed ({how})"
+
+
+@dataclass
 class TrainingStarted(Event):
     kind = "train_started"
     training: str

@@ -49,3 +49,8 @@ def config_path() -> Path:
 def cache_dir() -> Path:
     """Converted model weights and other re-creatable files."""
     return data_dir() / "cache"
+
+
+def logs_dir() -> Path:
+    """One log file per job the app started in a child process (its stderr)."""
+    return data_dir() / "logs"

@@ -158,6 +158,30 @@ def plan(store: Store, run_id: int, questions: Sequence[Question], personas: Seq
     return tasks
 
 
+class Stop(threading.Event):
+    """A request to end a run early, and the status the run ends with.
+
+    Either way the records in flight are written first and the same command resumes the run:
+    ``pause()`` ends it ``paused`` (the user means to come back), ``set()`` (or ``cancel()``)
+    ends it ``cancelled``. A plain ``threading.Event`` passed as ``cancel`` still works and
+    means cancel.
+    """
+
+    status = "cancelled"
+
+    def pause(self) -> None:
+        self.status = "paused"
+        self.set()
+
+    def cancel(self) -> None:
+        self.status = "cancelled"
+        self.set()
+
+
+def stop_status(stop: threading.Event) -> str:
+    return stop.status if isinstance(stop, Stop) else "cancelled"
+
+
 class Simulation:
     """One invocation of a run: open or resume it, plan, execute, record."""
 
@@ -329,11 +353,11 @@ class Simulation:
                 step = cfg.batch_size if backend.SUPPORTS_BATCH else 1
                 for i in range(0, len(tasks), step):
                     if self.cancel.is_set():
-                        status, message = "cancelled", "cancelled by the user"
                         break
                     record(self._answer(backend, tasks[i:i + step]))
-            if status == "finished" and self.cancel.is_set() and done < total:
-                status, message = "cancelled", "cancelled by the user"
+            if self.cancel.is_set() and done < total:
+                status = stop_status(self.cancel)
+                message = f"{status} by the user; {done} of {total} records are saved"
         except TransientBackendError as exc:
             status = "stopped"
             message = (f"the {backend.name} backend kept failing ({exc}); {done} of {total} records "

@@ -21,6 +21,7 @@ from typing import Any
 import sqlite_utils
 
 from fairpp_app.core.errors import DatabaseError, NotFoundError, UsageError
+from fairpp_app.core.events import RunCrashed
 from fairpp_app.core.personas import Persona
 from fairpp_app.core.questions import Question
 from fairpp_app.store.migrations import (  # noqa: F401  (re-exported: tests and tools use them)
@@ -219,7 +220,7 @@ class Store:
             name, owner, beat = self.db.execute(
                 "SELECT name, owner, heartbeat FROM runs WHERE id = ?", [run_id]).fetchone()
             current = json.loads(owner) if owner else None
-            mine = ownership.me()
+            mine = {**ownership.me(), "since": _now()}
             if current and current.get("pid") != mine["pid"] and ownership.alive(current, beat):
                 raise UsageError(
                     f"run '{name}' is being worked on by {ownership.describe(current)}; wait "
@@ -256,6 +257,40 @@ class Store:
                                 "updated_at = ? WHERE id = ? AND status = 'running'",
                                 [_now(), run_id])
         return gone
+
+    def settle_run(self, run_id: int, crash: RunCrashed) -> bool:
+        """A supervisor's word after the process working on a run has died: a run it left
+        ``running`` (or that a reader has since marked ``interrupted``) becomes ``crashed``,
+        with the how in an event. A run its process ended properly is left as it is.
+        Returns whether the run was marked."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            changed = self.db.execute(
+                "UPDATE runs SET status = 'crashed', owner = NULL, updated_at = ? "
+                "WHERE id = ? AND status IN ('running', 'interrupted')", [_now(), run_id]).rowcount
+            if changed:
+                self.add_event(crash.kind, crash.payload(), run_id=run_id)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return bool(changed)
+
+    def live_runs(self) -> list[dict]:
+        """Runs a living process is working on now, each with its owner (pid, host, since),
+        its records so far and its latest progress event (None before the first)."""
+        self.reap_runs()
+        out = []
+        for run in self.db.query("""
+                SELECT runs.*, (SELECT count(*) FROM records WHERE records.run_id = runs.id) AS records
+                FROM runs WHERE status = 'running' AND owner IS NOT NULL ORDER BY runs.id"""):
+            run["owner"] = json.loads(run["owner"])
+            latest = self.db.execute(
+                "SELECT payload FROM events WHERE run_id = ? AND kind = 'progress' "
+                "ORDER BY id DESC LIMIT 1", [run["id"]]).fetchone()
+            run["progress"] = json.loads(latest[0]) if latest else None
+            out.append(run)
+        return out
 
     def list_runs(self) -> list[dict]:
         self.reap_runs()
