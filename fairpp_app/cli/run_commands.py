@@ -30,6 +30,7 @@ def _simulate(args: argparse.Namespace, stop) -> int:
     from fairpp_app.core.events import Progress, RetryScheduled, RunEnded, RunStarted
     from fairpp_app.core.simulation_config import SimulationConfig
     from fairpp_app.jobs.simulation import LONG_RUN_S, Estimate, estimate, run_simulation
+    from fairpp_app.jobs.supervisor import adopt_log
 
     if args.config_json:
         config = SimulationConfig(**json.loads(args.config_json))
@@ -53,6 +54,7 @@ def _simulate(args: argparse.Namespace, stop) -> int:
     def listen(event) -> None:
         nonlocal task_id
         if isinstance(event, RunStarted):
+            adopt_log(event.run)
             planned = Estimate(event.planned, speed.seconds_per_record, speed.source)
             if planned.seconds is not None and planned.seconds > LONG_RUN_S:
                 err.print(f"[bold yellow]this run plans {planned.describe()}[/]; Ctrl-C stops it "

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,10 +34,12 @@ from fairpp_app.store.database import Store
 PAUSE_SIGNAL = signal.SIGUSR1
 CANCEL_SIGNAL = signal.SIGTERM
 LOG_TAIL_LINES = 12
+#: Set in a supervised child: the log file its stdout and stderr go to until it knows its run.
+JOB_LOG_ENV = "FAIRPP_JOB_LOG"
 
 
 def log_path(name: str) -> Path:
-    """The log file of the job working on run (or training) ``name``."""
+    """The log file of the jobs that worked on run (or training) ``name``; each appends."""
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
     return logs_dir() / f"{safe}.log"
 
@@ -48,12 +52,39 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
     return [line for line in text.splitlines() if line.strip()][-lines:]
 
 
+def adopt_log(run_name: str) -> None:
+    """In a supervised child, once its run is known: move its output to the run's log.
+
+    The child starts writing to a log of its own (its run may not have a name before the
+    backend has loaded: the default name includes the model's). From here on its stdout and
+    stderr append to ``log_path(run_name)``, so every job that worked on a run, paused,
+    crashed or resumed, leaves its lines in one file. Does nothing outside a supervised child.
+    """
+    pending = Path(os.environ.get(JOB_LOG_ENV, ""))
+    if not pending.name or not pending.is_file():
+        return
+    target = log_path(run_name)
+    if target == pending:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with open(target, "ab") as out:
+        out.write(pending.read_bytes())
+    fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    pending.unlink(missing_ok=True)
+    os.environ[JOB_LOG_ENV] = str(target)
+
+
 @dataclass
 class JobEnd:
-    """How a child ended: its exit code or signal, and the last lines of its log."""
+    """How a child ended: its exit code or signal, its run, and the last lines of its log."""
 
     exit_code: int | None
     signal: str | None
+    run: str | None = None
     log_tail: list[str] = field(default_factory=list)
     crashed: bool = False  # the supervisor marked the run crashed
 
@@ -68,9 +99,8 @@ class Job:
     """A child working on one run, as seen by the process that started it."""
 
     kind: str
-    name: str
     db: Path
-    log: Path
+    pending_log: Path
     process: subprocess.Popen
 
     @property
@@ -80,37 +110,48 @@ class Job:
     def running(self) -> bool:
         return self.process.poll() is None
 
+    def run(self) -> dict | None:
+        """The run this child works on, once it has claimed it (None before)."""
+        with Store(self.db) as store:
+            return store.run_owned_by(self.pid, socket.gethostname())
+
+    def log(self) -> Path:
+        """Where the child's output is now: its run's log once it has adopted it."""
+        if self.pending_log.is_file():
+            return self.pending_log
+        run = self.run()
+        return log_path(run["name"]) if run else self.pending_log
+
+    def stop(self, how: str) -> None:
+        request_stop(self.pid, how)
+
     def wait(self, timeout: float | None = None) -> JobEnd:
-        """Block until the child ends, then settle its run (see module doc)."""
+        """Block until the child ends, then settle its run (see the module doc)."""
         code = self.process.wait(timeout)
         end = JobEnd(exit_code=code if code >= 0 else None,
-                     signal=signal_name(-code) if code < 0 else None, log_tail=log_tail(self.log))
-        if code != 0:
-            end.crashed = settle(self.db, self.name, end)
+                     signal=signal_name(-code) if code < 0 else None)
+        with Store(self.db) as store:
+            run = store.run_owned_by(self.pid, socket.gethostname())
+            end.run = run["name"] if run else None
+            end.log_tail = log_tail(self.log())
+            if run is not None and code != 0:
+                crash = RunCrashed(run["name"], end.signal, end.exit_code, end.log_tail)
+                end.crashed = store.settle_run(run["id"], crash)
         return end
 
 
-def start(kind: str, name: str, argv: list[str], db: Path) -> Job:
-    """Start ``fairpp --db DB ARGV...`` for run ``name`` as a supervised child."""
-    log = log_path(name)
-    log.parent.mkdir(parents=True, exist_ok=True)
+def start(kind: str, argv: list[str], db: Path) -> Job:
+    """Start ``fairpp --db DB ARGV...`` as a supervised child (see the module doc)."""
+    logs_dir().mkdir(parents=True, exist_ok=True)
+    pending = logs_dir() / f"pending-{kind}-{time.time_ns()}.log"
     cmd = [sys.executable, "-m", "fairpp_app.cli", "--db", str(db), *argv]
-    with open(log, "ab") as out:
+    with open(pending, "ab") as out:
         out.write(f"==> fairpp {' '.join(argv)}\n".encode())
         out.flush()
-        process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                   start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    return Job(kind, name, Path(db), log, process)
-
-
-def settle(db: Path, name: str, end: JobEnd) -> bool:
-    """Mark run ``name`` crashed when its child died leaving it running; whether it did."""
-    with Store(db) as store:
-        run = store.find_run(name)
-        if run is None:
-            return False
-        crash = RunCrashed(name, end.signal, end.exit_code, end.log_tail)
-        return store.settle_run(run["id"], crash)
+        process = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+            env={**os.environ, JOB_LOG_ENV: str(pending), "PYTHONUNBUFFERED": "1"})
+    return Job(kind, Path(db), pending, process)
 
 
 def request_stop(pid: int, how: str) -> None:

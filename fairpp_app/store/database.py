@@ -217,9 +217,9 @@ class Store:
 
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            name, owner, beat = self.db.execute(
-                "SELECT name, owner, heartbeat FROM runs WHERE id = ?", [run_id]).fetchone()
-            current = json.loads(owner) if owner else None
+            name, status, owner, beat = self.db.execute(
+                "SELECT name, status, owner, heartbeat FROM runs WHERE id = ?", [run_id]).fetchone()
+            current = json.loads(owner) if owner and status == "running" else None
             mine = {**ownership.me(), "since": _now()}
             if current and current.get("pid") != mine["pid"] and ownership.alive(current, beat):
                 raise UsageError(
@@ -239,9 +239,9 @@ class Store:
         self.db.execute("UPDATE runs SET heartbeat = ? WHERE id = ?", [_now(), run_id])
 
     def release_run(self, run_id: int, status: str) -> None:
-        """The owner's last word on a run: its status, and no owner any more."""
+        """The owner's last word on a run: its status. The owner stays recorded as the last
+        process that worked on the run; only a ``running`` run's owner is a live one."""
         self.set_run_status(run_id, status)
-        self.db.execute("UPDATE runs SET owner = NULL WHERE id = ?", [run_id])
 
     def reap_runs(self) -> list[str]:
         """Mark ``interrupted`` every running run whose owner is gone; their names."""
@@ -253,9 +253,9 @@ class Store:
             current = json.loads(owner) if owner else None
             if current is None or not ownership.alive(current, beat):
                 gone.append(name)
-                self.db.execute("UPDATE runs SET status = 'interrupted', owner = NULL, "
-                                "updated_at = ? WHERE id = ? AND status = 'running'",
-                                [_now(), run_id])
+                # The owner stays: a supervisor that saw its child die can still find the run.
+                self.db.execute("UPDATE runs SET status = 'interrupted', updated_at = ? "
+                                "WHERE id = ? AND status = 'running'", [_now(), run_id])
         return gone
 
     def settle_run(self, run_id: int, crash: RunCrashed) -> bool:
@@ -266,7 +266,7 @@ class Store:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             changed = self.db.execute(
-                "UPDATE runs SET status = 'crashed', owner = NULL, updated_at = ? "
+                "UPDATE runs SET status = 'crashed', updated_at = ? "
                 "WHERE id = ? AND status IN ('running', 'interrupted')", [_now(), run_id]).rowcount
             if changed:
                 self.add_event(crash.kind, crash.payload(), run_id=run_id)
@@ -275,6 +275,14 @@ class Store:
             self.db.execute("ROLLBACK")
             raise
         return bool(changed)
+
+    def run_owned_by(self, pid: int, host: str) -> dict | None:
+        """The latest run whose owner is (or, once it died, was) process ``pid`` on ``host``."""
+        row = self.db.execute(
+            "SELECT name FROM runs WHERE json_extract(owner, '$.pid') = ? "
+            "AND json_extract(owner, '$.host') = ? ORDER BY updated_at DESC, id DESC LIMIT 1",
+            [pid, host]).fetchone()
+        return self.get_run(row[0]) if row else None
 
     def live_runs(self) -> list[dict]:
         """Runs a living process is working on now, each with its owner (pid, host, since),

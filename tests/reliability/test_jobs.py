@@ -46,7 +46,7 @@ def _wait_for_records(db: Path, job: supervisor.Job, at_least: int) -> int:
         seen = _records(db)[0]
         if seen >= at_least:
             return seen
-        assert job.running(), supervisor.log_tail(job.log)
+        assert job.running(), supervisor.log_tail(job.log())
         time.sleep(0.2)
     raise AssertionError(f"fewer than {at_least} records after 240 s")
 
@@ -66,7 +66,7 @@ def test_a_child_job_pauses_crashes_and_resumes_with_exact_counts(db_path, monke
     argv = ["simulate", "--config-json", json.dumps(asdict(config))]
 
     # 1. Started as the app starts it; `fairpp jobs` sees it, with the child's pid.
-    job = supervisor.start("simulate", RUN, argv, db_path)
+    job = supervisor.start("simulate", argv, db_path)
     _wait_for_records(db_path, job, 14)
     listed = json.loads(_fairpp(db_path, "jobs", "--json").stdout)
     assert [(j["run"], j["pid"]) for j in listed] == [(RUN, job.pid)]
@@ -76,12 +76,12 @@ def test_a_child_job_pauses_crashes_and_resumes_with_exact_counts(db_path, monke
     stopped = _fairpp(db_path, "jobs", "stop", RUN, "--pause")
     assert stopped.returncode == 0, stopped.stderr
     end = job.wait(timeout=120)
-    assert end.signal is None and not end.crashed and _status(db_path) == "paused"
+    assert (end.signal, end.crashed, end.run) == (None, False, RUN) and _status(db_path) == "paused"
     paused, distinct = _records(db_path)
     assert 14 <= paused < TOTAL and paused == distinct
 
     # 3. Resumed in a new child, then killed the way the OOM killer kills: crashed (SIGKILL).
-    job = supervisor.start("simulate", RUN, argv, db_path)
+    job = supervisor.start("simulate", argv, db_path)
     _wait_for_records(db_path, job, paused + 14)
     os.kill(job.pid, signal.SIGKILL)
     end = job.wait(timeout=60)
@@ -95,7 +95,7 @@ def test_a_child_job_pauses_crashes_and_resumes_with_exact_counts(db_path, monke
     assert json.loads(_fairpp(db_path, "jobs", "--json").stdout) == []
 
     # 4. Resumed again: exactly the planned records, none twice, and the run finished.
-    job = supervisor.start("simulate", RUN, argv, db_path)
+    job = supervisor.start("simulate", argv, db_path)
     end = job.wait(timeout=300)
     assert end.exit_code == 0, end.log_tail
     assert _records(db_path) == (TOTAL, TOTAL) and _status(db_path) == "finished"
