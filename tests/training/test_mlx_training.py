@@ -35,7 +35,8 @@ from fairpp_app.training.mlx_trainer import (
     load_backend,
     softplus,
 )
-from fairpp_app.training.runner import read_metadata, run_training
+from fairpp_app.training.runner import run_training
+from fairpp_app.training.session import read_metadata
 from tests.support.training_data import PERSONA_RUN, TARGET_SLUG
 
 

@@ -18,7 +18,8 @@ from fairpp_app.cli import main
 from fairpp_app.core.errors import UsageError
 from fairpp_app.training.config import TrainingConfig
 from fairpp_app.training.failures import TrainingDiverged
-from fairpp_app.training.runner import read_metadata, run_training
+from fairpp_app.training.runner import run_training
+from fairpp_app.training.session import read_metadata
 from tests.support.training_data import N_TEST, PERSONA_RUN, TARGET_SLUG
 
 REPO = Path(__file__).resolve().parents[2]
