@@ -35,7 +35,7 @@ def cancelled(session: TrainingSession, step: int) -> TrainingOutcome:
 
 
 @contextmanager
-def ending_on_failure(session: TrainingSession) -> Iterator[None]:
+def on_failure(session: TrainingSession) -> Iterator[None]:
     """Marks the run interrupted (Ctrl-C) or failed, with an event, and lets the exception go on."""
     try:
         yield

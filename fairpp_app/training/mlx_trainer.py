@@ -371,7 +371,7 @@ def save_adapter(trainer: MLXTrainer, folder: Path, lora_config: dict, base_path
 
 def train_mlx(session: TrainingSession) -> TrainingOutcome:
     """Train (or resume) ``session`` with MLX; the row and the events end as the torch ones do."""
-    with ending.ending_on_failure(session):
+    with ending.on_failure(session):
         return _train(session)
 
 

@@ -17,11 +17,12 @@ sequences right-padded by TRL's ``DataCollatorForPreference``, the full per-posi
 logits, per-token log-probs of the completion summed. Both feed the same weighted losses
 (``losses``); tests hold them equal within 1e-4.
 
-The weight column travels through the collators into ``compute_loss``; ``log`` adds the
-DPO reward margin and accuracy to what the Trainer logs, which is where the
-``TrainingStep`` events come from (``callbacks``). Checkpoints are the Trainer's own
-(adapter, optimizer, scheduler, RNG and trainer state) every ``--save-every`` steps, so
-``--resume`` continues a killed run at the step it last saved with the same data order.
+The weight column travels through the collators into ``compute_loss``, which applies the
+method's own loss (from the registry in ``methods``); ``log`` adds the DPO reward margin
+and accuracy to what the Trainer logs, which is where the ``TrainingStep`` events come
+from (``callbacks``). Checkpoints are the Trainer's own (adapter, optimizer, scheduler,
+RNG and trainer state) every ``--save-every`` steps, found on resume by ``checkpoints``,
+so ``--resume`` continues a killed run at the step it last saved with the same data order.
 
 Several GPUs: ``accelerate launch -m fairpp_app.cli train ...`` runs one process per GPU
 under DDP; only rank 0 writes the database and the files.
@@ -319,7 +320,7 @@ def _train(session: TrainingSession) -> TrainingOutcome:
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        with ending.ending_on_failure(session):
+        with ending.on_failure(session):
             base = session.row["base_model"] if session.row else config.base
             model, tokenizer, path = prepare_model(config, device, base, session.init_chain)
             session.open_row(base_spec(base), {"base_path": str(path)})
