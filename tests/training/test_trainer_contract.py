@@ -16,13 +16,15 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from fairpp_app.core.personas import resolve
 from fairpp_app.training.config import TrainingConfig
+from fairpp_app.training.data import build_training_set
 from fairpp_app.training.failures import TrainingDiverged, TrainingOutOfMemory
 from fairpp_app.training.methods import METHODS
 from fairpp_app.training.runner import run_training
@@ -136,6 +138,91 @@ def test_eval_events_are_stored_with_similarity_to_every_persona(trainer, person
     kinds = [e["kind"] for e in stored]
     assert kinds[0] == "train_started" and kinds[-1] == "train_ended"
     assert [e.kind for e in events] == kinds  # the listener saw what the table holds
+
+
+# ---- the loss ---------------------------------------------------------------------------------
+
+@dataclass
+class Gradients:
+    """One micro-batch's LoRA gradients through a trainer's own loss, on an adapter moved off zero."""
+
+    examples: list        # the trainer's examples: a test may change one's weight
+    of_rows: object       # rows (indices into examples) -> {parameter name: gradient}
+    pair: tuple[int, int]  # two weighted questions the trainer batches without padding
+    atol: float
+
+
+def _torch_gradients(config, data, tiny_dir, output_dir) -> Gradients:
+    from types import SimpleNamespace
+
+    import torch
+
+    from fairpp_app.training.torch_trainer import LastTokenCollator, build_trainer, prepare_model
+
+    model, tokenizer, _ = prepare_model(config, "cpu", str(tiny_dir))
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # LoRA B starts at zero (policy == reference); give it values
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+    session = SimpleNamespace(config=config, name=config.name, data=lambda: data)
+    trainer = build_trainer(session, model, tokenizer, "cpu", output_dir=output_dir)
+    dataset = trainer.train_dataset
+    collate = LastTokenCollator(trainer.scorer.pad_id)
+
+    def of_rows(rows):
+        model.zero_grad()
+        trainer.compute_loss(model, collate([dataset[i] for i in rows])).backward()
+        return {n: (p.grad if p.grad is not None else torch.zeros_like(p)).detach().numpy().copy()
+                for n, p in model.named_parameters() if p.requires_grad}
+
+    # Prompts of one length, so batching them adds no padding noise.
+    by_length: dict[int, list[int]] = {}
+    for i, e in enumerate(data.examples):
+        if e.weight > 0:
+            by_length.setdefault(len(dataset[i]["prompt_ids"]), []).append(i)
+    pair = next(rows for rows in by_length.values() if len(rows) >= 2)[:2]
+    return Gradients(dataset.examples, of_rows, tuple(pair), atol=1e-6)
+
+
+def _mlx_gradients(config, data, tiny_dir) -> Gradients:
+    import mlx.core as mx
+    from mlx.utils import tree_flatten, tree_map
+
+    from fairpp_app.training.mlx_trainer import MLXTrainer, add_lora, load_backend
+
+    backend = load_backend(str(tiny_dir))
+    add_lora(backend.model, config)
+    key = mx.random.key(1)  # LoRA B starts at zero (policy == reference); give it values
+    backend.model.update(tree_map(lambda p: mx.random.normal(p.shape, key=key) * 0.5,
+                                  backend.model.trainable_parameters()))
+    trainer = MLXTrainer(backend, data.examples, config)
+
+    def of_rows(rows):
+        return {k: np.array(v) for k, v in tree_flatten(trainer.gradients(rows)[1])}
+
+    # Prompts of different lengths run in separate passes: any two weighted questions do.
+    first = next(i for i, e in enumerate(data.examples) if e.weight > 0)
+    second = next(i for i, e in enumerate(data.examples) if e.weight > 0 and i > first)
+    return Gradients(trainer.examples, of_rows, (first, second), atol=1e-7)
+
+
+@pytest.mark.parametrize("method", ["wdpo", "wsft"])
+def test_a_zero_weight_question_adds_no_gradient(trainer, method, persona_store, personas,
+                                                 tiny_dir, tmp_path):
+    config = trainer.config(tiny_dir, method, batch_size=4, grad_accum=1)
+    data = build_training_set(persona_store, PERSONA_RUN, resolve(TARGET_SLUG, personas),
+                              personas, method, save_weights=False)
+    grads = (_torch_gradients(config, data, tiny_dir, tmp_path / method) if trainer.name == "torch"
+             else _mlx_gradients(config, data, tiny_dir))
+    zero, other = grads.pair
+    grads.examples[zero] = replace(grads.examples[zero], weight=0.0)
+    both, alone, only_zero = grads.of_rows([zero, other]), grads.of_rows([other]), grads.of_rows([zero])
+    assert set(both) == set(alone) and all("lora" in k for k in alone)
+    for k in alone:
+        assert np.allclose(both[k], alone[k], rtol=1e-5, atol=grads.atol), k
+    assert all(float(np.abs(g).max()) == 0.0 for g in only_zero.values())
+    assert sum(float(np.abs(g).sum()) for g in alone.values()) > 0
 
 
 # ---- runs that must stop with a message -------------------------------------------------------
