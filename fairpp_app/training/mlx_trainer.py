@@ -154,7 +154,7 @@ def adapter_disabled(model):
 def completion_ids(backend: MLXBackend) -> dict[str, int]:
     """The one token per letter that is trained on, chosen as the torch trainer chooses it."""
     return completion_token_ids(
-        lambda text: backend.tokenizer.encode(text, add_special_tokens=False), backend._chat)
+        lambda text: backend.tokenizer.encode(text, add_special_tokens=False), backend.uses_chat_template)
 
 
 def last_logprobs(model, tokens: mx.array, softcap: float | None = None) -> mx.array:
@@ -234,7 +234,7 @@ class MLXTrainer:
         self.examples = examples
         self.config = config
         self.method = config.method
-        self.softcap = backend._softcap
+        self.softcap = backend.logit_softcap
         self.letter_ids = completion_ids(backend)
         self._prompts: dict[int, list[int]] = {}
         self._reference: dict[int, mx.array] = {}
@@ -245,7 +245,7 @@ class MLXTrainer:
     def prompts(self, rows: list[int]) -> list[list[int]]:
         for i in rows:
             if i not in self._prompts:
-                self._prompts[i] = self.backend._tokens(self.examples[i].prompt())
+                self._prompts[i] = self.backend.prompt_ids(self.examples[i].prompt())
         return [self._prompts[i] for i in rows]
 
     def letters(self, rows: list[int]) -> mx.array:
@@ -525,7 +525,7 @@ def _train(session: TrainingSession) -> TrainingOutcome:
         session.write_metadata(adapter, step, {
             "base_path": str(backend.path), "device": device, "framework": "mlx",
             "mlx_adapter": MLX_ADAPTER, "peft_adapter": peft,
-            "completion": {"chat_template": backend._chat, "letter_ids": trainer.letter_ids}})
+            "completion": {"chat_template": backend.uses_chat_template, "letter_ids": trainer.letter_ids}})
     session.mark("finished", str(adapter))
     session.emit(TrainingEnded(session.name, "finished", step, "", str(adapter)))
     return TrainingOutcome(session.name, "finished", step, str(adapter), "", data.summary())

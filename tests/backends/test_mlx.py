@@ -60,7 +60,7 @@ def test_scores_match_transformers_on_the_same_folder(which, request):
     with backend_for(path) as backend:
         scores = backend.score_options(prompts)
         for prompt, got in zip(prompts, scores, strict=True):
-            probs, other = torch_letter_probs(reference, backend._tokens(prompt), backend._letter_ids)
+            probs, other = torch_letter_probs(reference, backend.prompt_ids(prompt), backend.prompts.option_ids())
             assert sum(got.probs) == pytest.approx(1.0, abs=1e-9)
             assert got.probs == pytest.approx(probs, abs=1e-3)
             assert got.other_mass == pytest.approx(other, abs=1e-3)
@@ -70,13 +70,13 @@ def test_scores_match_transformers_on_the_same_folder(which, request):
 def test_the_prompt_cache_is_reused_and_changes_nothing(tiny_dir):
     prompts = mixed_prompts()
     with backend_for(tiny_dir) as backend:
-        total = sum(len(backend._tokens(p)) for p in prompts)
+        total = sum(len(backend.prompt_ids(p)) for p in prompts)
         reused = backend.score_options(prompts)
         assert backend.describe()["prefix_reuse"] is True
         assert backend.prompt_tokens < 0.6 * total, "a persona's system prompt is evaluated once"
         fresh = []
         for p in prompts:
-            backend._cache = None  # forget everything: the next prompt starts from nothing
+            backend.forget_cache()  # forget everything: the next prompt starts from nothing
             fresh.extend(backend.score_options([p]))
     for r, f in zip(reused, fresh, strict=True):
         assert r.probs == pytest.approx(f.probs, abs=1e-5)
@@ -88,7 +88,7 @@ def test_a_wrapped_sliding_window_cache_is_rebuilt(tiny_gemma_dir):
     prompts = mixed_prompts(2)
     with backend_for(tiny_gemma_dir) as backend:
         first = backend.score_options(prompts)
-        assert backend.prompt_tokens == sum(len(backend._tokens(p)) for p in prompts)
+        assert backend.prompt_tokens == sum(len(backend.prompt_ids(p)) for p in prompts)
         again = [backend.score_options([p])[0] for p in prompts]
     assert [s.probs for s in first] == [s.probs for s in again]
 
@@ -96,8 +96,8 @@ def test_a_wrapped_sliding_window_cache_is_rebuilt(tiny_gemma_dir):
 def test_gemma_softcap_is_applied_to_the_scores(tiny_gemma_dir):
     prompt = mixed_prompts(1)[0]
     with backend_for(tiny_gemma_dir) as backend:
-        assert backend._softcap == 2.0
-        logits = backend.last_logits(backend._tokens(prompt))
+        assert backend.logit_softcap == 2.0
+        logits = backend.last_logits(backend.prompt_ids(prompt))
         assert float(abs(logits).max()) <= 2.0
 
 
@@ -112,7 +112,7 @@ def test_text_mode_matches_transformers_greedy(tiny_dir):
         again = backend.generate(prompts)
         expected = []
         for p in prompts:
-            ids = torch.tensor([backend._tokens(p)])
+            ids = torch.tensor([backend.prompt_ids(p)])
             with torch.inference_mode():
                 out = reference.generate(ids, max_new_tokens=5, do_sample=False)
             expected.append(backend.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
@@ -128,11 +128,11 @@ def test_chat_template_is_used_with_a_single_bos(tmp_path):
         assert backend.describe()["chat_template"] is True
         text, has_bos = backend.render(prompt)
         assert has_bos and text.startswith("<bos><|system|>\n") and text.endswith("<|assistant|>\n")
-        assert backend._tokens(prompt).count(backend.tokenizer.bos_token_id) == 1
+        assert backend.prompt_ids(prompt).count(backend.tokenizer.bos_token_id) == 1
         assert sum(backend.score_options([prompt])[0].probs) == pytest.approx(1.0)
     with backend_for(path, extra={"chat": "off"}) as plain:
         assert plain.render(prompt) == (prompt.as_text(), False)
-        assert plain._tokens(prompt)[0] == plain.tokenizer.bos_token_id
+        assert plain.prompt_ids(prompt)[0] == plain.tokenizer.bos_token_id
 
 
 def test_chat_template_without_system_role_gets_it_merged(tmp_path):

@@ -56,7 +56,7 @@ def test_batched_scores_equal_one_at_a_time(which, request):
     path = request.getfixturevalue(which)
     prompts = mixed_prompts()
     with backend_for(path, batch_size=len(prompts)) as backend:
-        lengths = {len(backend._tokens(p)) for p in prompts}
+        lengths = {len(backend.prompt_ids(p)) for p in prompts}
         assert len(lengths) > 1, "the prompts must differ in length for padding to matter"
         batched = backend.score_options(prompts)
         single = [backend.score_options([p])[0] for p in prompts]
@@ -78,7 +78,7 @@ def tiny_gemma_wide_dir(tmp_path_factory) -> Path:
 def test_short_sliding_window_disables_prefix_reuse(tiny_gemma_dir):
     persona = builtin_personas()[5]
     with backend_for(tiny_gemma_dir, batch_size=3) as backend:
-        rows = [backend._tokens(build_prompt(q, persona)) for q in split_questions(3)]
+        rows = [backend.prompt_ids(build_prompt(q, persona)) for q in split_questions(3)]
         assert backend._shared_prefix(rows) == 0
 
 
@@ -89,7 +89,7 @@ def test_shared_persona_prefix_is_reused_exactly(which, request):
     persona = builtin_personas()[5]
     prompts = [build_prompt(q, persona) for q in split_questions(6)]
     with backend_for(path, batch_size=3) as backend:
-        rows = [backend._tokens(p) for p in prompts[:3]]
+        rows = [backend.prompt_ids(p) for p in prompts[:3]]
         assert backend._shared_prefix(rows) >= 16
         reused = backend.score_options(prompts)
         assert backend._last_prefix is not None
@@ -105,7 +105,7 @@ def test_scores_go_through_the_models_own_head_with_softcapping(tiny_gemma_dir):
     with backend_for(tiny_gemma_dir) as backend:
         assert backend._keeps_logits
         got = backend.last_logits([prompt])[0]
-        ids = torch.tensor([backend._tokens(prompt)])
+        ids = torch.tensor([backend.prompt_ids(prompt)])
         with torch.inference_mode():
             hidden = backend.model.get_decoder()(input_ids=ids).last_hidden_state[0, -1]
             raw = backend.model.get_output_embeddings()(hidden)
@@ -142,7 +142,7 @@ def test_chat_template_scores_the_first_assistant_token(tmp_path):
         assert backend.describe()["chat_template"] is True
         text, has_bos = backend.render(prompt)
         assert has_bos and text.startswith("<bos><|system|>\n") and text.endswith("<|assistant|>\n")
-        tokens = backend._tokens(prompt)
+        tokens = backend.prompt_ids(prompt)
         assert tokens.count(backend.tokenizer.bos_token_id) == 1
         assert sum(backend.score_options([prompt])[0].probs) == pytest.approx(1.0)
     with backend_for(path, extra={"chat": "off"}) as plain:
