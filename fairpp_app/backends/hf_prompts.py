@@ -22,6 +22,7 @@ from fairpp_app.backends.base import completion_token_ids, option_token_ids
 from fairpp_app.core.errors import PermanentBackendError
 from fairpp_app.core.prompts import Prompt
 
+
 class HFPrompts:
     """Renders and tokenises prompts for one tokenizer, under one chat setting."""
 

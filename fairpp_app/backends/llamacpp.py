@@ -14,7 +14,7 @@ rest of the machine uses and gives llama.cpp only the cores that are free (measu
 ``bench/contention.py``); ``$FAIRPP_THREADS`` fixes the count instead.
 
 A build whose system info shows AMX is refused at load (ggml's AMX path dies by SIGILL on
-many Xeons; see ``doctor``) unless ``fairpp doctor`` has run it safely in a child process.
+many Xeons; see :mod:`fairpp_app.backends.llama_build`) unless ``fairpp doctor`` has run it safely in a child process.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fairpp_app.backends import llama_build
 from fairpp_app.backends.base import Backend, BackendOptions, option_token_ids
 from fairpp_app.core.answers import LETTERS, OptionScores
 from fairpp_app.core.child import crash_point
@@ -51,17 +52,12 @@ def llama_system_info() -> str:
 
 
 def _refuse_untested_amx() -> None:
-    from fairpp_app.jobs import doctor
-
-    if os.environ.get(doctor.ALLOW_AMX_ENV) or not doctor.has_amx(llama_system_info()):
-        return
-    verdict = doctor.cached_embedded_verdict()
-    if verdict is not None and verdict.status == "ok":
+    if llama_build.amx_allowed(llama_system_info()):
         return
     raise PermanentBackendError(
         "this llama.cpp build uses AMX, whose ggml code path dies by SIGILL on many Xeons; "
         "`fairpp doctor` tests it safely in a child process (a passing check lets it load), "
-        f"or {doctor.REBUILD_HINT}")
+        f"or {llama_build.REBUILD_HINT}")
 
 
 class ThreadGovernor:
@@ -115,7 +111,6 @@ class LlamaCppBackend(Backend):
     name = "llamacpp"
     description = "llama.cpp in-process; --model is the path of a GGUF file"
     SUPPORTS_LOGPROBS = True
-    REUSES_PREFIX = True
 
     def __init__(self, options: BackendOptions) -> None:
         super().__init__(options)
@@ -236,9 +231,6 @@ class LlamaCppBackend(Backend):
             out.append(result["choices"][0]["text"])
         return out
 
-    def list_models(self) -> list[str]:
-        return [self.model_name]
-
     def describe(self) -> dict:
         return {"backend": self.name, "model": self.model_name, "n_ctx": self.options.n_ctx,
                 "chat_template": self._chat is not None}
@@ -281,6 +273,3 @@ class EmbeddedBackend(LlamaCppBackend):
     @property
     def model_name(self) -> str:
         return "gemma-3-270m"
-
-    def list_models(self) -> list[str]:
-        return ["gemma-3-270m"]

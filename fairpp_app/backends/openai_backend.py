@@ -1,7 +1,7 @@
 """Any OpenAI-compatible server: OpenAI itself, vLLM, SGLang, the llama.cpp server.
 
 Option scoring asks for one token with its top-k log-probabilities and sums the
-spellings of each letter ("A", " A"). Two APIs can do that, picked by
+spellings of each letter ("A", " A", by the rule of :mod:`fairpp_app.backends.topk`). Two APIs can do that, picked by
 ``extra["api"]``:
 
 * ``completions`` sends the persona prompt as plain text (``Prompt.as_text``), the way
@@ -31,7 +31,6 @@ has no such endpoint, or with ``extra["check_model"] = False``).
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -41,6 +40,7 @@ from urllib.parse import urlsplit, urlunsplit
 import openai
 
 from fairpp_app.backends.base import Backend, BackendOptions
+from fairpp_app.backends.topk import letter_logprobs
 from fairpp_app.core.answers import LETTERS, OptionScores
 from fairpp_app.core.errors import (
     BackendError,
@@ -58,8 +58,6 @@ TOP_K_FALLBACK = 5  # OpenAI's legacy completions and some vLLM set-ups allow no
 APIS = ("auto", "completions", "chat")
 
 
-
-
 def public_url(url: str) -> str:
     """The URL without user:password@ (safe to show and store)."""
     parts = urlsplit(url)
@@ -70,27 +68,6 @@ def public_url(url: str) -> str:
         host = f"[{host}]"
     netloc = host + (f":{parts.port}" if parts.port else "")
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-def letter_logprobs(top: dict[str, float] | list[tuple[str, float]]) -> dict[str, float | None]:
-    """Sum the spellings of each letter ("A", " A", "A\\n") among top-k (token, logprob) pairs.
-
-    "A." or "Answer" do not count: only tokens that are the bare letter once stripped.
-    """
-    pairs = top.items() if isinstance(top, dict) else top
-    found: dict[str, list[float]] = {L: [] for L in LETTERS}
-    for token, logprob in pairs:
-        letter = token.strip()
-        if letter in found and logprob is not None and math.isfinite(logprob):
-            found[letter].append(logprob)
-    out: dict[str, float | None] = {}
-    for letter, values in found.items():
-        if not values:
-            out[letter] = None
-            continue
-        top_v = max(values)
-        out[letter] = top_v + math.log(sum(math.exp(v - top_v) for v in values))
-    return out
 
 
 class OpenAIBackend(Backend):
