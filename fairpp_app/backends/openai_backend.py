@@ -35,9 +35,8 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
-
-import openai
 
 from fairpp_app.backends.base import Backend, BackendOptions
 from fairpp_app.backends.topk import letter_logprobs
@@ -49,6 +48,16 @@ from fairpp_app.core.errors import (
     UnscorableOutput,
 )
 from fairpp_app.core.prompts import Prompt
+
+if TYPE_CHECKING:
+    import openai
+
+
+def _import_openai() -> None:
+    """The SDK is imported when a backend is made, so the UI reads the class without it."""
+    global openai
+    import openai
+
 
 OPENAI_URL = "https://api.openai.com/v1"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
@@ -73,8 +82,24 @@ def public_url(url: str) -> str:
 class OpenAIBackend(Backend):
     name = "openai"
     description = "any OpenAI-compatible server; --base-url URL, --model NAME, --api-key-env VAR"
+    SUMMARY = "any OpenAI-compatible server: OpenAI, vLLM, SGLang, llama.cpp server"
+    PACKAGES = ("openai",)
+    ADVICE = ("Check the base url and model fields, and that the variable named in api key env "
+              "is set in the shell that started fairpp.")
     SUPPORTS_LOGPROBS = True
     SUPPORTS_CONCURRENCY = True
+
+    @classmethod
+    def readiness(cls) -> tuple[bool, str]:
+        """Installed, and whether the default key variable is set (its value is never read)."""
+        ok, why = super().readiness()
+        if not ok:
+            return ok, why
+        return True, f"{DEFAULT_KEY_ENV} {'set' if os.environ.get(DEFAULT_KEY_ENV) else 'unset'}"
+
+    def __new__(cls, *args, **kwargs):
+        _import_openai()
+        return super().__new__(cls)
 
     def __init__(self, options: BackendOptions) -> None:
         super().__init__(options)

@@ -42,8 +42,7 @@ import os
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from fairpp_app.backends import hf_models
 from fairpp_app.backends.base import Backend, BackendOptions
@@ -52,17 +51,36 @@ from fairpp_app.core.answers import LETTERS, OptionScores
 from fairpp_app.core.errors import PermanentBackendError
 from fairpp_app.core.prompts import Prompt
 
+if TYPE_CHECKING:
+    import torch
+
 MIN_SHARED_PREFIX = 16
-_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16}
+DTYPES = ("float32", "bfloat16", "bf16", "float16", "fp16")
+
+
+def _import_torch() -> None:
+    """torch is imported when a backend is made, not with this module: the UI reads the
+    class's details without paying for (or needing) torch."""
+    global torch, _OOM
+    import torch
+
+    _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 class TransformersBackend(Backend):
     name = "transformers"
     description = "Hugging Face transformers; --model is a model folder or a GGUF file"
+    SUMMARY = "Hugging Face transformers on CPU, CUDA or MPS (--model DIR or GGUF)"
+    PACKAGES = ("transformers", "torch")
+    READY_TEXT = "installed; give a model path"
+    ADVICE = ("Give a local model folder (or a GGUF file) in the model field; install "
+              "the train extra for torch and transformers.")
     SUPPORTS_LOGPROBS = True
     SUPPORTS_BATCH = True
+
+    def __new__(cls, *args, **kwargs):
+        _import_torch()
+        return super().__new__(cls)
 
     def __init__(self, options: BackendOptions) -> None:
         super().__init__(options)
@@ -115,9 +133,10 @@ class TransformersBackend(Backend):
         wanted = self.options.extra.get("dtype")
         if wanted is None:
             return hf_models.default_dtype(self.device)
-        if str(wanted) not in _DTYPES:
-            raise PermanentBackendError(f"unknown dtype '{wanted}'; use one of {', '.join(_DTYPES)}")
-        return _DTYPES[str(wanted)]
+        if str(wanted) not in DTYPES:
+            raise PermanentBackendError(f"unknown dtype '{wanted}'; use one of {', '.join(DTYPES)}")
+        aliases = {"bf16": "bfloat16", "fp16": "float16"}
+        return getattr(torch, aliases.get(str(wanted), str(wanted)))
 
     def _pad_token_id(self) -> int:
         for candidate in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, 0):
