@@ -152,8 +152,12 @@ def test_scores_are_normalised_distributions_in_prompt_order(subject):
         assert sum(got.probs) == pytest.approx(1.0, abs=1e-9)
         assert all(0.0 <= p <= 1.0 for p in got.probs)
         assert got.answer in ("A", "B", "C")
-    for b, s in zip(batch, one_by_one, strict=True):  # a batch is its prompts one by one
-        assert b.probs == pytest.approx(s.probs, abs=1e-4)
+    # A batch is its prompts one by one, in order. Within a few thousandths: llama.cpp's
+    # quantised kernels round differently when a cached prefix shortens the evaluated
+    # tokens; the engines' own modules pin their exactness (1e-5 for transformers).
+    for b, s in zip(batch, one_by_one, strict=True):
+        assert b.probs == pytest.approx(s.probs, abs=0.01)
+    assert len({b.probs for b in batch}) > 1, "different prompts, different answers"
 
 
 def test_generate_returns_one_string_per_prompt(subject):
@@ -260,3 +264,26 @@ def test_simulation_in_text_mode(hf_name, store, tiny_dir):
     assert (outcome.status, outcome.written) == ("finished", 2), outcome.message
     texts = [r[0] for r in store.db.execute("SELECT raw_text FROM records")]
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+
+
+def test_reading_what_the_ui_shows_imports_no_sdk():
+    """The Home panel and the Simulate form read every backend class: no engine is loaded."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    code = ("import sys\n"
+            "from fairpp_app.backends.registry import BACKENDS\n"
+            "for info in BACKENDS.values():\n"
+            "    cls = info.cls\n"
+            "    (cls.SUMMARY, cls.ADVICE, cls.installed(), cls.form_values({}))\n"
+            "    cls.READINESS_IS_SLOW or cls.readiness()\n"
+            "sdks = ('torch', 'transformers', 'mlx', 'mlx_lm', 'openai', 'ollama', 'llama_cpp')\n"
+            "print(sorted(m for m in sdks if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
