@@ -287,3 +287,17 @@ def test_reading_what_the_ui_shows_imports_no_sdk():
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", ["openai", "ollama"])
+def test_an_unreachable_server_is_a_transient_error_naming_it(name):
+    """Nothing listens on the port: worth retrying (the engine does), and the message says where."""
+    pytest.importorskip(name)
+    from fairpp_app.core.errors import TransientBackendError
+    from tests.support.llama_server import free_port
+
+    url = f"http://127.0.0.1:{free_port()}" + ("/v1" if name == "openai" else "")
+    with create(name, BackendOptions(model="m", base_url=url, timeout=2,
+                                     extra={"check_model": False})) as backend:
+        with pytest.raises(TransientBackendError, match=url.removesuffix("/v1")):
+            backend.score_options(mixed_prompts(1)[:1])
