@@ -126,6 +126,7 @@ class TransformersBackend(Backend):
         self._takes_positions = "position_ids" in params
         # transformers 5 renamed past_key_values to cache.
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self.prompt_tokens = 0  # scored prompt tokens run through the model (not cached), for tests
 
     # ---- set-up ------------------------------------------------------------------------
 
@@ -214,12 +215,14 @@ class TransformersBackend(Backend):
         out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
         cache = getattr(out, "cache", None) or out.past_key_values
         self._last_prefix = (prefix, cache)
+        self.prompt_tokens += len(prefix)
         return cache
 
     def _logits_with_prefix(self, rows: list[list[int]], shared: int) -> torch.Tensor:
         cache = copy.deepcopy(self._prefix_cache(tuple(rows[0][:shared])))
         cache.batch_repeat_interleave(len(rows))
         suffixes = [r[shared:] for r in rows]
+        self.prompt_tokens += sum(len(x) for x in suffixes)
         width = max(len(x) for x in suffixes)
         ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), shared + width), dtype=torch.long)
@@ -248,6 +251,7 @@ class TransformersBackend(Backend):
             with torch.inference_mode(), _oom_as_error(self.device):
                 return self._logits_with_prefix(rows, shared)
         batch = self._batch(prompts)
+        self.prompt_tokens += sum(len(r) for r in rows)
         with torch.inference_mode(), _oom_as_error(self.device):
             if self._keeps_logits:
                 logits = self.model(**batch, use_cache=False, logits_to_keep=1).logits

@@ -75,9 +75,11 @@ def tiny_gemma_wide_dir(tmp_path_factory) -> Path:
 
 def test_short_sliding_window_disables_prefix_reuse(tiny_gemma_dir):
     persona = builtin_personas()[5]
+    prompts = [build_prompt(q, persona) for q in split_questions(3)]
     with backend_for(tiny_gemma_dir, batch_size=3) as backend:
-        rows = [backend.prompt_ids(build_prompt(q, persona)) for q in split_questions(3)]
-        assert backend._shared_prefix(rows) == 0
+        backend.score_options(prompts)
+        # Every prompt ran through the model in full: no shared prefix was taken from a cache.
+        assert backend.prompt_tokens == sum(len(backend.prompt_ids(p)) for p in prompts)
 
 
 @pytest.mark.parametrize("which", ["tiny_dir", "tiny_gemma_wide_dir"])
@@ -87,13 +89,13 @@ def test_shared_persona_prefix_is_reused_exactly(which, request):
     persona = builtin_personas()[5]
     prompts = [build_prompt(q, persona) for q in split_questions(6)]
     with backend_for(path, batch_size=3) as backend:
-        rows = [backend.prompt_ids(p) for p in prompts[:3]]
-        assert backend._shared_prefix(rows) >= 16
+        total = sum(len(backend.prompt_ids(p)) for p in prompts)
         reused = backend.score_options(prompts)
-        assert backend._last_prefix is not None
+        # The shared prefix (at least 16 tokens) ran once for all six prompts.
+        assert backend.prompt_tokens <= total - 5 * 16
     with backend_for(path, batch_size=3, extra={"prefix_cache": False}) as backend:
         plain = backend.score_options(prompts)
-        assert getattr(backend, "_last_prefix", None) is None
+        assert backend.prompt_tokens == total
     assert_same_scores(reused, plain)
 
 
