@@ -64,7 +64,7 @@ from mlx_lm.models import cache as cache_lib
 from mlx_lm.tuner.lora import LoRALinear
 from mlx_lm.tuner.utils import linear_to_lora_layers, load_adapters
 
-from fairpp_app.backends.base import BackendOptions, completion_token_ids
+from fairpp_app.backends.base import BackendOptions
 from fairpp_app.backends.mlx_backend import MLXBackend
 from fairpp_app.core.errors import UsageError
 from fairpp_app.training import checkpoints, ending, lora, losses
@@ -147,12 +147,6 @@ def adapter_disabled(model):
             m.scale = s
 
 
-def completion_ids(backend: MLXBackend) -> dict[str, int]:
-    """The one token per letter that is trained on, chosen as the torch trainer chooses it."""
-    return completion_token_ids(
-        lambda text: backend.tokenizer.encode(text, add_special_tokens=False), backend._chat)
-
-
 def last_logprobs(model, tokens: mx.array, softcap: float | None = None) -> mx.array:
     """(B, vocab) log-softmax at the last position of equal-length prompts ``tokens`` (B, L)."""
     cache = cache_lib.make_prompt_cache(model)
@@ -223,8 +217,8 @@ class MLXTrainer:
         self.config = config
         self.method = config.method
         self.spec = method_of(config.method)
-        self.softcap = backend._softcap
-        self.letter_ids = completion_ids(backend)
+        self.softcap = backend.logit_softcap
+        self.letter_ids = backend.completion_ids()
         self._prompts: dict[int, list[int]] = {}
         self._reference: dict[int, mx.array] = {}
         self.optimizer = make_optimizer(config)
@@ -234,7 +228,7 @@ class MLXTrainer:
     def prompts(self, rows: list[int]) -> list[list[int]]:
         for i in rows:
             if i not in self._prompts:
-                self._prompts[i] = self.backend._tokens(self.examples[i].prompt())
+                self._prompts[i] = self.backend.prompt_ids(self.examples[i].prompt())
         return [self._prompts[i] for i in rows]
 
     def letters(self, rows: list[int]) -> mx.array:
@@ -426,5 +420,6 @@ def _train(session: TrainingSession) -> TrainingOutcome:
         session.write_metadata(adapter, step, {
             "base_path": str(backend.path), "device": device, "framework": "mlx",
             "mlx_adapter": MLX_ADAPTER, "peft_adapter": peft,
-            "completion": {"chat_template": backend._chat, "letter_ids": trainer.letter_ids}})
+            "completion": {"chat_template": backend.uses_chat_template,
+                           "letter_ids": trainer.letter_ids}})
     return ending.finished(session, step, str(adapter))

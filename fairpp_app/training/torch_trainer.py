@@ -353,7 +353,7 @@ def _train(session: TrainingSession) -> TrainingOutcome:
                 session.write_metadata(adapter, step, {
                     "base_path": str(path), "device": device,
                     "completion": {"chat_template": trainer.scorer.chat,
-                                   "letter_ids": trainer.scorer._completion_ids}})
+                                   "letter_ids": trainer.scorer.completion_ids()}})
             return ending.finished(session, step, str(adapter))
     finally:
         hf_logging.set_verbosity(verbosity)

@@ -128,12 +128,12 @@ def test_prompts_and_scores_match_the_transformers_backend(tiny_dir, store):
     backend = TransformersBackend(BackendOptions(model=str(tiny_dir), device="cpu"))
     scorer = ModelScorer(load_causal_lm(tiny_dir), load_tokenizer(tiny_dir), "cpu", name="x")
     prompts = [build_prompt(q, None) for q in store.questions("test", limit=5)]
-    assert [scorer.prompt_ids(p) for p in prompts] == [backend._tokens(p) for p in prompts]
+    assert [scorer.prompt_ids(p) for p in prompts] == [backend.prompt_ids(p) for p in prompts]
     for ours, theirs in zip(scorer.score_options(prompts), backend.score_options(prompts)):
         assert ours.probs == pytest.approx(theirs.probs, abs=1e-6)
     # plain text: the completion is " A" after "Answer:", one token the backend also scores
     assert scorer.tokenizer.decode([scorer.completion_id("A")]) == " A"
-    assert scorer.completion_id("A") in backend._letter_ids[0]
+    assert scorer.completion_id("A") in backend.prompts.option_ids()[0]
 
 
 def test_lora_dropout_acts_on_the_lora_branch_only(tiny_dir):

@@ -116,11 +116,11 @@ def test_trained_letters_are_the_backends_last_position(tmp_path):
 
     folder = build_tiny_model(tmp_path / "g", arch="gemma3", sliding_window=8, softcap=2.0)
     backend = load_backend(str(folder))
-    assert backend._softcap == 2.0
+    assert backend.logit_softcap == 2.0
     for q in build_bank()[:2]:
-        tokens = backend._tokens(build_prompt(q, None))
-        ours = last_logprobs(backend.model, mx.array([tokens]), backend._softcap)[0]
-        backend._cache = None
+        tokens = backend.prompt_ids(build_prompt(q, None))
+        ours = last_logprobs(backend.model, mx.array([tokens]), backend.logit_softcap)[0]
+        backend.forget_cache()
         logits = backend.last_logits(tokens)
         assert mx.allclose(ours, logits - mx.logsumexp(logits), atol=1e-5).item()
 
