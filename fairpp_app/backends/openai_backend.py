@@ -221,7 +221,6 @@ class OpenAIBackend(Backend):
                     f"{url} has no endpoint for {what} (HTTP 404; does --base-url end in /v1?)")
         else:
             err = PermanentBackendError(f"{url} refused {what} (HTTP {code}): {self._detail(exc)}")
-        err.status = code  # type: ignore[attr-defined]
         return err
 
     @contextmanager

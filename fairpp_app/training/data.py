@@ -49,7 +49,7 @@ class Example:
         """The same question with options A and B swapped, the letters following their options."""
         flip = {"A": "B", "B": "A", "C": "C"}
         return Example(self.question, flip[self.chosen],
-                       tuple(flip[r] for r in self.rejected),  # type: ignore[arg-type]
+                       (flip[self.rejected[0]], flip[self.rejected[1]]),
                        self.weight, self.tier, not self.swapped)
 
     def pairs(self) -> list[tuple[str, str]]:
@@ -141,12 +141,12 @@ def build_training_set(store: Store, from_run: str, target: Persona, personas: l
         if letter is None:
             skipped.append(q.id)
             continue
-        rejected = tuple(x for x in LETTERS if x != letter)
+        first, second = (x for x in LETTERS if x != letter)
         if weighted:
             tier, w = weights[q.id]
         else:
             tier, w = None, 1.0
-        example = Example(q, letter, rejected, float(w), tier)  # type: ignore[arg-type]
+        example = Example(q, letter, (first, second), float(w), tier)
         examples.append(example)
         if permute:
             examples.append(example.swap())

@@ -45,9 +45,9 @@ def base_spec(base: str | None) -> str:
     """How a base model is stored: the embedded name, or an absolute path (resumable from anywhere)."""
     from fairpp_app.backends.hf_models import EMBEDDED_MODEL, is_embedded
 
-    if is_embedded(base):
+    if base is None or is_embedded(base):
         return EMBEDDED_MODEL
-    return str(Path(base).expanduser().resolve())  # type: ignore[arg-type]
+    return str(Path(base).expanduser().resolve())
 
 
 @dataclass

@@ -184,14 +184,15 @@ def pair_sequence_logprobs(model, batch: dict, chosen_only: bool = False) -> tor
 class WeightedAlignmentTrainer(Trainer):
     """Trainer whose loss is the paper's weighted SFT / DPO over one-letter completions."""
 
-    def __init__(self, *args, method: str, dpo_beta: float, generic: bool = False,
-                 keeps_logits: bool = True, **kwargs) -> None:
+    def __init__(self, *args, method: str, dpo_beta: float, scorer: ModelScorer,
+                 generic: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.scorer = scorer  # the live evaluation and the adapter's metadata read it
+        self.keeps_logits = scorer.keeps_logits
         self.method = method
         self.spec = method_of(method)
         self.dpo_beta = dpo_beta
         self.generic = generic
-        self.keeps_logits = keeps_logits
         # compute_loss returns a per-micro-batch mean: the Trainer divides by the accumulation.
         self.loss_is_scaled_for_ga = False
         self._metrics: dict[str, list[float]] = defaultdict(list)
@@ -263,11 +264,10 @@ def build_trainer(session: TrainingSession, model, tokenizer, device: str, *,
         model=model, args=training_arguments(config, device, output_dir), train_dataset=dataset,
         data_collator=collator, processing_class=tokenizer, callbacks=callbacks or [],
         method=config.method, dpo_beta=config.dpo_beta, generic=config.generic_path,
-        keeps_logits=scorer.keeps_logits)
+        scorer=scorer)
     # stdout is data: the Trainer's own printing of every log dict goes.
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    trainer.scorer = scorer  # type: ignore[attr-defined]
     return trainer
 
 

@@ -430,7 +430,9 @@ def test_chat_logprobs_shape(fault_server, store):
         req = json.loads(body)
         assert req["logprobs"] is True and req["top_logprobs"] == 20 and req["messages"][0]["role"] == "system"
         top = [("B", -0.5), (" B", -2.0), ("A.", -1.5), ("C", -3.0), ("The", -2.5)]
-        entry = lambda t, lp: {"token": t, "logprob": lp, "bytes": None}  # noqa: E731
+        def entry(t, lp):
+            return {"token": t, "logprob": lp, "bytes": None}
+
         send_json(h, 200, {"id": "c", "object": "chat.completion", "created": 0, "model": "chat-model",
                            "choices": [{"index": 0, "finish_reason": "length",
                                         "message": {"role": "assistant", "content": "B"},
