@@ -44,7 +44,6 @@ class BackendOptions:
 
 class Backend:
     name: ClassVar[str] = "base"
-    description: ClassVar[str] = ""
     SUPPORTS_LOGPROBS: ClassVar[bool] = False
     SUPPORTS_TEXT: ClassVar[bool] = True
     SUPPORTS_BATCH: ClassVar[bool] = False

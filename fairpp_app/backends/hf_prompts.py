@@ -86,3 +86,29 @@ class HFPrompts:
     def completion_ids(self) -> dict[str, int]:
         """Letter -> the one token training puts after the prompt."""
         return completion_token_ids(self.encode, self.uses_chat_template)
+
+
+class HFPromptMethods:
+    """The public prompt methods of a backend that holds an ``HFPrompts`` as ``self.prompts``.
+
+    Training, evaluation and the MLX trainer read prompts through these names on the backend,
+    whichever engine it is, so they never reach into the prompt layer's internals.
+    """
+
+    prompts: HFPrompts
+
+    @property
+    def uses_chat_template(self) -> bool:
+        return self.prompts.uses_chat_template
+
+    def render(self, prompt: Prompt) -> tuple[str, bool]:
+        """Prompt text and whether it already holds the BOS token."""
+        return self.prompts.render(prompt)
+
+    def prompt_ids(self, prompt: Prompt) -> list[int]:
+        """Token ids of a prompt, exactly as scoring feeds them to the model."""
+        return self.prompts.ids(prompt)
+
+    def completion_ids(self) -> dict[str, int]:
+        """Letter -> the token id training puts after the prompt."""
+        return self.prompts.completion_ids()

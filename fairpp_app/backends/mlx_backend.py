@@ -47,7 +47,7 @@ import numpy as np
 
 from fairpp_app.backends import hf_models
 from fairpp_app.backends.base import Backend, BackendOptions
-from fairpp_app.backends.hf_prompts import HFPrompts
+from fairpp_app.backends.hf_prompts import HFPromptMethods, HFPrompts
 from fairpp_app.core.answers import LETTERS, OptionScores
 from fairpp_app.core.errors import PermanentBackendError
 from fairpp_app.core.prompts import Prompt
@@ -109,9 +109,8 @@ def config_overrides(config: dict) -> dict:
     return out
 
 
-class MLXBackend(Backend):
+class MLXBackend(HFPromptMethods, Backend):
     name = "mlx"
-    description = "mlx-lm in-process; --model is a model folder or a GGUF file"
     SUMMARY = ("mlx-lm (Apple silicon; CPU on Linux) on a model folder or GGUF; default: the embedded "
                "Gemma converted")
     PACKAGES = ("mlx_lm",)
@@ -178,25 +177,9 @@ class MLXBackend(Backend):
     # ---- prompts ---------------------------------------------------------------------------
 
     @property
-    def uses_chat_template(self) -> bool:
-        return self.prompts.uses_chat_template
-
-    @property
     def logit_softcap(self) -> float | None:
         """The final-logit softcap mlx-lm leaves out and scoring applies, if any."""
         return self._softcap
-
-    def render(self, prompt: Prompt) -> tuple[str, bool]:
-        """Prompt text and whether it already holds the BOS token."""
-        return self.prompts.render(prompt)
-
-    def prompt_ids(self, prompt: Prompt) -> list[int]:
-        """Token ids of a prompt, exactly as scoring feeds them to the model."""
-        return self.prompts.ids(prompt)
-
-    def completion_ids(self) -> dict[str, int]:
-        """Letter -> the token id training puts after the prompt."""
-        return self.prompts.completion_ids()
 
     # ---- the prompt cache ------------------------------------------------------------------
 

@@ -71,7 +71,6 @@ def _with_scheme(host: str) -> str:
 
 class OllamaBackend(Backend):
     name = "ollama"
-    description = "an Ollama server ($OLLAMA_HOST or --base-url); --model is the tag, e.g. gemma3:270m"
     SUMMARY = "an Ollama server ($OLLAMA_HOST or --base-url; --model TAG)"
     PACKAGES = ("ollama",)
     ADVICE = ("Is Ollama running here? Start it with `ollama serve`, check $OLLAMA_HOST or the "

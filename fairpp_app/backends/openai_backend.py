@@ -81,7 +81,6 @@ def public_url(url: str) -> str:
 
 class OpenAIBackend(Backend):
     name = "openai"
-    description = "any OpenAI-compatible server; --base-url URL, --model NAME, --api-key-env VAR"
     SUMMARY = "any OpenAI-compatible server: OpenAI, vLLM, SGLang, llama.cpp server"
     PACKAGES = ("openai",)
     ADVICE = ("Check the base url and model fields, and that the variable named in api key env "

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 
 from fairpp_app.backends import hf_models
 from fairpp_app.backends.base import Backend, BackendOptions
-from fairpp_app.backends.hf_prompts import HFPrompts
+from fairpp_app.backends.hf_prompts import HFPromptMethods, HFPrompts
 from fairpp_app.core.answers import LETTERS, OptionScores
 from fairpp_app.core.errors import PermanentBackendError
 from fairpp_app.core.prompts import Prompt
@@ -67,9 +67,8 @@ def _import_torch() -> None:
     _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
-class TransformersBackend(Backend):
+class TransformersBackend(HFPromptMethods, Backend):
     name = "transformers"
-    description = "Hugging Face transformers; --model is a model folder or a GGUF file"
     SUMMARY = "Hugging Face transformers on CPU, CUDA or MPS (--model DIR or GGUF)"
     PACKAGES = ("transformers", "torch")
     READY_TEXT = "installed; give a model path"
@@ -148,25 +147,9 @@ class TransformersBackend(Backend):
     # ---- prompts -----------------------------------------------------------------------
 
     @property
-    def uses_chat_template(self) -> bool:
-        return self.prompts.uses_chat_template
-
-    @property
     def logit_softcap(self) -> float | None:
         """The final-logit softcap the model's own head applies (already in its logits)."""
         return getattr(getattr(self.model, "config", None), "final_logit_softcapping", None)
-
-    def render(self, prompt: Prompt) -> tuple[str, bool]:
-        """Prompt text and whether it already holds the BOS token."""
-        return self.prompts.render(prompt)
-
-    def prompt_ids(self, prompt: Prompt) -> list[int]:
-        """Token ids of a prompt, exactly as scoring feeds them to the model."""
-        return self.prompts.ids(prompt)
-
-    def completion_ids(self) -> dict[str, int]:
-        """Letter -> the token id training puts after the prompt."""
-        return self.prompts.completion_ids()
 
     def _batch(self, prompts: Sequence[Prompt]) -> dict[str, torch.Tensor]:
         """Left-padded input ids, attention mask and (where taken) real-token positions."""
