@@ -159,7 +159,7 @@ class OpenAIBackend(Backend):
             try:
                 models = self.list_models()
             except PermanentBackendError as exc:
-                if getattr(exc, "status", None) != 404:
+                if exc.status != 404:
                     raise
                 models = []  # no /models endpoint: nothing to check against
             if models and not any(m == model or m == f"{model}:latest" for m in models):
@@ -220,6 +220,7 @@ class OpenAIBackend(Backend):
                     f"{url} has no endpoint for {what} (HTTP 404; does --base-url end in /v1?)")
         else:
             err = PermanentBackendError(f"{url} refused {what} (HTTP {code}): {self._detail(exc)}")
+        err.status = code
         return err
 
     @contextmanager
@@ -269,7 +270,7 @@ class OpenAIBackend(Backend):
             pairs = self._top_tokens(prompt, model)
         except PermanentBackendError as exc:
             # Servers that cap top-k say so with a 400 naming logprobs: ask for fewer, once.
-            if (getattr(exc, "status", None) == 400 and "logprob" in str(exc).lower()
+            if (exc.status == 400 and "logprob" in str(exc).lower()
                     and self.top_k > TOP_K_FALLBACK):
                 self.top_k = TOP_K_FALLBACK
                 pairs = self._top_tokens(prompt, model)

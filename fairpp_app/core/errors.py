@@ -48,6 +48,9 @@ class BackendError(FairppError):
     """A backend failed; ``transient`` says whether retrying may help."""
 
     transient = False
+    #: The HTTP status a server answered with, when one did (a 404 on the model list means
+    #: "no such endpoint", not "no such model").
+    status: int | None = None
 
 
 class TransientBackendError(BackendError):
