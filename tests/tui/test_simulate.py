@@ -119,6 +119,17 @@ async def test_backend_error_in_the_child_is_shown_with_what_to_do(make_app):
         assert any(n.severity == "error" for n in app._notifications)
 
 
+async def test_an_empty_bank_is_asked_for_on_home_before_any_child_starts(make_app, tmp_path):
+    app = make_app(tmp_path / "empty.db")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await _open(app, pilot)
+        screen.query_one(ConfigForm).load({"limit": 1})
+        await pilot.press("f5")
+        await pilot.pause()
+        assert "the question bank is empty; build it on Home (1, then b)" in _error_text(screen)
+        assert screen.state == "idle" and app.jobs == []
+
+
 # ---- the embedded model in the child ---------------------------------------------------------
 
 @pytest.mark.model

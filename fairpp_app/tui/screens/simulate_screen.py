@@ -360,9 +360,13 @@ class SimulateScreen(BaseScreen):
             self._set_state("idle", "cancelled; the records so far are saved")
 
     def _signal(self, how: str) -> None:
+        """Pause or cancel the child: this screen's own, or an adopted run's process."""
         try:
-            supervisor.request_stop(self.pid, how)
-        except (ProcessLookupError, TypeError):
+            if self.job is not None:
+                self.job.stop(how)
+            elif self.pid is not None:
+                supervisor.request_stop(self.pid, how)
+        except ProcessLookupError:
             pass  # it has just ended: the worker or the poll reports how
 
     def action_resume_selected(self) -> None:
