@@ -241,6 +241,10 @@ class FakeOllama:
         if self.delay:
             time.sleep(self.delay)
 
+    def fail_next(self, status: int, times: int = 1) -> None:
+        with self._lock:
+            self._failures = [status] * times
+
     def _failure(self) -> int | None:
         with self._lock:
             return self._failures.pop(0) if self._failures else None
