@@ -171,7 +171,8 @@ async def test_a_stopped_run_is_resumed_from_the_runs_table(store, make_app):
 
 
 @pytest.mark.model
-async def test_a_child_that_dies_by_sigsegv_leaves_the_app_running(store, make_app, monkeypatch):
+async def test_a_child_that_dies_by_sigsegv_leaves_the_app_running(store, make_app, db_path,
+                                                                   monkeypatch):
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         screen = await _open(app, pilot)
@@ -186,9 +187,10 @@ async def test_a_child_that_dies_by_sigsegv_leaves_the_app_running(store, make_a
         assert store.find_run("crash-load") is None
         assert not screen.query_one("#sim-start").disabled
 
-        # 2. While the first batch is scored: the run is claimed, so it becomes crashed.
-        monkeypatch.setenv("FAIRPP_TEST_CRASH", "simulation-batch:SIGSEGV")
-        form.load({"run": "crash-batch"})
+        # 2. While the third batch is scored: the run is claimed and has two records, so it
+        # becomes crashed with them kept.
+        monkeypatch.setenv("FAIRPP_TEST_CRASH", "simulation-batch:SIGSEGV:3")
+        form.load({"run": "crash-batch", "limit": 4, "batch_size": 1})
         await pilot.press("f5")
         await _until(pilot, lambda: screen.state == "idle" and screen.job is None,
                      "the second crash is shown")
@@ -196,9 +198,10 @@ async def test_a_child_that_dies_by_sigsegv_leaves_the_app_running(store, make_a
         assert run["status"] == "crashed"
         crash = [e["payload"] for e in store.events(run_id=run["id"]) if e["kind"] == "run_crashed"]
         assert [c["signal"] for c in crash] == ["SIGSEGV"]
+        assert _records(db_path, "crash-batch") == (2, 2)
         error = _error_text(screen)
         assert "died by SIGSEGV" in error and "crashed" in error and "F8" in error
-        assert "fairpp jobs log crash-batch" in error
+        assert "fairpp jobs log crash-batch" in error and "2/4 records saved" in error
         assert _runs(screen)["crash-batch"] == "crashed"
 
         # 3. Still usable: without the crash switch, F8 resumes the crashed run to the end.
@@ -207,7 +210,7 @@ async def test_a_child_that_dies_by_sigsegv_leaves_the_app_running(store, make_a
         await _until(pilot, lambda: screen.state == "idle" and screen.job is None,
                      "the resumed run ends")
         assert store.get_run("crash-batch")["status"] == "finished", _error_text(screen)
-        assert store.record_count(run["id"]) == 2
+        assert _records(db_path, "crash-batch") == (4, 4)
 
 
 # ---- a run held or slowed by the loopback Ollama server ---------------------------------------

@@ -149,6 +149,7 @@ class SimulateScreen(BaseScreen):
         self.errors = 0
         self.last_status: str | None = None  # the status the latest run ended with
         self._ended_by: RunEnded | None = None
+        self._total: int | None = None  # the followed run's planned records, once known
         self._started_at = 0.0
         self._runs_drawn = 0.0
 
@@ -313,7 +314,7 @@ class SimulateScreen(BaseScreen):
 
     def _follow(self, run_id: int | None, name: str | None, pid: int | None, after: int) -> None:
         self.run_id, self.run_name, self.pid, self.last_event = run_id, name, pid, after
-        self._ended_by = None
+        self._ended_by, self._total = None, None
         self.last_status = None
 
     def adopt(self) -> None:
@@ -450,6 +451,7 @@ class SimulateScreen(BaseScreen):
         log = self.query_one("#sim-log", RichLog)
         bar = self.query_one("#sim-progress", ProgressBar)
         if isinstance(event, RunStarted):
+            self._total = event.planned + event.already_done
             bar.update(total=max(1, event.planned + event.already_done),
                        progress=event.already_done)
             if self.state in ("starting", "running"):
@@ -459,6 +461,7 @@ class SimulateScreen(BaseScreen):
                       f"{event.planned:,} to go ({event.mode})")
             self.fill_runs()
         elif isinstance(event, Progress):
+            self._total = event.total
             bar.update(total=max(1, event.total), progress=event.done)
             eta = "?" if event.eta_s is None else f"{event.eta_s:,.0f} s"
             self.query_one("#sim-stats", Static).update(
@@ -517,7 +520,7 @@ class SimulateScreen(BaseScreen):
 
     def _counts(self) -> str:
         done = self.app.store.record_count(self.run_id) if self.run_id is not None else 0
-        total = self._ended_by.total if self._ended_by else None
+        total = self._ended_by.total if self._ended_by else self._total
         return f"{done:,}/{total:,}" if total else f"{done:,}"
 
     def _no_run(self, end: supervisor.JobEnd | None, backend: str) -> None:
