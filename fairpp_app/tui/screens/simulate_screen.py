@@ -298,12 +298,13 @@ class SimulateScreen(BaseScreen):
         latest = store.latest_event()
         self._follow(None, None, None, after=latest["id"] if latest else 0)
         argv = ["simulate", "--config-json", json.dumps(dataclasses.asdict(config)), "--quiet"]
+        self._started_at = time.time()
         try:
             job = supervisor.start("simulate", argv, self.app.db_path)
         except OSError as exc:
             self._error(f"the simulation process could not start: {exc}")
             return
-        self.job, self.pid, self._started_at = job, job.pid, time.time()
+        self.job, self.pid = job, job.pid
         self.app.jobs.append(job)
         bar = self.query_one("#sim-progress", ProgressBar)
         bar.display = True
