@@ -2,7 +2,15 @@
 
 A backend scores the option letters for a batch of prompts, generates text, lists its
 models and closes. Optional abilities are class flags so the engine and the UI can ask
-before they try (``SUPPORTS_LOGPROBS``, ``SUPPORTS_BATCH``...). Backends raise
+before they try (``SUPPORTS_LOGPROBS``, ``SUPPORTS_BATCH``...).
+
+What the UI shows about a backend it has not started is declared on the class too, so a
+new backend is one module and one registry line: ``SUMMARY`` (one line), ``PACKAGES``
+(what must be importable), ``ADVICE`` (what to do when it fails), ``readiness()`` (can it
+run here: a package, a key, a server; never a model load) with ``READINESS_IS_SLOW`` when
+that takes a network round trip, and ``form_values()`` (how a stored run's parameters
+fill the form again). Backend modules import their engine's SDK only when a backend is
+made, so reading these costs no SDK import. Backends raise
 ``TransientBackendError`` for faults worth retrying and ``PermanentBackendError`` for the
 rest; the simulation engine owns retrying.
 """
@@ -36,17 +44,55 @@ class BackendOptions:
 
 class Backend:
     name: ClassVar[str] = "base"
-    description: ClassVar[str] = ""
     SUPPORTS_LOGPROBS: ClassVar[bool] = False
     SUPPORTS_TEXT: ClassVar[bool] = True
     SUPPORTS_BATCH: ClassVar[bool] = False
     #: HTTP backends run several requests at once; in-process engines do not.
     SUPPORTS_CONCURRENCY: ClassVar[bool] = False
-    #: Local engines keep the KV cache of the previous prompt: persona-major order pays.
-    REUSES_PREFIX: ClassVar[bool] = False
+    #: One line for ``fairpp backends`` and the Home screen.
+    SUMMARY: ClassVar[str] = ""
+    #: Importable packages the backend needs; the first is the one named when missing.
+    PACKAGES: ClassVar[tuple[str, ...]] = ()
+    #: What the user can do when the backend fails (shown under the error).
+    ADVICE: ClassVar[str] = ""
+    #: What ``readiness()`` says of an installed backend that needs nothing else checked.
+    READY_TEXT: ClassVar[str] = "installed"
+    #: ``readiness()`` reaches the network: the UI runs it in a worker.
+    READINESS_IS_SLOW: ClassVar[bool] = False
 
     def __init__(self, options: BackendOptions) -> None:
         self.options = options
+
+    # ---- what the UI knows before a backend is made --------------------------------------
+
+    @classmethod
+    def missing_packages(cls) -> list[str]:
+        """The needed packages that cannot be imported here (looked up, not imported)."""
+        import importlib.util
+
+        return [p for p in cls.PACKAGES if importlib.util.find_spec(p) is None]
+
+    @classmethod
+    def installed(cls) -> bool:
+        return not cls.missing_packages()
+
+    @classmethod
+    def readiness(cls) -> tuple[bool, str]:
+        """Whether the backend can run here and why, without loading a model."""
+        missing = cls.missing_packages()
+        if missing:
+            return False, f"needs the Python package {missing[0]}"
+        return True, cls.READY_TEXT
+
+    @classmethod
+    def checking_text(cls) -> str:
+        """What the UI shows while a slow ``readiness`` runs."""
+        return "checking…"
+
+    @classmethod
+    def form_values(cls, params: dict) -> dict:
+        """Form fields a stored run's parameters set beyond the common ones."""
+        return {}
 
     @property
     def model_name(self) -> str:

@@ -40,18 +40,18 @@ def is_embedded(spec: str | None) -> bool:
 
 def model_display_name(spec: str | None) -> str:
     """The short name a run is stored under: the embedded name, the GGUF file or the folder."""
-    if is_embedded(spec):
+    if spec is None or is_embedded(spec):
         return EMBEDDED_MODEL
-    return Path(spec).expanduser().name  # type: ignore[arg-type]
+    return Path(spec).expanduser().name
 
 
 def resolve_model(spec: str | None) -> Path:
     """A local Hugging Face model folder for ``spec`` (None, a name, a folder or a .gguf)."""
-    if is_embedded(spec):
+    if spec is None or is_embedded(spec):
         from fairpp_app.backends.llamacpp import embedded_model_path
 
         return converted_gguf(embedded_model_path())
-    path = Path(spec).expanduser()  # type: ignore[arg-type]
+    path = Path(spec).expanduser()
     if path.is_dir():
         if (path / "config.json").is_file():
             return path

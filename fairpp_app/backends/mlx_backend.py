@@ -26,8 +26,9 @@ Prompts go through the tokenizer's chat template when it has one, else through
 with the persona prefix cached a prompt costs only its question's tokens, and a padded
 batch would give that cache up.
 
-``import mlx_lm`` at the top is deliberate: the registry imports this module only when the
-backend is chosen, and turns a missing mlx-lm into a clear error.
+mlx and mlx-lm are imported when a backend is made, not with this module, so the UI can
+read the class's details on any machine; the registry turns a missing mlx-lm into a clear
+error before that.
 
 mlx picks its device itself: Metal on Apple silicon, the CPU backend on Linux (which is
 correct but slow: the Linux wheel's matrix products run at a few GFLOP/s). ``--device
@@ -40,18 +41,31 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import mlx.core as mx
-import mlx_lm
 import numpy as np
-from mlx_lm.models import cache as cache_lib
-from mlx_lm.sample_utils import make_sampler
 
 from fairpp_app.backends import hf_models
-from fairpp_app.backends.base import Backend, BackendOptions, option_token_ids
+from fairpp_app.backends.base import Backend, BackendOptions
+from fairpp_app.backends.hf_prompts import HFPromptMethods, HFPrompts
 from fairpp_app.core.answers import LETTERS, OptionScores
 from fairpp_app.core.errors import PermanentBackendError
 from fairpp_app.core.prompts import Prompt
+
+if TYPE_CHECKING:
+    import mlx.core as mx
+    import mlx_lm
+    from mlx_lm.models import cache as cache_lib
+    from mlx_lm.sample_utils import make_sampler
+
+
+def _import_mlx() -> None:
+    global mx, mlx_lm, cache_lib, make_sampler
+    import mlx.core as mx
+    import mlx_lm
+    from mlx_lm.models import cache as cache_lib
+    from mlx_lm.sample_utils import make_sampler
+
 
 #: Tokens per forward pass while filling the cache; bounds memory on long prompts.
 PREFILL_STEP = 512
@@ -95,11 +109,18 @@ def config_overrides(config: dict) -> dict:
     return out
 
 
-class MLXBackend(Backend):
+class MLXBackend(HFPromptMethods, Backend):
     name = "mlx"
-    description = "mlx-lm in-process; --model is a model folder or a GGUF file"
+    SUMMARY = ("mlx-lm (Apple silicon; CPU on Linux) on a model folder or GGUF; default: the embedded "
+               "Gemma converted")
+    PACKAGES = ("mlx_lm",)
+    READY_TEXT = "installed; give a model path"
+    ADVICE = "mlx runs on Apple silicon (or mlx[cpu] on Linux); give a local model folder."
     SUPPORTS_LOGPROBS = True
-    REUSES_PREFIX = True
+
+    def __new__(cls, *args, **kwargs):
+        _import_mlx()
+        return super().__new__(cls)
 
     def __init__(self, options: BackendOptions) -> None:
         super().__init__(options)
@@ -108,11 +129,9 @@ class MLXBackend(Backend):
         self.path: Path = hf_models.resolve_model(options.model)
         self._name = hf_models.model_display_name(options.model)
         self._softcap = self._load()
-        self._bos_id = self.tokenizer.bos_token_id
-        with_special = self.tokenizer.encode("x", add_special_tokens=True)
-        self._adds_bos = self._bos_id is not None and bool(with_special) and with_special[0] == self._bos_id
-        self._letter_ids = self._option_token_ids()
-        self._chat = self._use_chat_template()
+        self.prompts = HFPrompts(self.tokenizer, chat=options.extra.get("chat", "auto"),
+                                 n_ctx=options.n_ctx, model_name=self.path.name)
+        self._letter_ids = self.prompts.option_ids()
         # Prefix reuse needs a cache that can be cut back; recurrent state cannot.
         self._reuse = cache_lib.can_trim_prompt_cache(cache_lib.make_prompt_cache(self.model))
         self._cache = None
@@ -151,48 +170,16 @@ class MLXBackend(Backend):
         handled = hasattr(getattr(self.model, "args", None), "final_logit_softcapping")
         return float(cap) if cap and not handled else None
 
-    def _option_token_ids(self) -> list[list[int]]:
-        return option_token_ids(lambda text: self.tokenizer.encode(text, add_special_tokens=False))
-
-    def _use_chat_template(self) -> bool:
-        mode = str(self.options.extra.get("chat", "auto"))
-        has = bool(getattr(self.tokenizer, "has_chat_template", False))
-        if mode == "on" and not has:
-            raise PermanentBackendError(f"{self.path.name} has no chat template")
-        return has and mode != "off"
-
     @property
     def model_name(self) -> str:
         return getattr(self, "_name", None) or hf_models.model_display_name(self.options.model)
 
     # ---- prompts ---------------------------------------------------------------------------
 
-    def render(self, prompt: Prompt) -> tuple[str, bool]:
-        """Prompt text and whether it already holds the BOS token."""
-        if not self._chat:
-            return prompt.as_text(), False
-        template = self.tokenizer.apply_chat_template
-        try:
-            text = template(prompt.messages(), tokenize=False, add_generation_prompt=True)
-        except Exception:
-            if not prompt.system:
-                raise
-            merged = [{"role": "user", "content": f"{prompt.system}\n\n{prompt.user}"}]
-            text = template(merged, tokenize=False, add_generation_prompt=True)
-        bos = self.tokenizer.bos_token
-        return text, bool(bos) and text.startswith(bos)
-
-    def _tokens(self, prompt: Prompt) -> list[int]:
-        text, has_bos = self.render(prompt)
-        ids = [int(t) for t in self.tokenizer.encode(text, add_special_tokens=False)]
-        if self._adds_bos and not has_bos:
-            ids.insert(0, self._bos_id)
-        if not ids:
-            raise PermanentBackendError("the prompt rendered to no tokens")
-        if len(ids) >= self.options.n_ctx:
-            raise PermanentBackendError(
-                f"prompt of {len(ids)} tokens does not fit the context of {self.options.n_ctx}")
-        return ids
+    @property
+    def logit_softcap(self) -> float | None:
+        """The final-logit softcap mlx-lm leaves out and scoring applies, if any."""
+        return self._softcap
 
     # ---- the prompt cache ------------------------------------------------------------------
 
@@ -253,7 +240,7 @@ class MLXBackend(Backend):
     def score_options(self, prompts: Sequence[Prompt]) -> list[OptionScores]:
         out = []
         for prompt in prompts:
-            tokens = self._tokens(prompt)
+            tokens = self.prompt_ids(prompt)
             try:
                 logits = self.last_logits(tokens)
                 logprobs = np.array(logits - mx.logsumexp(logits), dtype=np.float64)
@@ -270,7 +257,7 @@ class MLXBackend(Backend):
         stream = {"stream": self._stream} if self._stream is not None else {}
         out = []
         for prompt in prompts:
-            tokens = self._tokens(prompt)
+            tokens = self.prompt_ids(prompt)
             keep = self._prepare_cache(tokens)
             try:
                 steps = mlx_lm.stream_generate(
@@ -291,13 +278,10 @@ class MLXBackend(Backend):
             out.append(self.tokenizer.decode(reply, skip_special_tokens=True))
         return out
 
-    def list_models(self) -> list[str]:
-        return [self.model_name]
-
     def describe(self) -> dict:
         return {"backend": self.name, "model": self.model_name,
                 "device": str(mx.default_device().type).split(".")[-1],
-                "chat_template": self._chat, "prefix_reuse": self._reuse}
+                "chat_template": self.uses_chat_template, "prefix_reuse": self._reuse}
 
     def close(self) -> None:
         if getattr(self, "model", None) is not None:

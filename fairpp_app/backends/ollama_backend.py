@@ -9,7 +9,8 @@ and lets the model's own chat template place the answer.
 Option scoring asks for one token at temperature 0 with ``logprobs: true`` and
 ``top_logprobs: 20`` (Ollama's maximum; servers older than 0.12.11 ignore the fields
 and get a clear error) and reads the first position's ``top_logprobs``, summing the
-spellings "A" and " A" of each letter as the llama.cpp backend does. The log-probabilities
+spellings of each letter by the rule the OpenAI backend shares
+(:mod:`fairpp_app.backends.topk`). The log-probabilities
 are over the whole vocabulary, so the mass the three letters leave is kept as
 ``other_mass``. A letter outside the top 20 counts as probability 0; when none of them is
 there the prompt cannot be scored and :class:`UnscorableOutput` says so.
@@ -28,12 +29,12 @@ ones.
 from __future__ import annotations
 
 import inspect
-import math
 import os
 from collections.abc import Sequence
 from typing import Any
 
 from fairpp_app.backends.base import Backend, BackendOptions
+from fairpp_app.backends.topk import letter_logprobs
 from fairpp_app.core.answers import LETTERS, OptionScores
 from fairpp_app.core.errors import (
     BackendError,
@@ -46,31 +47,12 @@ from fairpp_app.core.prompts import Prompt
 DEFAULT_HOST = "http://127.0.0.1:11434"
 TOP_LOGPROBS = 20  # Ollama refuses more
 APIS = ("generate", "chat")
-
-
-
-
-def letter_logprobs(top: Sequence[Any]) -> dict[str, float | None]:
-    """Log-probability per letter from one position's ``top_logprobs`` (None = absent)."""
-    found: dict[str, list[float]] = {L: [] for L in LETTERS}
-    for entry in top:
-        token, logprob = entry.get("token"), entry.get("logprob")
-        for letter in LETTERS:
-            if token in (letter, " " + letter):
-                found[letter].append(float(logprob))
-    out: dict[str, float | None] = {}
-    for letter, values in found.items():
-        if values:
-            peak = max(values)
-            out[letter] = peak + math.log(sum(math.exp(v - peak) for v in values))
-        else:
-            out[letter] = None
-    return out
+READINESS_TIMEOUT_S = 0.8  # the Home screen's probe: a local server answers at once
 
 
 def scores_from_top(top: Sequence[Any]) -> OptionScores:
     """OptionScores from one position's ``top_logprobs``; UnscorableOutput if no letter."""
-    logprobs = letter_logprobs(top)
+    logprobs = letter_logprobs((e.get("token"), e.get("logprob")) for e in top)
     if all(v is None for v in logprobs.values()):
         seen = ", ".join(repr(e.get("token")) for e in list(top)[:5]) or "nothing"
         raise UnscorableOutput(
@@ -83,11 +65,46 @@ def resolve_host(options: BackendOptions) -> str:
     return options.base_url or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST
 
 
+def _with_scheme(host: str) -> str:
+    return host if "://" in host else f"http://{host}"
+
+
 class OllamaBackend(Backend):
     name = "ollama"
-    description = "an Ollama server ($OLLAMA_HOST or --base-url); --model is the tag, e.g. gemma3:270m"
+    SUMMARY = "an Ollama server ($OLLAMA_HOST or --base-url; --model TAG)"
+    PACKAGES = ("ollama",)
+    ADVICE = ("Is Ollama running here? Start it with `ollama serve`, check $OLLAMA_HOST or the "
+              "base url field, and fetch the model with `ollama pull TAG`.")
+    READINESS_IS_SLOW = True
     SUPPORTS_LOGPROBS = True
     SUPPORTS_CONCURRENCY = True
+
+    # ---- what the UI knows before a backend is made --------------------------------------
+
+    @classmethod
+    def readiness(cls, timeout: float = READINESS_TIMEOUT_S) -> tuple[bool, str]:
+        """Whether the server at $OLLAMA_HOST (or the default) answers, and its version."""
+        ok, why = super().readiness()
+        if not ok:
+            return ok, why
+        import httpx
+
+        host = _with_scheme(resolve_host(BackendOptions()))
+        try:
+            response = httpx.get(f"{host.rstrip('/')}/api/version", timeout=timeout)
+            response.raise_for_status()
+            version = str(response.json().get("version", "?"))
+        except (httpx.HTTPError, ValueError):
+            return False, f"no server at {host}"
+        return True, f"server {version} at {host}"
+
+    @classmethod
+    def checking_text(cls) -> str:
+        return f"checking {_with_scheme(resolve_host(BackendOptions()))}…"
+
+    @classmethod
+    def form_values(cls, params: dict) -> dict:
+        return {"base_url": params["host"]} if params.get("host") else {}
 
     def __init__(self, options: BackendOptions) -> None:
         super().__init__(options)

@@ -1,7 +1,7 @@
 """Any OpenAI-compatible server: OpenAI itself, vLLM, SGLang, the llama.cpp server.
 
 Option scoring asks for one token with its top-k log-probabilities and sums the
-spellings of each letter ("A", " A"). Two APIs can do that, picked by
+spellings of each letter ("A", " A", by the rule of :mod:`fairpp_app.backends.topk`). Two APIs can do that, picked by
 ``extra["api"]``:
 
 * ``completions`` sends the persona prompt as plain text (``Prompt.as_text``), the way
@@ -31,16 +31,15 @@ has no such endpoint, or with ``extra["check_model"] = False``).
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-import openai
-
 from fairpp_app.backends.base import Backend, BackendOptions
+from fairpp_app.backends.topk import letter_logprobs
 from fairpp_app.core.answers import LETTERS, OptionScores
 from fairpp_app.core.errors import (
     BackendError,
@@ -50,14 +49,22 @@ from fairpp_app.core.errors import (
 )
 from fairpp_app.core.prompts import Prompt
 
+if TYPE_CHECKING:
+    import openai
+
+
+def _import_openai() -> None:
+    """The SDK is imported when a backend is made, so the UI reads the class without it."""
+    global openai
+    import openai
+
+
 OPENAI_URL = "https://api.openai.com/v1"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 NO_KEY = "not-needed"  # local servers accept anything; the client insists on a string
 TOP_K = 20
 TOP_K_FALLBACK = 5  # OpenAI's legacy completions and some vLLM set-ups allow no more
 APIS = ("auto", "completions", "chat")
-
-
 
 
 def public_url(url: str) -> str:
@@ -72,32 +79,26 @@ def public_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def letter_logprobs(top: dict[str, float] | list[tuple[str, float]]) -> dict[str, float | None]:
-    """Sum the spellings of each letter ("A", " A", "A\\n") among top-k (token, logprob) pairs.
-
-    "A." or "Answer" do not count: only tokens that are the bare letter once stripped.
-    """
-    pairs = top.items() if isinstance(top, dict) else top
-    found: dict[str, list[float]] = {L: [] for L in LETTERS}
-    for token, logprob in pairs:
-        letter = token.strip()
-        if letter in found and logprob is not None and math.isfinite(logprob):
-            found[letter].append(logprob)
-    out: dict[str, float | None] = {}
-    for letter, values in found.items():
-        if not values:
-            out[letter] = None
-            continue
-        top_v = max(values)
-        out[letter] = top_v + math.log(sum(math.exp(v - top_v) for v in values))
-    return out
-
-
 class OpenAIBackend(Backend):
     name = "openai"
-    description = "any OpenAI-compatible server; --base-url URL, --model NAME, --api-key-env VAR"
+    SUMMARY = "any OpenAI-compatible server: OpenAI, vLLM, SGLang, llama.cpp server"
+    PACKAGES = ("openai",)
+    ADVICE = ("Check the base url and model fields, and that the variable named in api key env "
+              "is set in the shell that started fairpp.")
     SUPPORTS_LOGPROBS = True
     SUPPORTS_CONCURRENCY = True
+
+    @classmethod
+    def readiness(cls) -> tuple[bool, str]:
+        """Installed, and whether the default key variable is set (its value is never read)."""
+        ok, why = super().readiness()
+        if not ok:
+            return ok, why
+        return True, f"{DEFAULT_KEY_ENV} {'set' if os.environ.get(DEFAULT_KEY_ENV) else 'unset'}"
+
+    def __new__(cls, *args, **kwargs):
+        _import_openai()
+        return super().__new__(cls)
 
     def __init__(self, options: BackendOptions) -> None:
         super().__init__(options)
@@ -219,7 +220,6 @@ class OpenAIBackend(Backend):
                     f"{url} has no endpoint for {what} (HTTP 404; does --base-url end in /v1?)")
         else:
             err = PermanentBackendError(f"{url} refused {what} (HTTP {code}): {self._detail(exc)}")
-        err.status = code  # type: ignore[attr-defined]
         return err
 
     @contextmanager

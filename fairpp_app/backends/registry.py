@@ -1,4 +1,10 @@
-"""Backends by name. A backend's module (and so its SDK) is imported only when it is used."""
+"""Backends by name.
+
+The registry holds only where each backend class lives. Backend modules import their
+engine's SDK when a backend is made, not when the module is imported, so the UI reads a
+class's declared details (``SUMMARY``, ``PACKAGES``, ``ADVICE``, ``readiness()``...) on
+any machine, and a missing SDK becomes a clear error when the backend is created.
+"""
 
 from __future__ import annotations
 
@@ -13,51 +19,51 @@ from fairpp_app.core.errors import PermanentBackendError, UsageError
 class BackendInfo:
     name: str
     target: str  # "module:Class", relative to fairpp_app.backends
-    summary: str
-    needs: str  # the Python package that must be importable
+
+    @property
+    def cls(self) -> type[Backend]:
+        module_name, cls_name = self.target.split(":")
+        return getattr(importlib.import_module(f"{__package__}.{module_name}"), cls_name)
+
+    @property
+    def summary(self) -> str:
+        return self.cls.SUMMARY
+
+    @property
+    def needs(self) -> str:
+        """The package to name: the first one missing, else the first one needed."""
+        cls = self.cls
+        return (cls.missing_packages() or list(cls.PACKAGES) or [""])[0]
 
 
 BACKENDS: dict[str, BackendInfo] = {b.name: b for b in [
-    BackendInfo("embedded", "llamacpp:EmbeddedBackend",
-                "Gemma 3 270M base model shipped with fairpp, run by llama.cpp (default)", "llama_cpp"),
-    BackendInfo("llamacpp", "llamacpp:LlamaCppBackend", "llama.cpp on any GGUF file (--model PATH)", "llama_cpp"),
-    BackendInfo("ollama", "ollama_backend:OllamaBackend",
-                "an Ollama server ($OLLAMA_HOST or --base-url; --model TAG)", "ollama"),
-    BackendInfo("openai", "openai_backend:OpenAIBackend",
-                "any OpenAI-compatible server: OpenAI, vLLM, SGLang, llama.cpp server", "openai"),
-    BackendInfo("transformers", "transformers_backend:TransformersBackend",
-                "Hugging Face transformers on CPU, CUDA or MPS (--model DIR or GGUF)", "transformers"),
-    BackendInfo("mlx", "mlx_backend:MLXBackend",
-                "mlx-lm (Apple silicon; CPU on Linux) on a model folder or GGUF; default: the embedded "
-                "Gemma converted", "mlx_lm"),
+    BackendInfo("embedded", "llamacpp:EmbeddedBackend"),
+    BackendInfo("llamacpp", "llamacpp:LlamaCppBackend"),
+    BackendInfo("ollama", "ollama_backend:OllamaBackend"),
+    BackendInfo("openai", "openai_backend:OpenAIBackend"),
+    BackendInfo("transformers", "transformers_backend:TransformersBackend"),
+    BackendInfo("mlx", "mlx_backend:MLXBackend"),
 ]}
 
 
-def names() -> list[str]:
-    return list(BACKENDS)
-
-
 def backend_class(name: str) -> type[Backend]:
+    """The class of a backend (its SDK is not imported)."""
     info = BACKENDS.get(name)
     if info is None:
         raise UsageError(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}")
-    module_name, cls_name = info.target.split(":")
-    try:
-        module = importlib.import_module(f"{__package__}.{module_name}")
-    except ImportError as exc:
-        raise PermanentBackendError(
-            f"the {name} backend needs the Python package '{info.needs}', which is not "
-            f"installed here ({exc.name or exc})") from None
-    return getattr(module, cls_name)
+    return info.cls
 
 
 def create(name: str, options: BackendOptions | None = None) -> Backend:
-    return backend_class(name)(options or BackendOptions())
+    cls = backend_class(name)
+    missing = cls.missing_packages()
+    if missing:
+        raise PermanentBackendError(
+            f"the {name} backend needs the Python package '{missing[0]}', which is not "
+            f"installed here ({missing[0]})")
+    return cls(options or BackendOptions())
 
 
 def available(name: str) -> bool:
-    """Whether the backend's package can be imported (cheap; does not import it)."""
-    import importlib.util
-
-    info = BACKENDS[name]
-    return importlib.util.find_spec(info.needs) is not None
+    """Whether the backend's packages can be imported (cheap; does not import them)."""
+    return backend_class(name).installed()

@@ -42,27 +42,44 @@ import os
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from fairpp_app.backends import hf_models
-from fairpp_app.backends.base import Backend, BackendOptions, option_token_ids
+from fairpp_app.backends.base import Backend, BackendOptions
+from fairpp_app.backends.hf_prompts import HFPromptMethods, HFPrompts
 from fairpp_app.core.answers import LETTERS, OptionScores
 from fairpp_app.core.errors import PermanentBackendError
 from fairpp_app.core.prompts import Prompt
 
+if TYPE_CHECKING:
+    import torch
+
 MIN_SHARED_PREFIX = 16
-_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16}
+DTYPES = ("float32", "bfloat16", "bf16", "float16", "fp16")
 
 
-class TransformersBackend(Backend):
+def _import_torch() -> None:
+    """torch is imported when a backend is made, not with this module: the UI reads the
+    class's details without paying for (or needing) torch."""
+    global torch, _OOM
+    import torch
+
+    _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+class TransformersBackend(HFPromptMethods, Backend):
     name = "transformers"
-    description = "Hugging Face transformers; --model is a model folder or a GGUF file"
+    SUMMARY = "Hugging Face transformers on CPU, CUDA or MPS (--model DIR or GGUF)"
+    PACKAGES = ("transformers", "torch")
+    READY_TEXT = "installed; give a model path"
+    ADVICE = ("Give a local model folder (or a GGUF file) in the model field; install "
+              "the train extra for torch and transformers.")
     SUPPORTS_LOGPROBS = True
     SUPPORTS_BATCH = True
-    REUSES_PREFIX = False
+
+    def __new__(cls, *args, **kwargs):
+        _import_torch()
+        return super().__new__(cls)
 
     def __init__(self, options: BackendOptions) -> None:
         super().__init__(options)
@@ -79,23 +96,28 @@ class TransformersBackend(Backend):
 
     @classmethod
     def from_loaded(cls, model, tokenizer, options: BackendOptions, name: str) -> TransformersBackend:
-        """Wrap a model already in memory (benchmarks on randomly initialised models)."""
+        """Wrap a model already in memory (the model being trained, an adapter loaded for
+        evaluation, benchmarks on random models): everything but the loading is the same."""
         self = cls.__new__(cls)
+        self._wrap(model, tokenizer, options, name)
+        return self
+
+    def _wrap(self, model, tokenizer, options: BackendOptions, name: str) -> None:
         Backend.__init__(self, options)
-        self.device = str(next(model.parameters()).device)
-        self.dtype = next(model.parameters()).dtype
+        weights = next(model.parameters())
+        self.device = options.device if options.device not in (None, "auto") else str(weights.device)
+        self.dtype = weights.dtype
         self.path = Path(name)
         self._setup(tokenizer, model, name)
-        return self
 
     def _setup(self, tokenizer, model, name: str) -> None:
         self.tokenizer = tokenizer
         self.model = model
         self._name = name
-        self._bos_id, self._adds_bos = self._bos_rule()
+        self.prompts = HFPrompts(tokenizer, chat=self.options.extra.get("chat", "auto"),
+                                 n_ctx=self.options.n_ctx, model_name=self.model_name)
         self._pad_id = self._pad_token_id()
-        self._letter_ids = self._option_token_ids()
-        self._chat = self._chat_mode()
+        self._letter_ids = self.prompts.option_ids()
         # A peft wrapper's forward takes **kwargs and hands them on; ask the real model.
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model
         params = inspect.signature(inner.forward).parameters
@@ -103,6 +125,7 @@ class TransformersBackend(Backend):
         self._takes_positions = "position_ids" in params
         # transformers 5 renamed past_key_values to cache.
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self.prompt_tokens = 0  # scored prompt tokens run through the model (not cached), for tests
 
     # ---- set-up ------------------------------------------------------------------------
 
@@ -110,15 +133,10 @@ class TransformersBackend(Backend):
         wanted = self.options.extra.get("dtype")
         if wanted is None:
             return hf_models.default_dtype(self.device)
-        if str(wanted) not in _DTYPES:
-            raise PermanentBackendError(f"unknown dtype '{wanted}'; use one of {', '.join(_DTYPES)}")
-        return _DTYPES[str(wanted)]
-
-    def _bos_rule(self) -> tuple[int | None, bool]:
-        """The BOS id and whether the tokenizer puts it in front of plain text by itself."""
-        bos = self.tokenizer.bos_token_id
-        with_special = self.tokenizer("x", add_special_tokens=True)["input_ids"]
-        return bos, bos is not None and bool(with_special) and with_special[0] == bos
+        if str(wanted) not in DTYPES:
+            raise PermanentBackendError(f"unknown dtype '{wanted}'; use one of {', '.join(DTYPES)}")
+        aliases = {"bf16": "bfloat16", "fp16": "float16"}
+        return getattr(torch, aliases.get(str(wanted), str(wanted)))
 
     def _pad_token_id(self) -> int:
         for candidate in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, 0):
@@ -126,53 +144,16 @@ class TransformersBackend(Backend):
                 return int(candidate)
         return 0
 
-    def _option_token_ids(self) -> list[list[int]]:
-        return option_token_ids(lambda text: self.tokenizer.encode(text, add_special_tokens=False))
-
-    def _chat_mode(self) -> bool:
-        mode = str(self.options.extra.get("chat", "auto"))
-        has_template = bool(getattr(self.tokenizer, "chat_template", None))
-        if mode == "on" and not has_template:
-            raise PermanentBackendError(f"{self.model_name} has no chat template")
-        return mode != "off" and has_template
-
     # ---- prompts -----------------------------------------------------------------------
 
-    def render(self, prompt: Prompt) -> tuple[str, bool]:
-        """Prompt text and whether it already holds the BOS token."""
-        if not self._chat:
-            return prompt.as_text(), False
-        from jinja2 import TemplateError
-
-        attempts = [prompt.messages()]
-        if prompt.system:  # Gemma's and older Mistral templates refuse a system turn
-            attempts.append([{"role": "user", "content": f"{prompt.system}\n\n{prompt.user}"}])
-        for messages in attempts:
-            try:
-                text = self.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                          add_generation_prompt=True)
-                break
-            except TemplateError as exc:
-                error = exc
-        else:
-            raise PermanentBackendError(
-                f"the chat template of {self.model_name} cannot render a prompt: {error}")
-        bos = self.tokenizer.bos_token
-        return text, bool(bos) and text.startswith(bos)
-
-    def _tokens(self, prompt: Prompt) -> list[int]:
-        text, has_bos = self.render(prompt)
-        ids = list(self.tokenizer.encode(text, add_special_tokens=False))
-        if self._adds_bos and not has_bos:
-            ids.insert(0, self._bos_id)
-        if len(ids) >= self.options.n_ctx:
-            raise PermanentBackendError(
-                f"prompt of {len(ids)} tokens does not fit the context of {self.options.n_ctx}")
-        return ids
+    @property
+    def logit_softcap(self) -> float | None:
+        """The final-logit softcap the model's own head applies (already in its logits)."""
+        return getattr(getattr(self.model, "config", None), "final_logit_softcapping", None)
 
     def _batch(self, prompts: Sequence[Prompt]) -> dict[str, torch.Tensor]:
         """Left-padded input ids, attention mask and (where taken) real-token positions."""
-        rows = [self._tokens(p) for p in prompts]
+        rows = [self.prompt_ids(p) for p in prompts]
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -217,12 +198,14 @@ class TransformersBackend(Backend):
         out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
         cache = getattr(out, "cache", None) or out.past_key_values
         self._last_prefix = (prefix, cache)
+        self.prompt_tokens += len(prefix)
         return cache
 
     def _logits_with_prefix(self, rows: list[list[int]], shared: int) -> torch.Tensor:
         cache = copy.deepcopy(self._prefix_cache(tuple(rows[0][:shared])))
         cache.batch_repeat_interleave(len(rows))
         suffixes = [r[shared:] for r in rows]
+        self.prompt_tokens += sum(len(x) for x in suffixes)
         width = max(len(x) for x in suffixes)
         ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), shared + width), dtype=torch.long)
@@ -238,12 +221,12 @@ class TransformersBackend(Backend):
 
     def last_logits(self, prompts: Sequence[Prompt]) -> torch.Tensor:
         """Float32 logits of the next token after each prompt, shape (len(prompts), vocab)."""
-        rows = [self._tokens(p) for p in prompts]
+        rows = [self.prompt_ids(p) for p in prompts]
         shared = self._shared_prefix(rows)
         systems = {p.system for p in prompts}
         if shared and len(systems) == 1 and None not in systems:
             # Cut at the persona's own prefix, so every batch of that persona reuses one cache.
-            persona_only = self._tokens(Prompt(system=prompts[0].system, user=""))
+            persona_only = self.prompt_ids(Prompt(system=prompts[0].system, user=""))
             limit = next((i for i, (a, b) in enumerate(zip(persona_only, rows[0])) if a != b),
                          min(len(persona_only), len(rows[0])))
             shared = min(shared, limit) if limit >= MIN_SHARED_PREFIX else shared
@@ -251,6 +234,7 @@ class TransformersBackend(Backend):
             with torch.inference_mode(), _oom_as_error(self.device):
                 return self._logits_with_prefix(rows, shared)
         batch = self._batch(prompts)
+        self.prompt_tokens += sum(len(r) for r in rows)
         with torch.inference_mode(), _oom_as_error(self.device):
             if self._keeps_logits:
                 logits = self.model(**batch, use_cache=False, logits_to_keep=1).logits
@@ -289,12 +273,9 @@ class TransformersBackend(Backend):
     def model_name(self) -> str:
         return getattr(self, "_name", None) or hf_models.model_display_name(self.options.model)
 
-    def list_models(self) -> list[str]:
-        return [self.model_name]
-
     def describe(self) -> dict:
         return {"backend": self.name, "model": self.model_name, "device": self.device,
-                "dtype": str(self.dtype).removeprefix("torch."), "chat_template": self._chat}
+                "dtype": str(self.dtype).removeprefix("torch."), "chat_template": self.uses_chat_template}
 
     @property
     def takes_positions(self) -> bool:

@@ -21,6 +21,7 @@ LOPSIDED_WEIGHT = 0.75
 
 def _training_listener(quiet: bool, personas):
     from fairpp_app.core.events import TrainingEnded, TrainingEval, TrainingStarted, TrainingStep
+    from fairpp_app.training.methods import method
 
     numbers = {p.slug: p.number for p in personas}
 
@@ -28,7 +29,7 @@ def _training_listener(quiet: bool, personas):
         if isinstance(event, TrainingStarted):
             err.print(f"training '{event.training}': {event.method} toward {event.target} on "
                       f"{event.base_model} ({event.device}); {event.questions:,} questions, "
-                      f"{event.pairs:,} {'pairs' if event.method.endswith('dpo') else 'examples'}, "
+                      f"{event.pairs:,} {'pairs' if method(event.method).preference else 'examples'}, "
                       f"{event.skipped:,} skipped (unparsed target answer); "
                       f"steps {event.start_step}/{event.total_steps}")
             if event.letters:

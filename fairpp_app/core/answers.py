@@ -68,13 +68,12 @@ class OptionScores:
         top = max(finite)
         weights = [math.exp(v - top) if v is not None and math.isfinite(v) else 0.0 for v in values]
         total = sum(weights)
-        probs = tuple(w / total for w in weights)
+        probs = (weights[0] / total, weights[1] / total, weights[2] / total)
         other = None
         if total_known:
             mass = sum(math.exp(v) for v in finite)
             other = max(0.0, 1.0 - mass)
-        return cls(probs=probs, other_mass=other,  # type: ignore[arg-type]
-                   raw=dict(zip(LETTERS, values)))
+        return cls(probs=probs, other_mass=other, raw=dict(zip(LETTERS, values)))
 
     def swapped_ab(self) -> OptionScores:
         a, b, c = self.probs
@@ -83,7 +82,8 @@ class OptionScores:
 
 def average(first: OptionScores, second_swapped_back: OptionScores) -> OptionScores:
     """Mean of two distributions over the same (original) options; used by --debias permute."""
-    probs = tuple((x + y) / 2 for x, y in zip(first.probs, second_swapped_back.probs))
+    (a1, b1, c1), (a2, b2, c2) = first.probs, second_swapped_back.probs
     others = [o for o in (first.other_mass, second_swapped_back.other_mass) if o is not None]
-    return OptionScores(probs=probs, other_mass=sum(others) / len(others) if others else None,  # type: ignore[arg-type]
+    return OptionScores(probs=((a1 + a2) / 2, (b1 + b2) / 2, (c1 + c2) / 2),
+                        other_mass=sum(others) / len(others) if others else None,
                         raw={"original": first.raw, "swapped": second_swapped_back.raw})

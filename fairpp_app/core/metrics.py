@@ -54,8 +54,14 @@ def similarity(x: Iterable[str | None], y: Iterable[str | None]) -> float | None
 
 def paired(x: Mapping[str, str | None], y: Mapping[str, str | None]) -> tuple[list[str], list[str]]:
     """Answers of both respondents on the questions where both gave a parsed answer."""
-    keys = [k for k in x if k in y and x[k] is not None and y[k] is not None]
-    return [x[k] for k in keys], [y[k] for k in keys]  # type: ignore[misc]
+    xs: list[str] = []
+    ys: list[str] = []
+    for key, a in x.items():
+        b = y.get(key)
+        if a is not None and b is not None:
+            xs.append(a)
+            ys.append(b)
+    return xs, ys
 
 
 def paired_similarity(x: Mapping[str, str | None], y: Mapping[str, str | None]) -> float | None:

@@ -7,31 +7,28 @@ embedded model scores a few prompts; transformers and mlx run one forward pass o
 model built from a config (no weights are read, nothing is downloaded).
 
 The embedded engine's verdict is cached per build of the library (its files' sizes and
-times), so the Home screen and the backend's first-use check can read it without loading
-the model.
+times) by :mod:`fairpp_app.backends.llama_build`, so the Home screen and the backend's
+first-use check can read it without loading the model (and the backend need not import
+this job).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import re
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
+from fairpp_app.backends.llama_build import (
+    ALLOW_AMX_ENV,
+    NO_AMX_FLAGS,
+    REBUILD_HINT,
+    cached_verdict,
+    has_amx,
+    llama_build_id,
+    store_verdict,
+)
 from fairpp_app.core.child import ChildResult, crash_point, run_in_child
-from fairpp_app.core.paths import cache_dir
 
-#: The compiler flags the set-up (the ``dev`` script's ``llama_cflags``) builds llama.cpp with
-#: on x86-64; a test keeps the two equal.
-NO_AMX_FLAGS = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
-REBUILD_HINT = (f"rebuild llama.cpp without AMX: `./dev rebuild-llama` in a fairpp checkout, or "
-                f"CFLAGS='{NO_AMX_FLAGS}' CXXFLAGS='{NO_AMX_FLAGS}' pip install --no-cache-dir "
-                f"--force-reinstall --no-deps llama-cpp-python")
-#: Lets the backend load a build whose system info shows AMX (the probe child sets it).
-ALLOW_AMX_ENV = "FAIRPP_ALLOW_AMX"
 PROBE_TIMEOUT_S = 300.0
 PROBE_PROMPTS = 8
 
@@ -140,10 +137,6 @@ def probe_mlx() -> dict:
 
 # ---- the parent side --------------------------------------------------------------------
 
-def has_amx(system_info: str) -> bool:
-    return re.search(r"AMX\w* = 1", system_info) is not None
-
-
 def installed(engine: Engine) -> bool:
     return all(importlib.util.find_spec(p) is not None for p in engine.packages)
 
@@ -180,44 +173,21 @@ def check_all(names: list[str] | None = None) -> list[Verdict]:
     return [check(n) for n in (names or list(ENGINES))]
 
 
-# ---- the cache of the embedded engine's verdict -----------------------------------------
-
-def _cache_path() -> Path:
-    return cache_dir() / "doctor.json"
-
-
-def llama_build_id() -> str | None:
-    """Names one build of llama-cpp-python by its native libraries' sizes and times, without
-    importing (and so loading) them; None when it is not installed."""
-    spec = importlib.util.find_spec("llama_cpp")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    lib = Path(list(spec.submodule_search_locations)[0]) / "lib"
-    parts = [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
-             for p in sorted(lib.glob("*")) if p.is_file()]
-    return "|".join(parts) or None
-
+# ---- the cache of the embedded engine's verdict (kept by backends.llama_build) --------
 
 def _store_cached(verdict: Verdict) -> None:
-    build = llama_build_id()
-    if build is None:
-        return
-    path = _cache_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"build": build, "verdict": asdict(verdict)}))
-    os.replace(tmp, path)
+    store_verdict(asdict(verdict))
 
 
 def cached_embedded_verdict() -> Verdict | None:
     """The last probe's verdict when it was made on the llama.cpp build installed now."""
-    try:
-        data = json.loads(_cache_path().read_text())
-    except (OSError, ValueError):
-        return None
-    if data.get("build") != llama_build_id():
+    data = cached_verdict()
+    if data is None:
         return None
     try:
-        return Verdict(**data["verdict"])
-    except (KeyError, TypeError):
+        return Verdict(**data)
+    except TypeError:
         return None
+
+
+__all__ = ["ALLOW_AMX_ENV", "NO_AMX_FLAGS", "REBUILD_HINT", "has_amx", "llama_build_id"]

@@ -1,10 +1,19 @@
 """Fine-tuning a model toward one persona: SFT, WSFT, DPO and WDPO (paper section 7).
 
-The package splits along what each part needs: ``config`` and ``data`` are plain Python
-(the CLI, the TUI and the MLX trainer import them without torch), ``losses`` holds the
-weighted-loss arithmetic written so torch and MLX arrays both run it, ``torch_trainer``
-is the transformers/TRL/peft trainer, ``callbacks`` turns its hooks into events,
-``evaluate`` runs a trained adapter as a respondent, and ``report`` lays the results out
-as the paper's Table 2. ``runner`` picks the trainer for a device and is the one entry
-point the CLI and the TUI call.
+The package is layered so that nothing imports what imports it (no cycles), and so that
+the CLI, the TUI and ``fairpp --help`` reach what they need without torch or mlx.
+
+Plain Python, below everything else:
+``methods`` (the registry: one entry per method), ``losses`` (the weighted-loss
+arithmetic, run on torch and MLX arrays alike), ``config``, ``data``, ``schedule`` (step
+counts and the learning rate), ``lora`` (the LoRA targets), ``checkpoints``,
+``failures``, ``compare`` (answers against the personas').
+
+The framework-free half of a run: ``session`` (row, data, files, events), ``ending``
+(how a run ends), ``live_eval`` (the similarity while training).
+
+The trainers, each importing only the layers above: ``torch_trainer`` (transformers, TRL
+and peft, with its hooks in ``callbacks``) and ``mlx_trainer``. ``runner`` picks one and
+imports it when a training runs. Beside them: ``evaluate`` (a trained adapter answering
+through the simulation engine) and ``report`` (the paper's Table 2).
 """

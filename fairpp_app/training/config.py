@@ -13,8 +13,8 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 
 from fairpp_app.core.errors import UsageError
+from fairpp_app.training import methods
 
-METHODS = ("wdpo", "dpo", "wsft", "sft")
 DEVICES = ("auto", "cuda", "cpu", "mps", "mlx")
 OPTIMIZERS = ("adamw_torch", "rmsprop", "sgd")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -24,22 +24,14 @@ def _help(text: str, **kw) -> dict:
     return {"help": text, **kw}
 
 
-def is_weighted(method: str) -> bool:
-    return method in ("wdpo", "wsft")
-
-
-def is_preference(method: str) -> bool:
-    return method in ("wdpo", "dpo")
-
-
 @dataclass
 class TrainingConfig:
     """Everything that defines a training run (stored with it, so --resume needs only the name)."""
 
-    method: str = field(default="wdpo", metadata=_help(
+    method: str = field(default=methods.NAMES[0], metadata=_help(
         "wdpo / dpo: preference pairs (target's option over each other option); wsft / sft: the "
         "target's option as the completion. The w-methods weight each question by the paper's tiers",
-        choices=METHODS))
+        choices=methods.NAMES))
     target: str = field(default="6", metadata=_help("target persona: number or slug"))
     from_run: str | None = field(default=None, metadata=_help(
         "run holding the personas' answers (required for a new training)"))
@@ -81,8 +73,7 @@ class TrainingConfig:
         "rejected separately); same loss, several times slower"))
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise UsageError(f"--method must be one of {', '.join(METHODS)}, not '{self.method}'")
+        methods.method(self.method)  # refuses an unknown name, listing the known ones
         if self.device not in DEVICES:
             raise UsageError(f"--device must be one of {', '.join(DEVICES)}, not '{self.device}'")
         if self.optim not in OPTIMIZERS:
@@ -112,10 +103,6 @@ class TrainingConfig:
             raise UsageError("--alpha and --beta must be zero or positive")
         if not 0 <= self.lora_dropout < 1:
             raise UsageError("--lora-dropout must be in [0, 1)")
-
-    @classmethod
-    def field_specs(cls) -> list:
-        return list(fields(cls))
 
     def as_json(self) -> dict:
         return asdict(self)

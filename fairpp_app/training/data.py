@@ -30,7 +30,7 @@ from fairpp_app.core.questions import LETTERS, Question
 from fairpp_app.core.weighting import compute_weights
 from fairpp_app.jobs.run_metrics import persona_answers
 from fairpp_app.store.database import Store
-from fairpp_app.training.config import is_weighted
+from fairpp_app.training.methods import method as method_of
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class Example:
         """The same question with options A and B swapped, the letters following their options."""
         flip = {"A": "B", "B": "A", "C": "C"}
         return Example(self.question, flip[self.chosen],
-                       tuple(flip[r] for r in self.rejected),  # type: ignore[arg-type]
+                       (flip[self.rejected[0]], flip[self.rejected[1]]),
                        self.weight, self.tier, not self.swapped)
 
     def pairs(self) -> list[tuple[str, str]]:
@@ -75,8 +75,7 @@ class TrainingSet:
 
     @property
     def n_pairs(self) -> int:
-        per = 2 if self.method in ("wdpo", "dpo") else 1
-        return per * len(self.examples)
+        return method_of(self.method).pairs_per_example * len(self.examples)
 
     def letter_shares(self, weighted: bool = False) -> dict[str, float]:
         """Share of each letter among the target's answers (by weight when ``weighted``).
@@ -92,11 +91,12 @@ class TrainingSet:
         return {k: v / whole for k, v in totals.items()}
 
     def summary(self) -> dict:
+        weighted = method_of(self.method).weighted
         return {"questions": self.n_questions, "examples": len(self.examples), "pairs": self.n_pairs,
                 "skipped_unparsed": len(self.skipped), "tiers": self.tiers,
-                "data_hash": self.data_hash, "weighted": is_weighted(self.method),
+                "data_hash": self.data_hash, "weighted": weighted,
                 "both_orders": self.permute, "letters": self.letter_shares(),
-                "weighted_letters": self.letter_shares(True) if is_weighted(self.method) else None,
+                "weighted_letters": self.letter_shares(True) if weighted else None,
                 "alpha": self.alpha, "beta": self.beta}
 
 
@@ -112,6 +112,7 @@ def build_training_set(store: Store, from_run: str, target: Persona, personas: l
                        method: str, alpha: float = 1.0, beta: float = 1.0,
                        limit: int | None = None, save_weights: bool = True) -> TrainingSet:
     """The training examples of ``method`` toward ``target`` from ``from_run``'s answers."""
+    weighted = method_of(method).weighted
     permute = run_debias(store, from_run) == "permute"
     slugs = [p.slug for p in personas]
     answers = persona_answers(store, from_run, slugs, "train")
@@ -126,7 +127,7 @@ def build_training_set(store: Store, from_run: str, target: Persona, personas: l
     present = [s for s in slugs if any(s in by for by in answers.values())]
     tiers: list[dict] = []
     weights: dict[str, tuple[int, float]] = {}
-    if is_weighted(method):
+    if weighted:
         by_q = {q.id: answers[q.id] for q in answered}
         result = compute_weights(by_q, target.slug, present, alpha, beta)
         tiers, weights = result.tiers, result.weights
@@ -140,12 +141,12 @@ def build_training_set(store: Store, from_run: str, target: Persona, personas: l
         if letter is None:
             skipped.append(q.id)
             continue
-        rejected = tuple(x for x in LETTERS if x != letter)
-        if is_weighted(method):
+        first, second = (x for x in LETTERS if x != letter)
+        if weighted:
             tier, w = weights[q.id]
         else:
             tier, w = None, 1.0
-        example = Example(q, letter, rejected, float(w), tier)  # type: ignore[arg-type]
+        example = Example(q, letter, (first, second), float(w), tier)
         examples.append(example)
         if permute:
             examples.append(example.swap())

@@ -6,8 +6,9 @@ answers are stored, resumable and comparable the same way: a simulation-kind run
 ``eval-NAME`` whose respondent is the adapter's name. ``--base`` does the same for the
 untrained model (run ``eval-base-MODEL``), which is the report's first row.
 
-``live_similarity`` is the small version the trainer runs every ``--eval-every`` steps on
-a fixed held-out subset, with the model being trained.
+This is the half of evaluation that loads models (torch, transformers and peft, imported
+when a function runs); comparing answers with the personas' is ``compare``, which the
+report and the live evaluation use without any of them.
 """
 
 from __future__ import annotations
@@ -16,64 +17,10 @@ import threading
 import warnings
 from collections.abc import Callable
 
-from fairpp_app.core import metrics
-from fairpp_app.core.answers import average
 from fairpp_app.core.events import Event
 from fairpp_app.core.personas import Persona
-from fairpp_app.core.prompts import build_prompt
 from fairpp_app.store.database import Store
-
-
-def eval_run_name(adapter: str) -> str:
-    return f"eval-{adapter}"
-
-
-def base_run_name(display: str, debias: str = "none") -> str:
-    return f"eval-base-{display}" + ("" if debias == "none" else f"-{debias}")
-
-
-def compare_with_personas(mine: dict[str, str | None], answers: dict[str, dict[str, str | None]],
-                          personas: list[Persona], target: Persona) -> dict:
-    """Similarity and agreement of one respondent's answers to each persona's, and the margin."""
-    sims: dict[str, float] = {}
-    agrees: dict[str, float] = {}
-    for p in personas:
-        theirs = {qid: by.get(p.slug) for qid, by in answers.items()}
-        s = metrics.paired_similarity(mine, theirs)
-        if s is None:
-            continue
-        sims[p.slug] = s
-        a = metrics.agreement(mine, theirs)
-        if a is not None:
-            agrees[p.slug] = a
-    others = [v for k, v in sims.items() if k != target.slug]
-    margin = (sims[target.slug] - sum(others) / len(others)
-              if target.slug in sims and others else None)
-    return {"similarity": sims, "agreement": agrees, "margin": margin}
-
-
-def live_similarity(scorer, questions, answers: dict[str, dict[str, str | None]],
-                    personas: list[Persona], target: Persona, debias: str = "none") -> dict:
-    """Answers of the model in ``scorer`` on ``questions`` (logprob mode, no persona), compared.
-
-    With ``debias="permute"`` each question is also scored with A and B swapped and the two
-    distributions averaged, as ``fairpp simulate --debias permute`` did for the personas.
-    """
-    model = scorer.model
-    was_training = model.training
-    model.eval()
-    scorer.forget_cache()  # the weights changed since the last evaluation
-    try:
-        scores = scorer.score_options([build_prompt(q, None) for q in questions])
-        if debias == "permute":
-            swapped = scorer.score_options([build_prompt(q, None, swap_ab=True) for q in questions])
-            scores = [average(s, w.swapped_ab()) for s, w in zip(scores, swapped)]
-    finally:
-        scorer.forget_cache()  # nor keep keys and values while training goes on
-        if was_training:
-            model.train()
-    mine = {q.id: s.answer for q, s in zip(questions, scores)}
-    return {**compare_with_personas(mine, answers, personas, target), "answers": mine}
+from fairpp_app.training.compare import base_run_name, eval_run_name
 
 
 def load_adapter(store: Store, name: str, device: str = "auto", batch_size: int = 8):
@@ -81,8 +28,8 @@ def load_adapter(store: Store, name: str, device: str = "auto", batch_size: int 
     from peft import PeftModel
 
     from fairpp_app.backends import hf_models
-    from fairpp_app.training.runner import adapter_chain, finished_adapter, read_metadata
     from fairpp_app.training.scoring import ModelScorer
+    from fairpp_app.training.session import adapter_chain, finished_adapter, read_metadata
     from fairpp_app.training.torch_trainer import load_base, merge_adapters
 
     _, folder = finished_adapter(store, name)

@@ -13,6 +13,10 @@ Only arithmetic, ``.sum()`` and a ``softplus`` passed in are used (-log sigmoid(
 softplus(-x)), so the MLX trainer runs the same lines on ``mx.array``. Inputs are
 log-probabilities laid out per question: ``logps[:, 0]`` the preferred letter and
 ``logps[:, 1:]`` the rejected ones, so one prompt serves both of its pairs.
+
+``sft`` and ``dpo`` are the losses the method registry names: both take the same
+arguments, so a trainer calls a method's loss without knowing which one it is (the
+reference is ``None`` for a method that is not a preference method).
 """
 
 from __future__ import annotations
@@ -57,3 +61,15 @@ def dpo_rewards(policy: Array, reference: Array, beta: float) -> tuple[Array, Ar
     chosen = beta * (policy[:, :1] - reference[:, :1])
     rejected = beta * (policy[:, 1:] - reference[:, 1:])
     return chosen + 0 * rejected, rejected
+
+
+def sft(policy: Array, reference: Array | None, weights: Array, beta: float,
+        softplus: Callable[[Array], Array]) -> Array:
+    """SFT and WSFT: the weighted NLL of the preferred letter (no reference, no beta)."""
+    return wsft_loss(policy, weights)
+
+
+def dpo(policy: Array, reference: Array | None, weights: Array, beta: float,
+        softplus: Callable[[Array], Array]) -> Array:
+    """DPO and WDPO over every pair of the micro-batch."""
+    return wdpo_loss(policy, reference, weights, beta, softplus)

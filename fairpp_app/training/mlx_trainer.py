@@ -1,6 +1,6 @@
 """The MLX trainer: the four methods with mlx-lm's LoRA layers, for Apple silicon.
 
-It takes the same :class:`~fairpp_app.training.runner.TrainingSession` as the torch trainer,
+It takes the same :class:`~fairpp_app.training.session.TrainingSession` as the torch trainer,
 so the row, the events, the checkpoints folder and ``fairpp_adapter.json`` look the same
 whichever framework trained; only the loop is MLX's. Nothing here needs torch (mlx-lm's
 tokenizer import loads transformers, which loads torch where it is installed).
@@ -64,26 +64,22 @@ from mlx_lm.models import cache as cache_lib
 from mlx_lm.tuner.lora import LoRALinear
 from mlx_lm.tuner.utils import linear_to_lora_layers, load_adapters
 
-from fairpp_app.backends.base import BackendOptions, completion_token_ids
+from fairpp_app.backends.base import BackendOptions
 from fairpp_app.backends.mlx_backend import MLXBackend
-from fairpp_app.core.errors import FairppError, UsageError
-from fairpp_app.core.events import TrainingEnded, TrainingEval, TrainingStep
-from fairpp_app.training import losses
-from fairpp_app.training.config import TrainingConfig, is_preference
+from fairpp_app.core.errors import UsageError
+from fairpp_app.training import checkpoints, ending, lora, losses
+from fairpp_app.training.config import TrainingConfig
 from fairpp_app.training.data import Example
-from fairpp_app.training.evaluate import live_similarity
 from fairpp_app.training.failures import TrainingDiverged, TrainingOutOfMemory
-from fairpp_app.training.runner import TrainingOutcome, TrainingSession, base_spec
+from fairpp_app.training.live_eval import LiveEvaluator
+from fairpp_app.training.methods import method as method_of
+from fairpp_app.training.schedule import learning_rate, steps_per_epoch, total_steps
+from fairpp_app.training.session import TrainingOutcome, TrainingSession, base_spec
 
-#: The torch trainer's LoRA targets (torch_trainer.PROJECTIONS; a test keeps them equal).
-PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
-               "query_key_value", "c_attn", "c_proj", "c_fc", "W_pack", "fc1", "fc2",
-               "dense", "dense_h_to_4h", "dense_4h_to_h", "qkv_proj", "gate_up_proj")
 MLX_ADAPTER = "mlx"
 ADAPTER_WEIGHTS = "adapters.safetensors"
 OPTIMIZER_STATE = "optimizer.safetensors"
-STATE_FILE = "trainer_state.json"
-KEEP_CHECKPOINTS = 2
+CHECKPOINT_FILES = (ADAPTER_WEIGHTS, OPTIMIZER_STATE)
 MAX_GRAD_NORM = 1.0
 
 
@@ -102,7 +98,7 @@ def lora_keys(model) -> list[str]:
     """Paths inside a decoder layer of the linear projections LoRA goes on."""
     keys = {name for name, module in model.layers[0].named_modules()
             if isinstance(module, (nn.Linear, nn.QuantizedLinear))
-            and name.rsplit(".", 1)[-1] in PROJECTIONS}
+            and lora.is_target(name)}
     return sorted(keys)
 
 
@@ -151,12 +147,6 @@ def adapter_disabled(model):
             m.scale = s
 
 
-def completion_ids(backend: MLXBackend) -> dict[str, int]:
-    """The one token per letter that is trained on, chosen as the torch trainer chooses it."""
-    return completion_token_ids(
-        lambda text: backend.tokenizer.encode(text, add_special_tokens=False), backend._chat)
-
-
 def last_logprobs(model, tokens: mx.array, softcap: float | None = None) -> mx.array:
     """(B, vocab) log-softmax at the last position of equal-length prompts ``tokens`` (B, L)."""
     cache = cache_lib.make_prompt_cache(model)
@@ -195,9 +185,8 @@ class Batches:
         self.batch_size = config.batch_size
         self.grad_accum = config.grad_accum
         self.seed = config.seed
-        micro = math.ceil(n / config.batch_size)
-        self.steps_per_epoch = max(1, math.ceil(micro / config.grad_accum))
-        self.total = config.max_steps or self.steps_per_epoch * config.epochs
+        self.steps_per_epoch = steps_per_epoch(config, n)
+        self.total = total_steps(config, n)
 
     def step(self, step: int) -> list[list[int]]:
         """The micro-batches (lists of example indices) of optimizer step ``step`` (1-based)."""
@@ -206,13 +195,6 @@ class Batches:
         per_step = self.batch_size * self.grad_accum
         chunk = order[k * per_step:(k + 1) * per_step]
         return [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-
-
-def learning_rate(config: TrainingConfig, total: int, done: int) -> float:
-    """The Trainer's linear schedule: the rate for the step after ``done`` finished steps."""
-    if done < config.warmup_steps:
-        return config.lr * done / config.warmup_steps
-    return config.lr * max(0.0, (total - done) / max(1, total - config.warmup_steps))
 
 
 def make_optimizer(config: TrainingConfig) -> optim.Optimizer:
@@ -234,8 +216,9 @@ class MLXTrainer:
         self.examples = examples
         self.config = config
         self.method = config.method
-        self.softcap = backend._softcap
-        self.letter_ids = completion_ids(backend)
+        self.spec = method_of(config.method)
+        self.softcap = backend.logit_softcap
+        self.letter_ids = backend.completion_ids()
         self._prompts: dict[int, list[int]] = {}
         self._reference: dict[int, mx.array] = {}
         self.optimizer = make_optimizer(config)
@@ -245,7 +228,7 @@ class MLXTrainer:
     def prompts(self, rows: list[int]) -> list[list[int]]:
         for i in rows:
             if i not in self._prompts:
-                self._prompts[i] = self.backend._tokens(self.examples[i].prompt())
+                self._prompts[i] = self.backend.prompt_ids(self.examples[i].prompt())
         return [self._prompts[i] for i in rows]
 
     def letters(self, rows: list[int]) -> mx.array:
@@ -271,18 +254,16 @@ class MLXTrainer:
 
     def _loss(self, rows: list[int], reference: mx.array | None):
         policy = self.policy(rows)
-        weights = self.weights(rows)
-        if reference is None:
-            return losses.wsft_loss(policy, weights), policy
-        return losses.wdpo_loss(policy, reference, weights, self.config.dpo_beta, softplus), policy
+        loss = self.spec.loss(policy, reference, self.weights(rows), self.config.dpo_beta, softplus)
+        return loss, policy
 
     def loss(self, rows: list[int]) -> mx.array:
-        reference = self.reference(rows) if is_preference(self.method) else None
+        reference = self.reference(rows) if self.spec.preference else None
         return self._loss(rows, reference)[0]
 
     def gradients(self, rows: list[int]) -> tuple[mx.array, dict, dict]:
         """Loss, gradients on the LoRA parameters, and the step's DPO metrics for one micro-batch."""
-        reference = self.reference(rows) if is_preference(self.method) else None
+        reference = self.reference(rows) if self.spec.preference else None
         (loss, policy), grads = self._loss_and_grad(rows, reference)
         metrics = {}
         if reference is not None:
@@ -299,7 +280,7 @@ class MLXTrainer:
             loss, grads, metrics = self.gradients(rows)
             value = loss.item()
             if not math.isfinite(value):
-                raise TrainingDiverged(self._divergence_message(value, lr))
+                raise TrainingDiverged.at(value, self.step + 1, lr, self.config.lr)
             total = grads if total is None else tree_map(mx.add, total, grads)
             mx.eval(total)
             logged["loss"] += value / n
@@ -313,11 +294,6 @@ class MLXTrainer:
         self.step += 1
         return logged
 
-    def _divergence_message(self, value: float, lr: float) -> str:
-        return (f"the loss became {value} at step {self.step + 1} (learning rate {lr:.3g}); training "
-                f"stopped rather than train on garbage. Lower --lr (it was {self.config.lr:g}) "
-                "and start again; the checkpoints so far hold the last good state")
-
     # ---- checkpoints ------------------------------------------------------------------------
 
     def adapter_weights(self) -> dict[str, mx.array]:
@@ -330,42 +306,19 @@ class MLXTrainer:
         tmp.mkdir(parents=True)
         mx.save_safetensors(str(tmp / ADAPTER_WEIGHTS), self.adapter_weights())
         mx.save_safetensors(str(tmp / OPTIMIZER_STATE), dict(tree_flatten(self.optimizer.state)))
-        (tmp / STATE_FILE).write_text(json.dumps({"global_step": self.step, "framework": "mlx",
-                                                  **(extra or {})}))
+        (tmp / checkpoints.STATE_FILE).write_text(json.dumps(
+            {"global_step": self.step, "framework": "mlx", **(extra or {})}))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
-        for old in checkpoints(folder)[KEEP_CHECKPOINTS:]:
-            shutil.rmtree(old, ignore_errors=True)
+        checkpoints.prune(folder)
         return final
 
     def load_checkpoint(self, folder: Path) -> None:
         self.model.load_weights(list(mx.load(str(folder / ADAPTER_WEIGHTS)).items()), strict=False)
         state = mx.load(str(folder / OPTIMIZER_STATE))
         self.optimizer.state = tree_unflatten(list(state.items()))
-        self.step = json.loads((folder / STATE_FILE).read_text())["global_step"]
+        self.step = json.loads((folder / checkpoints.STATE_FILE).read_text())["global_step"]
         mx.eval(self.model.parameters(), self.optimizer.state)
-
-
-def _step_of(folder: Path) -> int:
-    try:
-        return int(folder.name.rsplit("-", 1)[1])
-    except (IndexError, ValueError):
-        return -1
-
-
-def checkpoints(checkpoint_dir: Path) -> list[Path]:
-    """Whole checkpoints, newest first."""
-    if not checkpoint_dir.is_dir():
-        return []
-    found = [p for p in checkpoint_dir.glob("checkpoint-*")
-             if p.is_dir() and all((p / f).is_file() for f in (ADAPTER_WEIGHTS, OPTIMIZER_STATE,
-                                                                  STATE_FILE))]
-    return sorted(found, key=_step_of, reverse=True)
-
-
-def last_checkpoint(checkpoint_dir: Path) -> Path | None:
-    found = checkpoints(checkpoint_dir)
-    return found[0] if found else None
 
 
 # ---- the finished adapter -------------------------------------------------------------------
@@ -379,7 +332,7 @@ def _safetensors_names(path: Path) -> set[str]:
     return names
 
 
-def save_adapter(trainer: MLXTrainer, folder: Path, lora: dict, base_path: Path) -> bool:
+def save_adapter(trainer: MLXTrainer, folder: Path, lora_config: dict, base_path: Path) -> bool:
     """mlx-lm's adapter in ``folder/mlx``, peft's in ``folder``; False when peft's is skipped."""
     config = trainer.config
     mlx_dir = folder / MLX_ADAPTER
@@ -387,7 +340,7 @@ def save_adapter(trainer: MLXTrainer, folder: Path, lora: dict, base_path: Path)
     mx.save_safetensors(str(mlx_dir / ADAPTER_WEIGHTS), trainer.adapter_weights())
     (mlx_dir / "adapter_config.json").write_text(json.dumps(
         {"fine_tune_type": "lora", "num_layers": len(trainer.model.layers),
-         "lora_parameters": lora, "model": str(base_path)}, indent=2))
+         "lora_parameters": lora_config, "model": str(base_path)}, indent=2))
     trainer.backend.tokenizer.save_pretrained(str(folder))
     layers = lora_layers(trainer.model)
     base_names = _safetensors_names(base_path)
@@ -410,60 +363,10 @@ def save_adapter(trainer: MLXTrainer, folder: Path, lora: dict, base_path: Path)
 
 # ---- the run --------------------------------------------------------------------------------
 
-def _oom_message(config: TrainingConfig) -> str:
-    smaller = max(1, config.batch_size // 2)
-    return (f"out of memory on mlx with --batch-size {config.batch_size} and --grad-accum "
-            f"{config.grad_accum}; try --batch-size {smaller} --grad-accum "
-            f"{config.grad_accum * config.batch_size // smaller} (same questions per step)")
-
-
-class _Evaluator:
-    """``TrainingEval`` events from the backend's own scoring of the held-out questions."""
-
-    def __init__(self, session: TrainingSession, backend: MLXBackend) -> None:
-        self.session = session
-        self.backend = backend
-        self.every = session.config.eval_every
-        self.questions, self.answers = session.eval_set() if self.every > 0 else ([], {})
-        self.done_at: int | None = None
-
-    def __call__(self, step: int) -> None:
-        if not self.questions or not self.session.main:
-            return
-        result = live_similarity(self.backend, self.questions, self.answers,
-                                 self.session.personas, self.session.target,
-                                 debias=self.session.debias)
-        self.session.emit(TrainingEval(
-            self.session.name, step, self.session.target.slug, similarity=result["similarity"],
-            agreement=result["agreement"], margin=result["margin"], loss=self.session.last_loss))
-        self.done_at = step
-
-    def due(self, step: int) -> bool:
-        return self.every > 0 and step % self.every == 0 and self.done_at != step
-
-
 def train_mlx(session: TrainingSession) -> TrainingOutcome:
     """Train (or resume) ``session`` with MLX; the row and the events end as the torch ones do."""
-    try:
+    with ending.on_failure(session):
         return _train(session)
-    except KeyboardInterrupt:
-        session.mark("interrupted")
-        session.emit(TrainingEnded(session.name, "interrupted", _current_step(session),
-                                   f"interrupted; resume with --resume {session.name}"))
-        raise
-    except FairppError as exc:
-        session.mark("failed")
-        session.emit(TrainingEnded(session.name, "failed", _current_step(session), str(exc)))
-        raise
-    except BaseException as exc:
-        session.mark("failed")
-        session.emit(TrainingEnded(session.name, "failed", _current_step(session), repr(exc)))
-        raise
-
-
-def _current_step(session: TrainingSession) -> int:
-    trainer = getattr(session, "mlx_trainer", None)
-    return trainer.step if trainer is not None else 0
 
 
 def _train(session: TrainingSession) -> TrainingOutcome:
@@ -472,20 +375,19 @@ def _train(session: TrainingSession) -> TrainingOutcome:
     base = session.row["base_model"] if session.row else config.base
     backend = load_backend(base)
     merge_adapters(backend.model, session.init_chain)
-    lora = add_lora(backend.model, config)
+    lora_config = add_lora(backend.model, config)
     device = f"mlx-{backend.describe()['device']}"
     session.open_row(base_spec(base), {"base_path": str(backend.path), "framework": "mlx"})
     trainer = MLXTrainer(backend, data.examples, config)
-    session.mlx_trainer = trainer  # type: ignore[attr-defined]  # the step a failure reports
-    resume_from = last_checkpoint(session.checkpoint_dir) if session.resumed else None
+    resume_from = (checkpoints.last(session.checkpoint_dir, CHECKPOINT_FILES)
+                   if session.resumed else None)
     if resume_from is not None:
         trainer.load_checkpoint(resume_from)
     batches = Batches(len(data.examples), config)
     start = trainer.step
     session.emit(session.started(device, batches.total, start))
-    evaluate = _Evaluator(session, backend)
-    if start == 0:
-        evaluate(0)
+    evaluator = LiveEvaluator(session, backend)
+    evaluator.begin(start)
     backend.model.train()
     saved_at = start
     while trainer.step < batches.total and not session.cancel.is_set():
@@ -497,35 +399,27 @@ def _train(session: TrainingSession) -> TrainingOutcome:
         except (RuntimeError, ValueError) as exc:
             # Metal says "Insufficient Memory" or that a buffer is too large to allocate.
             if any(w in str(exc).lower() for w in ("memory", "allocate")):
-                raise TrainingOutOfMemory(_oom_message(config)) from None
+                raise TrainingOutOfMemory.on("mlx", config.batch_size, config.grad_accum) from None
             raise
-        session.last_loss = logged["loss"]
-        session.emit(TrainingStep(session.name, step, logged["loss"], learning_rate=lr,
-                                  reward_margin=logged.get("reward_margin"),
-                                  reward_accuracy=logged.get("reward_accuracy")))
-        if evaluate.due(step):
-            evaluate(step)
+        session.record_step(step, logged["loss"], learning_rate=lr,
+                            reward_margin=logged.get("reward_margin"),
+                            reward_accuracy=logged.get("reward_accuracy"))
+        evaluator.after_step(step)
         if step % config.save_every == 0 and session.main:
             trainer.save_checkpoint(session.checkpoint_dir, {"data_hash": data.data_hash})
             saved_at = step
     step = trainer.step
-    if evaluate.every > 0 and evaluate.done_at != step:
-        evaluate(step)
+    evaluator.end(step)
     if session.cancel.is_set() and step < batches.total:
         if saved_at != step and session.main:
             trainer.save_checkpoint(session.checkpoint_dir, {"data_hash": data.data_hash})
-        status, message = "cancelled", f"cancelled at step {step}; resume with --resume {session.name}"
-        session.mark(status)
-        session.emit(TrainingEnded(session.name, status, step, message))
-        return TrainingOutcome(session.name, status, step, None, message, data.summary())
+        return ending.cancelled(session, step)
     adapter = session.adapter_dir
-    peft = False
     if session.main:
-        peft = save_adapter(trainer, adapter, lora, backend.path)
+        peft = save_adapter(trainer, adapter, lora_config, backend.path)
         session.write_metadata(adapter, step, {
             "base_path": str(backend.path), "device": device, "framework": "mlx",
             "mlx_adapter": MLX_ADAPTER, "peft_adapter": peft,
-            "completion": {"chat_template": backend._chat, "letter_ids": trainer.letter_ids}})
-    session.mark("finished", str(adapter))
-    session.emit(TrainingEnded(session.name, "finished", step, "", str(adapter)))
-    return TrainingOutcome(session.name, "finished", step, str(adapter), "", data.summary())
+            "completion": {"chat_template": backend.uses_chat_template,
+                           "letter_ids": trainer.letter_ids}})
+    return ending.finished(session, step, str(adapter))

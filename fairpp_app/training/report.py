@@ -11,7 +11,8 @@ per-question agreement with the target, which the marginal-only similarity canno
   model); without such a run, the target's own answers in the reference run, which is the
   ceiling the trained models aim at;
 - SFT / WSFT / DPO / WDPO: the latest finished training of each method for the target,
-  through its ``eval-NAME`` run (``fairpp evaluate --adapter NAME``).
+  through its ``eval-NAME`` run (``fairpp evaluate --adapter NAME``). The method rows,
+  their labels and their order come from the method registry.
 """
 
 from __future__ import annotations
@@ -23,11 +24,9 @@ from fairpp_app.core.errors import UsageError
 from fairpp_app.core.personas import Persona
 from fairpp_app.jobs.run_metrics import persona_answers
 from fairpp_app.store.database import Store
-from fairpp_app.training.config import METHODS
+from fairpp_app.training import methods
+from fairpp_app.training.compare import base_run_name, compare_with_personas, eval_run_name
 from fairpp_app.training.data import run_debias
-from fairpp_app.training.evaluate import base_run_name, compare_with_personas, eval_run_name
-
-ROW_ORDER = ("base", "role-play", "sft", "wsft", "dpo", "wdpo")
 
 
 def _row(label: str, source: str | None, result: dict | None, target: Persona, note: str = "",
@@ -134,9 +133,9 @@ def build_report(store: Store, personas: list[Persona], target: Persona,
                          f"the target's own answers in {from_run} (no role-play run of "
                          f"{display})", questions=len(mine)))
 
-    for method in ("sft", "wsft", "dpo", "wdpo"):
+    for entry in methods.report_order():
+        method, label = entry.name, entry.label
         latest = [t for t in trainings if t["method"] == method]
-        label = method.upper()
         if not latest and method not in chosen:
             rows.append(_row(label, None, None, target, "no finished training"))
             continue
@@ -154,4 +153,4 @@ def build_report(store: Store, personas: list[Persona], target: Persona,
         rows.append(_row(label, name, result, target, note, questions=n))
     return {"target": {"number": target.number, "slug": target.slug, "name": target.name},
             "from_run": from_run, "split": split, "base_model": display,
-            "personas": [p.slug for p in personas], "rows": rows, "methods": list(METHODS)}
+            "personas": [p.slug for p in personas], "rows": rows, "methods": list(methods.NAMES)}

@@ -17,11 +17,12 @@ sequences right-padded by TRL's ``DataCollatorForPreference``, the full per-posi
 logits, per-token log-probs of the completion summed. Both feed the same weighted losses
 (``losses``); tests hold them equal within 1e-4.
 
-The weight column travels through the collators into ``compute_loss``; ``log`` adds the
-DPO reward margin and accuracy to what the Trainer logs, which is where the
-``TrainingStep`` events come from (``callbacks``). Checkpoints are the Trainer's own
-(adapter, optimizer, scheduler, RNG and trainer state) every ``--save-every`` steps, so
-``--resume`` continues a killed run at the step it last saved with the same data order.
+The weight column travels through the collators into ``compute_loss``, which applies the
+method's own loss (from the registry in ``methods``); ``log`` adds the DPO reward margin
+and accuracy to what the Trainer logs, which is where the ``TrainingStep`` events come
+from (``callbacks``). Checkpoints are the Trainer's own (adapter, optimizer, scheduler,
+RNG and trainer state) every ``--save-every`` steps, found on resume by ``checkpoints``,
+so ``--resume`` continues a killed run at the step it last saved with the same data order.
 
 Several GPUs: ``accelerate launch -m fairpp_app.cli train ...`` runs one process per GPU
 under DDP; only rank 0 writes the database and the files.
@@ -29,9 +30,7 @@ under DDP; only rank 0 writes the database and the files.
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
@@ -46,20 +45,20 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.utils import disable_dropout_in_model, pad, selective_log_softmax
 
 from fairpp_app.backends import hf_models
-from fairpp_app.core.errors import FairppError, UsageError
-from fairpp_app.core.events import TrainingEnded
-from fairpp_app.training import losses
+from fairpp_app.core.errors import UsageError
+from fairpp_app.training import checkpoints, ending, lora, losses
 from fairpp_app.training.callbacks import CancelCallback, EventCallback, LiveEvalCallback
-from fairpp_app.training.config import TrainingConfig, is_preference
+from fairpp_app.training.config import TrainingConfig
 from fairpp_app.training.data import Example
 from fairpp_app.training.failures import TrainingDiverged, TrainingOutOfMemory
-from fairpp_app.training.runner import TrainingOutcome, TrainingSession
+from fairpp_app.training.live_eval import LiveEvaluator
+from fairpp_app.training.methods import method as method_of
+from fairpp_app.training.schedule import total_steps
 from fairpp_app.training.scoring import ModelScorer
+from fairpp_app.training.session import TrainingOutcome, TrainingSession, base_spec
 
-#: Attention and MLP projections across the common architectures; the LoRA targets.
-PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
-               "query_key_value", "c_attn", "c_proj", "c_fc", "W_pack", "fc1", "fc2",
-               "dense", "dense_h_to_4h", "dense_4h_to_h", "qkv_proj", "gate_up_proj")
+#: The Trainer's files in a checkpoint besides trainer_state.json.
+CHECKPOINT_FILES = ("optimizer.pt", "scheduler.pt")
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
@@ -74,9 +73,8 @@ def load_base(spec: str | None, device: str):
 
 
 def lora_targets(model) -> list[str] | str:
-    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-             if isinstance(module, torch.nn.Linear)}
-    found = sorted(names & set(PROJECTIONS))
+    found = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                    if isinstance(module, torch.nn.Linear) and lora.is_target(name)})
     return found or "all-linear"
 
 
@@ -186,13 +184,15 @@ def pair_sequence_logprobs(model, batch: dict, chosen_only: bool = False) -> tor
 class WeightedAlignmentTrainer(Trainer):
     """Trainer whose loss is the paper's weighted SFT / DPO over one-letter completions."""
 
-    def __init__(self, *args, method: str, dpo_beta: float, generic: bool = False,
-                 keeps_logits: bool = True, **kwargs) -> None:
+    def __init__(self, *args, method: str, dpo_beta: float, scorer: ModelScorer,
+                 generic: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.scorer = scorer  # the live evaluation and the adapter's metadata read it
+        self.keeps_logits = scorer.keeps_logits
         self.method = method
+        self.spec = method_of(method)
         self.dpo_beta = dpo_beta
         self.generic = generic
-        self.keeps_logits = keeps_logits
         # compute_loss returns a per-micro-batch mean: the Trainer divides by the accumulation.
         self.loss_is_scaled_for_ga = False
         self._metrics: dict[str, list[float]] = defaultdict(list)
@@ -200,7 +200,7 @@ class WeightedAlignmentTrainer(Trainer):
 
     def letter_logprobs(self, model, inputs: dict) -> torch.Tensor:
         if self.generic:
-            return pair_sequence_logprobs(model, inputs, chosen_only=not is_preference(self.method))
+            return pair_sequence_logprobs(model, inputs, chosen_only=not self.spec.preference)
         return last_token_logprobs(model, inputs, self.keeps_logits)
 
     def reference_logprobs(self, model, inputs: dict) -> torch.Tensor:
@@ -217,65 +217,24 @@ class WeightedAlignmentTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         weights = inputs["weight"]
         policy = self.letter_logprobs(model, inputs)
-        if is_preference(self.method):
-            reference = self.reference_logprobs(model, inputs)
-            loss = losses.wdpo_loss(policy, reference, weights, self.dpo_beta, F.softplus)
+        reference = self.reference_logprobs(model, inputs) if self.spec.preference else None
+        loss = self.spec.loss(policy, reference, weights, self.dpo_beta, F.softplus)
+        if reference is not None:
             chosen, rejected = losses.dpo_rewards(policy.detach(), reference, self.dpo_beta)
             self._metrics["reward_margin"].append((chosen - rejected).mean().item())
             self._metrics["reward_accuracy"].append((chosen > rejected).float().mean().item())
-        else:
-            loss = losses.wsft_loss(policy, weights)
         self._metrics["logp_chosen"].append(policy[:, 0].detach().mean().item())
         value = loss.detach().float().item()
         if not math.isfinite(value):
-            raise TrainingDiverged(self._divergence_message(value))
+            lr = self.lr_scheduler.get_last_lr()[0] if self.lr_scheduler else self.args.learning_rate
+            raise TrainingDiverged.at(value, self.state.global_step + 1, lr, self.args.learning_rate)
         return (loss, {"logps": policy}) if return_outputs else loss
-
-    def _divergence_message(self, value: float) -> str:
-        step = self.state.global_step + 1
-        lr = self.args.learning_rate
-        if self.lr_scheduler is not None:
-            lr = self.lr_scheduler.get_last_lr()[0]
-        return (f"the loss became {value} at step {step} (learning rate {lr:.3g}); training "
-                f"stopped rather than train on garbage. Lower --lr (it was {self.args.learning_rate:g}) "
-                "and start again; the checkpoints so far hold the last good state")
 
     def log(self, logs: dict, start_time: float | None = None) -> None:
         if "loss" in logs and self._metrics:
             logs.update({k: sum(v) / len(v) for k, v in self._metrics.items() if v})
             self._metrics.clear()
         super().log(logs, start_time)
-
-
-# ---- checkpoints ----------------------------------------------------------------------------
-
-def _step_of(folder: Path) -> int:
-    try:
-        return int(folder.name.rsplit("-", 1)[1])
-    except (IndexError, ValueError):
-        return -1
-
-
-def complete_checkpoint(folder: Path) -> bool:
-    """The Trainer writes trainer_state.json last: with it (and the rest) a checkpoint is whole."""
-    try:
-        json.loads((folder / "trainer_state.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return all((folder / f).is_file() for f in ("optimizer.pt", "scheduler.pt"))
-
-
-def last_checkpoint(checkpoint_dir: Path) -> Path | None:
-    """The newest whole checkpoint; newer half-written ones (a kill mid-save) are removed."""
-    if not checkpoint_dir.is_dir():
-        return None
-    folders = sorted((p for p in checkpoint_dir.glob("checkpoint-*") if p.is_dir()),
-                     key=_step_of, reverse=True)
-    for folder in folders:
-        if complete_checkpoint(folder):
-            return folder
-        shutil.rmtree(folder, ignore_errors=True)
-    return None
 
 
 # ---- the run --------------------------------------------------------------------------------
@@ -287,24 +246,10 @@ def training_arguments(config: TrainingConfig, device: str, output_dir: Path) ->
         num_train_epochs=config.epochs, max_steps=config.max_steps or -1,
         warmup_steps=config.warmup_steps, lr_scheduler_type="linear", optim=config.optim,
         weight_decay=0.0, max_grad_norm=1.0, logging_steps=1, save_strategy="steps",
-        save_steps=config.save_every, save_total_limit=2, report_to=[], disable_tqdm=True,
+        save_steps=config.save_every, save_total_limit=checkpoints.KEEP, report_to=[], disable_tqdm=True,
         seed=config.seed, data_seed=config.seed, bf16=device.startswith("cuda"),
         use_cpu=device == "cpu", remove_unused_columns=False, dataloader_num_workers=0,
         save_only_model=False)
-
-
-def total_steps(config: TrainingConfig, n_examples: int) -> int:
-    if config.max_steps:
-        return config.max_steps
-    batches = math.ceil(n_examples / config.batch_size)
-    return max(1, math.ceil(batches / config.grad_accum)) * config.epochs
-
-
-def _oom_message(device: str, config: TrainingConfig) -> str:
-    smaller = max(1, config.batch_size // 2)
-    return (f"out of memory on {device} with --batch-size {config.batch_size} and --grad-accum "
-            f"{config.grad_accum}; try --batch-size {smaller} --grad-accum "
-            f"{config.grad_accum * config.batch_size // smaller} (same questions per step)")
 
 
 def build_trainer(session: TrainingSession, model, tokenizer, device: str, *,
@@ -319,11 +264,10 @@ def build_trainer(session: TrainingSession, model, tokenizer, device: str, *,
         model=model, args=training_arguments(config, device, output_dir), train_dataset=dataset,
         data_collator=collator, processing_class=tokenizer, callbacks=callbacks or [],
         method=config.method, dpo_beta=config.dpo_beta, generic=config.generic_path,
-        keeps_logits=scorer.keeps_logits)
+        scorer=scorer)
     # stdout is data: the Trainer's own printing of every log dict goes.
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    trainer.scorer = scorer  # type: ignore[attr-defined]
     return trainer
 
 
@@ -376,65 +320,40 @@ def _train(session: TrainingSession) -> TrainingOutcome:
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        base = session.row["base_model"] if session.row else config.base
-        model, tokenizer, path = prepare_model(config, device, base, session.init_chain)
-        from fairpp_app.training.runner import base_spec
-
-        session.open_row(base_spec(base), {"base_path": str(path)})
-        resume_from = last_checkpoint(session.checkpoint_dir) if session.resumed else None
-        callbacks = [EventCallback(session), CancelCallback(session.cancel)]
-        trainer = build_trainer(session, model, tokenizer, device,
-                                output_dir=session.checkpoint_dir, callbacks=callbacks)
-        if config.eval_every > 0:
-            questions, answers = session.eval_set()
-            if questions:
-                trainer.add_callback(LiveEvalCallback(session, trainer.scorer, questions, answers))
-        start = _step_of(resume_from) if resume_from else 0
-        steps = total_steps(config, len(data.examples))
-        session.emit(session.started(device, steps, start))
-        status, message = "finished", ""
-        try:
-            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-        except _OOM:
-            raise TrainingOutOfMemory(_oom_message(device, config)) from None
-        except RuntimeError as exc:
-            if "out of memory" in str(exc).lower():
-                raise TrainingOutOfMemory(_oom_message(device, config)) from None
-            raise
-        step = trainer.state.global_step
-        if session.cancel.is_set():
-            status, message = "cancelled", f"cancelled at step {step}; resume with --resume {session.name}"
-            session.mark(status)
-            session.emit(TrainingEnded(session.name, status, step, message))
-            return TrainingOutcome(session.name, status, step, None, message, data.summary())
-        adapter = session.adapter_dir
-        trainer.save_model(str(adapter))  # every rank calls it; the Trainer writes on rank 0
-        if session.main:
-            tokenizer.save_pretrained(str(adapter))
-            session.write_metadata(adapter, step, {
-                "base_path": str(path), "device": device,
-                "completion": {"chat_template": trainer.scorer.chat,
-                               "letter_ids": trainer.scorer._completion_ids}})
-        session.mark(status, str(adapter))
-        session.emit(TrainingEnded(session.name, status, step, message, str(adapter)))
-        return TrainingOutcome(session.name, status, step, str(adapter), message, data.summary())
-    except KeyboardInterrupt:
-        session.mark("interrupted")
-        session.emit(TrainingEnded(session.name, "interrupted", _current_step(locals()),
-                                   f"interrupted; resume with --resume {session.name}"))
-        raise
-    except FairppError as exc:
-        session.mark("failed")
-        session.emit(TrainingEnded(session.name, "failed", _current_step(locals()), str(exc)))
-        raise
-    except BaseException as exc:
-        session.mark("failed")
-        session.emit(TrainingEnded(session.name, "failed", _current_step(locals()), repr(exc)))
-        raise
+        with ending.on_failure(session):
+            base = session.row["base_model"] if session.row else config.base
+            model, tokenizer, path = prepare_model(config, device, base, session.init_chain)
+            session.open_row(base_spec(base), {"base_path": str(path)})
+            resume_from = (checkpoints.last(session.checkpoint_dir, CHECKPOINT_FILES)
+                           if session.resumed else None)
+            callbacks = [EventCallback(session), CancelCallback(session.cancel)]
+            trainer = build_trainer(session, model, tokenizer, device,
+                                    output_dir=session.checkpoint_dir, callbacks=callbacks)
+            evaluator = LiveEvaluator(session, trainer.scorer)
+            if evaluator.active:
+                trainer.add_callback(LiveEvalCallback(evaluator))
+            start = checkpoints.step_of(resume_from) if resume_from else 0
+            session.emit(session.started(device, total_steps(config, len(data.examples)), start))
+            try:
+                trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            except _OOM:
+                raise TrainingOutOfMemory.on(device, config.batch_size, config.grad_accum) from None
+            except RuntimeError as exc:
+                if "out of memory" in str(exc).lower():
+                    raise TrainingOutOfMemory.on(device, config.batch_size,
+                                                 config.grad_accum) from None
+                raise
+            step = trainer.state.global_step
+            if session.cancel.is_set():
+                return ending.cancelled(session, step)
+            adapter = session.adapter_dir
+            trainer.save_model(str(adapter))  # every rank calls it; the Trainer writes on rank 0
+            if session.main:
+                tokenizer.save_pretrained(str(adapter))
+                session.write_metadata(adapter, step, {
+                    "base_path": str(path), "device": device,
+                    "completion": {"chat_template": trainer.scorer.chat,
+                                   "letter_ids": trainer.scorer.completion_ids()}})
+            return ending.finished(session, step, str(adapter))
     finally:
         hf_logging.set_verbosity(verbosity)
-
-
-def _current_step(scope: dict) -> int:
-    trainer = scope.get("trainer")
-    return trainer.state.global_step if trainer is not None else 0

@@ -12,13 +12,8 @@ from __future__ import annotations
 import http.client
 import json
 import math
-import os
 import socket
-import subprocess
-import sys
 import threading
-import time
-import urllib.request
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -33,6 +28,7 @@ from fairpp_app.core.personas import builtin_personas
 from fairpp_app.core.prompts import Prompt, build_prompt
 from fairpp_app.core.simulation_config import SimulationConfig
 from fairpp_app.jobs.simulation import run_simulation
+from tests.support.llama_server import llama_server as start_llama_server
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(120)]
 
@@ -61,37 +57,12 @@ def gguf(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def llama_server(gguf, tmp_path_factory) -> str:
     """Base URL (…/v1) of a real llama.cpp server on a free loopback port."""
-    port = free_port()
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
-             "--port", str(port), "--n_ctx", "2048", "--model_alias", ALIAS,
-             "--n_threads", str(os.cpu_count() or 1)],
-            stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"llama.cpp server exited: {log.read_text(errors='replace')[-2000:]}")
-            try:
-                with urllib.request.urlopen(url + "/models", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("llama.cpp server did not answer /v1/models within 60 s")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        with start_llama_server(gguf, log, ALIAS) as url:
+            yield url
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 class _Server:
@@ -459,7 +430,9 @@ def test_chat_logprobs_shape(fault_server, store):
         req = json.loads(body)
         assert req["logprobs"] is True and req["top_logprobs"] == 20 and req["messages"][0]["role"] == "system"
         top = [("B", -0.5), (" B", -2.0), ("A.", -1.5), ("C", -3.0), ("The", -2.5)]
-        entry = lambda t, lp: {"token": t, "logprob": lp, "bytes": None}  # noqa: E731
+        def entry(t, lp):
+            return {"token": t, "logprob": lp, "bytes": None}
+
         send_json(h, 200, {"id": "c", "object": "chat.completion", "created": 0, "model": "chat-model",
                            "choices": [{"index": 0, "finish_reason": "length",
                                         "message": {"role": "assistant", "content": "B"},

@@ -31,7 +31,7 @@ def test_validation_rules():
     assert "instructions" in validate(GOOD_A + " Scene: write three to five sentences.")
     assert "too long" in validate("A sentence here. " * 80)
     with pytest.raises(ValueError):
-        build_scenario(None, [GOOD_A])  # type: ignore[arg-type]
+        build_scenario(None, [GOOD_A])  # no question at all: the error path, on purpose
 
 
 def test_scenarios_are_stored_linked_and_answerable(store):

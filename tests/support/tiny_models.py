@@ -6,6 +6,11 @@ here on the question bank's wording (so prompts tokenise into words, not bytes),
 BOS/EOS/PAD and single tokens for "A", "B", "C", " A", " B", " C"; and a two-layer model
 with random weights, initialised wide enough that next-token distributions are not flat.
 
+The weights are drawn with numpy and written with ``safetensors.numpy`` under the names
+transformers gives them, and the config by transformers' config class (which needs no
+torch): the mlx backend is tested on a Mac without torch, and transformers loads the
+same folder.
+
     from tests.support.tiny_models import build_tiny_model
     path = build_tiny_model(tmp_path / "tiny")                   # Llama
     path = build_tiny_model(tmp_path / "g", arch="gemma3", sliding_window=8, softcap=2.0)
@@ -110,21 +115,78 @@ def tiny_config(tokenizer, arch: str = "llama", *, hidden: int = 32, layers: int
     raise ValueError(f"unknown tiny arch {arch!r}")
 
 
+_ARCHITECTURES = {"llama": "LlamaForCausalLM", "gemma3": "Gemma3ForCausalLM"}
+
+
+def tiny_weights(config, arch: str, seed: int = 0) -> dict:
+    """Random weights for ``config``, named and initialised as transformers does: linear and
+    embedding weights ~ N(0, initializer_range), RMS norms at their identity (ones for
+    Llama, zeros for Gemma's ``1 + w``), the padding token's embedding zero; the output
+    head is tied to the embedding."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    hidden, inter = config.hidden_size, config.intermediate_size
+    head_dim = getattr(config, "head_dim", None) or hidden // config.num_attention_heads
+    q_width = config.num_attention_heads * head_dim
+    kv_width = config.num_key_value_heads * head_dim
+    std = config.initializer_range
+
+    def normal(*shape):
+        return rng.normal(0.0, std, size=shape).astype(np.float32)
+
+    def norm(n):
+        return (np.zeros if arch == "gemma3" else np.ones)(n, dtype=np.float32)
+
+    embed = normal(config.vocab_size, hidden)
+    if config.pad_token_id is not None:
+        embed[config.pad_token_id] = 0.0
+    weights = {"model.embed_tokens.weight": embed, "model.norm.weight": norm(hidden)}
+    for i in range(config.num_hidden_layers):
+        layer = f"model.layers.{i}."
+        weights.update({
+            layer + "self_attn.q_proj.weight": normal(q_width, hidden),
+            layer + "self_attn.k_proj.weight": normal(kv_width, hidden),
+            layer + "self_attn.v_proj.weight": normal(kv_width, hidden),
+            layer + "self_attn.o_proj.weight": normal(hidden, q_width),
+            layer + "mlp.gate_proj.weight": normal(inter, hidden),
+            layer + "mlp.up_proj.weight": normal(inter, hidden),
+            layer + "mlp.down_proj.weight": normal(hidden, inter),
+            layer + "input_layernorm.weight": norm(hidden),
+            layer + "post_attention_layernorm.weight": norm(hidden),
+        })
+        if arch == "gemma3":
+            weights.update({
+                layer + "pre_feedforward_layernorm.weight": norm(hidden),
+                layer + "post_feedforward_layernorm.weight": norm(hidden),
+                layer + "self_attn.q_norm.weight": norm(head_dim),
+                layer + "self_attn.k_norm.weight": norm(head_dim),
+            })
+    return weights
+
+
 def build_tiny_model(out_dir: Path, arch: str = "llama", *, chat_template: str | None = None,
                      seed: int = 0, **config_options) -> Path:
-    """Save a tiny random model and its tokenizer to ``out_dir``; returns ``out_dir``."""
-    import torch
-    from transformers import AutoModelForCausalLM
+    """Save a tiny random model and its tokenizer to ``out_dir``; returns ``out_dir``.
+
+    Needs numpy, safetensors, tokenizers and transformers, not torch."""
+    from safetensors.numpy import save_file
+    from transformers import GenerationConfig
 
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tokenizer()
     if chat_template is not None:
         tokenizer.chat_template = chat_template
     config = tiny_config(tokenizer, arch, **config_options)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(out_dir)
+    config.architectures = [_ARCHITECTURES[arch]]
+    config.dtype = "float32"
+    config.save_pretrained(out_dir)
+    generation = GenerationConfig.from_model_config(config)
+    generation.pad_token_id = tokenizer.pad_token_id
+    generation.save_pretrained(out_dir)
+    save_file(tiny_weights(config, arch, seed), str(out_dir / "model.safetensors"),
+              metadata={"format": "pt"})
     tokenizer.save_pretrained(out_dir)
     return out_dir
 

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from fairpp_app.training.config import TrainingConfig
-from fairpp_app.training.runner import read_metadata, run_training
+from fairpp_app.training.runner import run_training
+from fairpp_app.training.session import read_metadata
 from tests.support.training_data import PERSONA_RUN
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]

@@ -15,7 +15,8 @@ import pytest
 
 from fairpp_app.core.errors import NotFoundError, UsageError
 from fairpp_app.training.config import TrainingConfig
-from fairpp_app.training.runner import read_metadata, run_training
+from fairpp_app.training.runner import run_training
+from fairpp_app.training.session import read_metadata
 from tests.support.training_data import N_TEST, PERSONA_RUN
 
 

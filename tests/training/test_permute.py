@@ -10,7 +10,8 @@ from fairpp_app.core.answers import average
 from fairpp_app.core.prompts import build_prompt
 from fairpp_app.training.config import TrainingConfig
 from fairpp_app.training.data import build_training_set
-from fairpp_app.training.runner import read_metadata, run_training
+from fairpp_app.training.runner import run_training
+from fairpp_app.training.session import read_metadata
 from tests.support.training_data import N_TEST, N_TRAIN, TARGET_SLUG, persona_records
 
 PERMUTED = "personas-permuted"
@@ -65,7 +66,8 @@ def test_a_permuted_run_trains_each_question_in_both_orders(permuted_store, pers
 
 def test_live_eval_evaluation_and_report_follow_the_runs_debiasing(permuted_store, personas,
                                                                    tiny_dir):
-    from fairpp_app.training.evaluate import evaluate_adapter, evaluate_base, live_similarity
+    from fairpp_app.training.evaluate import evaluate_adapter, evaluate_base
+    from fairpp_app.training.live_eval import live_similarity
     from fairpp_app.training.report import build_report
     from fairpp_app.training.scoring import ModelScorer
     from fairpp_app.training.torch_trainer import load_base

