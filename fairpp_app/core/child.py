@@ -10,7 +10,9 @@ value, a Python error, a signal (by name) and a time-out apart.
 
 ``crash_point(name)`` is the one switch with which tests make a child die for real: when
 ``FAIRPP_TEST_CRASH`` is ``name:SIGNAL`` (e.g. ``engine-load:SIGILL``) the process sends
-itself that signal there. Production code calls it at the points a native fault can strike.
+itself that signal there; ``name:SIGNAL:N`` waits for the point's Nth call (e.g. the third
+batch of a run, so that records were written before the fault). Production code calls it at
+the points a native fault can strike.
 """
 
 from __future__ import annotations
@@ -31,11 +33,18 @@ CRASH_ENV = "FAIRPP_TEST_CRASH"
 STDERR_TAIL_LINES = 12
 
 
+_calls: dict[str, int] = {}
+
+
 def crash_point(name: str) -> None:
     """Die by the signal that ``$FAIRPP_TEST_CRASH`` names for this point (tests only)."""
     spec = os.environ.get(CRASH_ENV, "")
-    point, _, sig = spec.partition(":")
-    if spec and point == name:
+    point, _, rest = spec.partition(":")
+    if not spec or point != name:
+        return
+    sig, _, nth = rest.partition(":")
+    _calls[name] = _calls.get(name, 0) + 1
+    if _calls[name] >= int(nth or 1):
         os.kill(os.getpid(), getattr(signal, sig or "SIGSEGV"))
 
 

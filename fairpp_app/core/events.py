@@ -7,7 +7,7 @@ listener callback, so a progress bar or a chart can draw them as they happen.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 
 @dataclass
@@ -125,3 +125,20 @@ class TrainingEnded(Event):
     message: str = ""
     adapter_path: str | None = None
 
+
+
+#: Every event class by its stored ``kind``, for readers of the events table.
+EVENT_TYPES: dict[str, type[Event]] = {cls.kind: cls for cls in (
+    RunStarted, Progress, RetryScheduled, RunEnded, RunCrashed,
+    TrainingStarted, TrainingStep, TrainingEval, TrainingEnded)}
+
+
+def event_from(kind: str, payload: dict) -> Event | None:
+    """The event a stored ``(kind, payload)`` row was written from; None for an unknown kind
+    (a newer version's event), so that an older reader skips it instead of failing.
+    Fields the class does not know are dropped for the same reason."""
+    cls = EVENT_TYPES.get(kind)
+    if cls is None:
+        return None
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in payload.items() if k in names})

@@ -23,6 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from fairpp_app.core import answers as ans
+from fairpp_app.core.child import crash_point
 from fairpp_app.core.errors import (
     BackendError,
     FairppError,
@@ -279,6 +280,7 @@ class Simulation:
             return [self._row(tasks[0], f"unscorable: {exc}", None, None, None, method, 0.0)]
 
     def _answer_batch(self, backend, tasks: Sequence[Task]) -> list[dict]:
+        crash_point("simulation-batch")  # the engine's native code runs from here on
         cfg = self.config
         started = time.perf_counter()
         rows = []

@@ -411,6 +411,22 @@ class Store:
             row["payload"] = json.loads(row["payload"])
         return rows
 
+    def latest_event(self, *, run_id: int | None = None, kind: str | None = None) -> dict | None:
+        """The newest event (of a run, of ``kind``), None when there is none: where a reader
+        that joins a run late starts following it."""
+        clauses, args = ["1"], []
+        if run_id is not None:
+            clauses.append("run_id = ?")
+            args.append(run_id)
+        if kind is not None:
+            clauses.append("kind = ?")
+            args.append(kind)
+        rows = list(self.db.query(
+            f"SELECT * FROM events WHERE {' AND '.join(clauses)} ORDER BY id DESC LIMIT 1", args))
+        for row in rows:
+            row["payload"] = json.loads(row["payload"])
+        return rows[0] if rows else None
+
     # ---- weights -------------------------------------------------------------------------
 
     def save_weights(self, run_id: int, target: str, alpha: float, beta: float, split: str,

@@ -10,12 +10,17 @@ reaches ``on_worker_state_changed`` here (``BaseScreen`` passes its workers' sta
 on), the one place that turns it into what the user sees. A screen that shows failures on
 itself too (an error panel, a state line) overrides ``BaseScreen.worker_failed``, which
 updates it and returns the notification's title.
+
+Simulations run as child processes (``jobs.supervisor``) that can outlive the app: quitting
+while one this app started still runs asks whether to stop it, leave it running or stay.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
+import time
 from pathlib import Path
 
 from textual.app import App
@@ -35,6 +40,8 @@ from fairpp_app.tui.screens.train_screen import TrainScreen
 from fairpp_app.tui.widgets.palette import FairppCommands
 
 log = logging.getLogger(__name__)
+
+STOP_WAIT_S = 15.0  # how long quitting waits for a cancelled child to write what is in flight
 
 DEFAULT_TARGET = 6  # the paper's target persona: Disengaged Traditionalists
 
@@ -82,6 +89,7 @@ class FairppApp(App[int]):
         self.inspected_qid: str | None = None
         self.weight_cache: dict[tuple, tuple[dict, str]] = {}
         self.weight_pending: set[tuple] = set()
+        self.jobs: list = []  # the children (jobs.supervisor.Job) this app started
 
     def _load_personas(self):
         try:
@@ -167,6 +175,40 @@ class FairppApp(App[int]):
 
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
+
+    async def action_quit(self) -> None:
+        """Quit; while a child this app started still runs, ask about it first."""
+        from fairpp_app.tui.screens.quit_dialog import QuitScreen
+
+        running = [job for job in self.jobs if job.running()]
+        if not running:
+            self.exit()
+            return
+        names = []
+        for job in running:
+            run = job.run()
+            names.append(run["name"] if run else f"process {job.pid}")
+
+        def answered(choice: str | None) -> None:
+            if choice == "leave":
+                self.exit()
+            elif choice == "stop":
+                self.run_worker(self._stop_and_quit(running), group="quit")
+
+        self.push_screen(QuitScreen(names), answered)
+
+    async def _stop_and_quit(self, jobs: list) -> None:
+        """Cancel the children (each writes its records in flight), wait briefly, quit."""
+        for job in jobs:
+            try:
+                job.stop("cancel")
+            except ProcessLookupError:
+                pass
+        self.notify("stopping the simulation; the records in flight are being written")
+        deadline = time.monotonic() + STOP_WAIT_S
+        while any(job.running() for job in jobs) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        self.exit()
 
     def on_unmount(self) -> None:
         self.store.close()

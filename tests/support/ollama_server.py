@@ -36,7 +36,10 @@ tests). Stopping also cuts the open keep-alive connections, as a dying process w
 ``go_away_after(n)`` answers n more model requests, then the server stops by itself;
 requests that race in after the nth are cut off unanswered. ``fail_next(status, times)``
 answers the next model requests with an HTTP error, as an overloaded Ollama does (503
-"server busy") or a proxy in front of it (429).
+"server busy") or a proxy in front of it (429). ``hold_after(n)`` answers n more model
+requests and keeps the next ones waiting (``waiting`` counts them) until ``release()``, as a
+busy model does; ``slow_down(s)`` makes every answer take at least s seconds longer. Tests
+use these to catch a client (a ``fairpp simulate`` child) in the middle of a run.
 """
 
 from __future__ import annotations
@@ -135,6 +138,11 @@ class FakeOllama:
         self._lock = threading.Lock()
         self._conns: set[socket.socket] = set()
         self.gone = threading.Event()  # set once a stop() has finished; cleared by start()
+        self._open = threading.Event()  # cleared while model requests are held
+        self._open.set()
+        self._hold_left: int | None = None  # requests still answered before the gate closes
+        self.waiting = 0  # model requests held at the gate now
+        self.delay = 0.0  # seconds added to every model answer
 
     @property
     def engine(self) -> Engine:
@@ -194,9 +202,44 @@ class FakeOllama:
             self._left, self._owed = n, 0
 
     def reset(self) -> None:
-        """Serve every request again: no quota, no injected failures."""
+        """Serve every request again: no quota, no injected failures, no gate, no delay."""
         with self._lock:
             self._left, self._owed, self._failures = None, 0, []
+        self.release()
+        self.delay = 0.0
+
+    def hold_after(self, n: int) -> None:
+        """Answer ``n`` more model requests, then hold the next ones until ``release()``."""
+        with self._lock:
+            self._hold_left = n
+            if n == 0:
+                self._open.clear()
+
+    def release(self) -> None:
+        with self._lock:
+            self._hold_left = None
+            self._open.set()
+
+    def slow_down(self, seconds: float) -> None:
+        self.delay = seconds
+
+    def _gate(self) -> None:
+        """Wait here while requests are held (or until the server stops), then the delay."""
+        with self._lock:
+            if self._hold_left is not None:
+                if self._hold_left == 0:
+                    self._open.clear()
+                else:
+                    self._hold_left -= 1
+            held = not self._open.is_set()
+            self.waiting += held
+        while held and not self._open.wait(0.05) and self._httpd is not None:
+            pass
+        if held:
+            with self._lock:
+                self.waiting -= 1
+        if self.delay:
+            time.sleep(self.delay)
 
     def fail_next(self, status: int, times: int = 1) -> None:
         with self._lock:
@@ -385,6 +428,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._cut_off()
             return
         try:
+            self.fake._gate()
             self._reply(body, name, text, chat, top_k)
         finally:
             self.fake._done()

@@ -105,6 +105,26 @@ def test_events_round_trip(store):
         {"done": 2}]
 
 
+def test_stored_events_come_back_as_the_events_written(store):
+    """What a reader joining a run late uses: the newest event (of a kind), and ``event_from``
+    turning a stored row back into the dataclass the writer emitted."""
+    from fairpp_app.core.events import Progress, RunEnded, RunStarted, event_from
+
+    run = store.create_run("r", "simulate")
+    assert store.latest_event(run_id=run["id"]) is None
+    written = [RunStarted("r", 4, 1, "embedded", "gemma-3-270m", "logprob"),
+               Progress("r", 2, 5, 3.5, 0.9, unparsed=1), RunEnded("r", "paused", 2, 5, "paused")]
+    for event in written:
+        store.add_event(event.kind, event.payload(), run_id=run["id"])
+    rows = store.events(run_id=run["id"])
+    assert [event_from(r["kind"], r["payload"]) for r in rows] == written
+    assert store.latest_event(run_id=run["id"])["id"] == rows[-1]["id"] == store.latest_event()["id"]
+    assert store.latest_event(run_id=run["id"], kind="run_started")["payload"]["planned"] == 4
+    # A kind or a field from a newer version is skipped, not an error.
+    assert event_from("something_new", {"x": 1}) is None
+    assert event_from("progress", {**written[1].payload(), "new_field": 1}) == written[1]
+
+
 def test_run_status_and_duplicate_names(store):
     run = store.create_run("r", "simulate", params={"b": 1})
     assert store.get_run("r")["params"] == {"b": 1}

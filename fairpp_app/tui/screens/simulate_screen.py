@@ -1,21 +1,28 @@
-"""Simulate: the SimulationConfig form, a run in a thread worker, its progress and its runs.
+"""Simulate: the SimulationConfig form, a run in a supervised child process, its progress.
 
-The form is generated from ``SimulationConfig`` (as the CLI flags are) and the run is
-``simulate.run_simulation`` itself, in an exclusive thread worker with its own Store.
-The engine's events (``RunStarted``, ``Progress``, ``RetryScheduled``, ``RunEnded``) come
-back with ``post_message``, which is safe from any thread, including the engine's pool
-threads for HTTP backends.
+The form is generated from ``SimulationConfig`` (as the CLI flags are). F5 does not run the
+engine here: llama.cpp and the other engines are native code, and a fault in them would end
+the app. It starts ``fairpp simulate --config-json ...`` as a child (``jobs.supervisor``;
+the config the form built is passed whole) and follows it the way any second process can:
+through the database. A poll finds the run the child has claimed, reads that run's new events
+(``RunStarted``, ``Progress``, ``RetryScheduled``, ``RunEnded``) from the events table and
+draws them; a thread worker waits for the child to end and posts how it ended. The status
+the run ends with is read from the store, so a crash (the supervisor marks it ``crashed``),
+a pause and a cancel are told apart by the same table the CLI reads.
 
-Pausing sets the engine's cancel event; the run ends ``cancelled`` with its records saved,
-and resuming reruns the same config, which plans only the missing records. Any stored run
-can be resumed the same way from the runs table. Backend failures end up in the error
-panel with what to try next; nothing here raises into Textual.
+Pause and cancel are signals to the child (``supervisor.request_stop``), so they reach a
+child this app did not start as well: when the screen opens while a simulation started by an
+earlier session still runs on this host, it adopts it, follows its events and notices its
+end when its status leaves ``running``. The records are the child's to write; resuming
+starts a new child on the same config, which plans only the missing records.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import threading
+import json
+import socket
+import subprocess
 import time
 from dataclasses import dataclass
 
@@ -37,6 +44,7 @@ from textual.widgets import (
     Static,
     Switch,
 )
+from textual.worker import get_current_worker
 
 from fairpp_app.backends.registry import BACKENDS, available
 from fairpp_app.core.errors import (
@@ -44,10 +52,17 @@ from fairpp_app.core.errors import (
     FairppError,
     TransientBackendError,
     UsageError,
-    user_message,
 )
-from fairpp_app.core.events import Progress, RetryScheduled, RunEnded, RunStarted
+from fairpp_app.core.events import (
+    Progress,
+    RetryScheduled,
+    RunCrashed,
+    RunEnded,
+    RunStarted,
+    event_from,
+)
 from fairpp_app.core.simulation_config import SimulationConfig
+from fairpp_app.jobs import supervisor
 from fairpp_app.jobs.simulation import LONG_RUN_S, estimate
 from fairpp_app.tui.screens.base_screen import BaseScreen
 from fairpp_app.tui.screens.confirm_dialog import ConfirmScreen
@@ -57,6 +72,7 @@ from fairpp_app.tui.widgets.config_form import ConfigForm
 #: questions x 7 personas), not the CLI's whole bank (28,420 x 7, about 14 hours).
 FORM_START = {"split": "test", "limit": 20}
 RUNS_REFRESH_S = 2.0
+POLL_S = 0.5  # how often the database is read for the followed run's events
 
 def advice(error: BaseException | str, backend: str, stopped: bool = False) -> str:
     """What the user can do about a failure, in one or two sentences."""
@@ -99,20 +115,26 @@ class SimulateScreen(BaseScreen):
     ]
 
     @dataclass
-    class EngineEvent(Message):
-        event: object
+    class JobEnded(Message):
+        """The child this screen started has ended (posted by the worker that waits on it)."""
 
-    @dataclass
-    class Finished(Message):
-        outcome: object
+        job: supervisor.Job
+        end: supervisor.JobEnd
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.state = "idle"  # idle, running, pausing, paused, cancelling
+        self.state = "idle"  # idle, starting, running, pausing, paused, cancelling
         self.config: SimulationConfig | None = None
-        self.cancel_event = threading.Event()
+        self.job: supervisor.Job | None = None  # the child this screen started, until it ends
+        self.run_id: int | None = None  # the run followed: this screen's child's, or adopted
+        self.run_name: str | None = None
+        self.pid: int | None = None  # the process working on that run
+        self.last_event = 0  # the newest event drawn
         self.errors = 0
-        self.last_outcome = None
+        self.last_status: str | None = None  # the status the latest run ended with
+        self._ended_by: RunEnded | None = None
+        self._total: int | None = None  # the followed run's planned records, once known
+        self._started_at = 0.0
         self._runs_drawn = 0.0
 
     def compose(self) -> ComposeResult:
@@ -148,10 +170,13 @@ class SimulateScreen(BaseScreen):
         self.fill_runs()
         self._buttons()
         self.show_plan()
+        self.adopt()
+        self.set_interval(POLL_S, self.poll)
 
     def on_screen_resume(self) -> None:
         self.fill_runs()
         self.show_plan()
+        self.adopt()
 
     @on(Input.Changed, "#sim-form Input")
     @on(Select.Changed, "#sim-form Select")
@@ -175,6 +200,7 @@ class SimulateScreen(BaseScreen):
         return plan
 
     def fill_runs(self) -> None:
+        self._runs_drawn = time.monotonic()
         table = self.query_one("#sim-runs", DataTable)
         row = table.cursor_row
         table.clear()
@@ -192,18 +218,22 @@ class SimulateScreen(BaseScreen):
 
     # ---- state --------------------------------------------------------------------------------
 
+    @property
+    def busy(self) -> bool:
+        return self.state in ("starting", "running", "pausing", "cancelling")
+
     def _set_state(self, state: str, text: str = "") -> None:
         self.state = state
         self.query_one("#sim-state", Static).update(text or state)
         self._buttons()
 
     def _buttons(self) -> None:
-        busy = self.state in ("running", "pausing", "cancelling")
-        self.query_one("#sim-start", Button).disabled = busy
+        self.query_one("#sim-start", Button).disabled = self.busy
         pause = self.query_one("#sim-pause", Button)
         pause.label = "Resume F6" if self.state == "paused" else "Pause F6"
         pause.disabled = self.state not in ("running", "paused")
-        self.query_one("#sim-cancel", Button).disabled = self.state not in ("running", "paused")
+        self.query_one("#sim-cancel", Button).disabled = self.state not in (
+            "starting", "running", "paused")
 
     def _error(self, message: str, what_to_do: str = "") -> None:
         panel = self.query_one("#sim-error", Static)
@@ -216,7 +246,7 @@ class SimulateScreen(BaseScreen):
     # ---- actions ------------------------------------------------------------------------------
 
     def action_start(self, config: SimulationConfig | None = None) -> None:
-        if self.state in ("running", "pausing", "cancelling"):
+        if self.busy:
             self.notify("a simulation is already running; pause or cancel it first")
             return
         if config is None:
@@ -238,35 +268,100 @@ class SimulateScreen(BaseScreen):
         self._start(config)
 
     def _start(self, config: SimulationConfig) -> None:
+        """Start the child on ``config``; the poll and the worker follow it from here."""
         self.config = config
-        self.cancel_event = threading.Event()
         self.errors = 0
         self._error("")
+        store = self.app.store
+        if store.question_count() == 0:  # the CLI would build it; the app asks for it on Home
+            message = "the question bank is empty; build it on Home (1, then b)"
+            self._error(message, advice(UsageError(message), config.backend))
+            self.notify(message, title="simulation not started", severity="error", timeout=10)
+            return
+        # Every event of the child's run comes after the newest event now in the database.
+        latest = store.latest_event()
+        self._follow(None, None, None, after=latest["id"] if latest else 0)
+        argv = ["simulate", "--config-json", json.dumps(dataclasses.asdict(config)), "--quiet"]
+        self._started_at = time.time()
+        try:
+            job = supervisor.start("simulate", argv, self.app.db_path)
+        except OSError as exc:
+            self._error(f"the simulation process could not start: {exc}")
+            return
+        self.job, self.pid = job, job.pid
+        self.app.jobs.append(job)
         bar = self.query_one("#sim-progress", ProgressBar)
         bar.display = True
         bar.update(total=None, progress=0)
         self.query_one("#sim-stats", Static).update("")
-        self._set_state("running", f"starting {config.backend}…")
-        self.simulate(config)
+        self._set_state("starting", f"starting {config.backend} in process {job.pid}…")
+        self.supervise(job)
+
+    def _follow(self, run_id: int | None, name: str | None, pid: int | None, after: int) -> None:
+        self.run_id, self.run_name, self.pid, self.last_event = run_id, name, pid, after
+        self._ended_by, self._total = None, None
+        self.last_status = None
+
+    def adopt(self) -> None:
+        """Follow a simulation that runs on this host without this screen having started it
+        (left running by an earlier session of the app, or ``fairpp simulate``)."""
+        if self.state != "idle":
+            return
+        host = socket.gethostname()
+        live = [run for run in self.app.store.live_runs()
+                if run["kind"] == "simulation" and run["owner"].get("host") == host]
+        if not live:
+            return
+        run, store = live[-1], self.app.store
+        pid = int(run["owner"]["pid"])
+        latest = store.latest_event(run_id=run["id"])
+        self.config = None
+        self._follow(run["id"], run["name"], pid, after=latest["id"] if latest else 0)
+        self.query_one("#sim-log", RichLog).write(
+            f"following run [b]{run['name']}[/b], worked on by process {pid}")
+        self.query_one("#sim-progress", ProgressBar).display = True
+        started = store.latest_event(run_id=run["id"], kind="run_started")
+        for row in filter(None, [started, {"kind": "progress", "payload": run["progress"]}
+                                 if run["progress"] else None]):
+            self.draw(event_from(row["kind"], row["payload"]))
+        self._set_state("running", f"running [b]{run['name']}[/b] in process {pid} "
+                                   "(started before this window opened)")
 
     def action_pause(self) -> None:
         if self.state == "running":
             self._set_state("pausing", "pausing after the records in flight…")
-            self.cancel_event.set()
-        elif self.state == "paused" and self.config is not None:
-            self.action_start(self.config)
+            self._signal("pause")
+        elif self.state == "paused":
+            if self.config is not None:
+                self.action_start(self.config)
+            elif self.run_name is not None:  # an adopted run: continue it from its settings
+                self.query_one(ConfigForm).load(config_from_run(self.app.store.get_run(self.run_name)))
+                self.action_start()
 
     def action_cancel(self) -> None:
-        if self.state == "running":
+        if self.state in ("starting", "running"):
             self._set_state("cancelling", "cancelling after the records in flight…")
-            self.cancel_event.set()
+            self._signal("cancel")
         elif self.state == "paused":
             self._set_state("idle", "cancelled; the records so far are saved")
+
+    def _signal(self, how: str) -> None:
+        """Pause or cancel the child: this screen's own, or an adopted run's process."""
+        try:
+            if self.job is not None:
+                self.job.stop(how)
+            elif self.pid is not None:
+                supervisor.request_stop(self.pid, how)
+        except ProcessLookupError:
+            pass  # it has just ended: the worker or the poll reports how
 
     def action_resume_selected(self) -> None:
         table = self.query_one("#sim-runs", DataTable)
         if not table.row_count:
             self.notify("no simulation run to resume yet")
+            return
+        if self.busy:
+            self.notify("a simulation is already running; pause or cancel it first")
             return
         name = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
         run = self.app.store.get_run(name)
@@ -287,48 +382,72 @@ class SimulateScreen(BaseScreen):
     def _cancel_pressed(self) -> None:
         self.action_cancel()
 
-    # ---- the worker ---------------------------------------------------------------------------
+    # ---- following the child ------------------------------------------------------------------
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="simulate")
-    def simulate(self, config: SimulationConfig) -> None:
-        from fairpp_app.jobs.simulation import run_simulation
-        from fairpp_app.store.database import Store
+    def supervise(self, job: supervisor.Job) -> None:
+        """Wait for the child to end; settles a run it left running (``crashed``)."""
+        worker = get_current_worker()
+        while True:
+            try:
+                end = job.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                if worker.is_cancelled:  # the app quits and leaves the child running
+                    return
+                continue
+            self.post_message(self.JobEnded(job, end))
+            return
 
-        with Store(self.app.db_path) as store:
-            if store.question_count() == 0:
-                raise UsageError("the question bank is empty; build it on Home (1, then b)")
-            outcome = run_simulation(store, config, list(self.app.personas),
-                                     listener=lambda e: self.post_message(self.EngineEvent(e)),
-                                     cancel=self.cancel_event)
-        self.post_message(self.Finished(outcome))
+    def poll(self) -> None:
+        """Draw the followed run's new events; notice an adopted run's end by its status."""
+        if not self.busy:
+            return
+        store = self.app.store
+        if self.run_id is None and self.job is not None:
+            run = store.run_owned_by(self.job.pid, socket.gethostname())
+            # A run an earlier process with a recycled pid worked on is not this child's.
+            if run is None or (run["status"] != "running" and run["updated_at"] < self._started_at):
+                return
+            self.run_id, self.run_name = run["id"], run["name"]
+        if self.run_id is None:
+            return
+        for row in store.events(run_id=self.run_id, after_id=self.last_event):
+            self.last_event = row["id"]
+            event = event_from(row["kind"], row["payload"])
+            if event is not None:
+                self.draw(event)
+        if time.monotonic() - self._runs_drawn >= RUNS_REFRESH_S:  # its record count grows
+            self.fill_runs()
+        if self.job is None:  # adopted: no worker waits on its process
+            status = self.run_status(self.run_name)
+            if status != "running":
+                self._ended(status, None)
 
     def worker_failed(self, worker, error: BaseException) -> str | None:
         """The app's worker-failure handler calls this: the error panel says what to do."""
         backend = self.config.backend if self.config else ""
-        self.last_outcome = None
-        self._error(user_message(error), advice(error, backend))
+        self.job = None
+        self._error(f"following the simulation process failed: {error}", advice(error, backend))
         self._set_state("idle", "failed")
         self.fill_runs()
         return "simulation failed"
 
-    def on_simulate_screen_engine_event(self, message: EngineEvent) -> None:
-        event = message.event
+    def draw(self, event) -> None:
         log = self.query_one("#sim-log", RichLog)
         bar = self.query_one("#sim-progress", ProgressBar)
         if isinstance(event, RunStarted):
+            self._total = event.planned + event.already_done
             bar.update(total=max(1, event.planned + event.already_done),
                        progress=event.already_done)
-            self._set_state("running",
-                            f"running [b]{event.run}[/b] on {event.backend}/{event.model}")
+            if self.state in ("starting", "running"):
+                self._set_state("running",
+                                f"running [b]{event.run}[/b] on {event.backend}/{event.model}")
             log.write(f"run [b]{event.run}[/b]: {event.already_done:,} records already done, "
                       f"{event.planned:,} to go ({event.mode})")
             self.fill_runs()
         elif isinstance(event, Progress):
+            self._total = event.total
             bar.update(total=max(1, event.total), progress=event.done)
-            now = time.monotonic()
-            if now - self._runs_drawn >= RUNS_REFRESH_S:  # the run's record count grows
-                self._runs_drawn = now
-                self.fill_runs()
             eta = "?" if event.eta_s is None else f"{event.eta_s:,.0f} s"
             self.query_one("#sim-stats", Static).update(
                 f"{event.done:,}/{event.total:,} records · {event.rate:.1f} rec/s · ETA {eta} · "
@@ -338,23 +457,74 @@ class SimulateScreen(BaseScreen):
             log.write(f"[yellow]backend error[/] ({event.error}); retry {event.attempt} in "
                       f"{event.delay_s:.1f}s")
         elif isinstance(event, RunEnded):
+            self._ended_by = event
             log.write(f"run {event.run} {event.status}: {event.done:,}/{event.total:,}"
                       + (f" — {event.message}" if event.message else ""))
+        elif isinstance(event, RunCrashed):
+            log.write(f"[red]run {event.run} {event.describe()}[/]")
 
-    def on_simulate_screen_finished(self, message: Finished) -> None:
-        backend = self.config.backend if self.config else ""
-        self.last_outcome = out = message.outcome
-        summary = (f"{out.status}: {out.done:,}/{out.total:,} records ({out.written:,} new, "
-                   f"{out.unparsed:,} unparsed)")
-        if out.status == "cancelled" and self.state == "pausing":
-            self._set_state("paused", f"paused {out.run} at {out.done:,}/{out.total:,}; "
-                                      "F6 resumes")
+    def on_simulate_screen_job_ended(self, message: JobEnded) -> None:
+        if message.job is not self.job:
+            return
+        self.poll()  # the events the child wrote last
+        self.job = None
+        end = message.end
+        name = self.run_name or end.run
+        self.run_name = name
+        self._ended(self.run_status(name) if name else None, end)
+
+    def _ended(self, status: str | None, end: supervisor.JobEnd | None) -> None:
+        """The followed run is over: say how, from its status in the store."""
+        name, backend = self.run_name, self.config.backend if self.config else ""
+        self.last_status, self.pid = status, None
+        tail = end.log_tail if end else []
+        if status is None:  # the child ended before it had a run
+            self._no_run(end, backend)
+        elif status == "paused":
+            self._set_state("paused", f"paused {name} at {self._counts()}; F6 resumes")
+            self.notify(f"{name} paused at {self._counts()}")
+        elif status in ("crashed", "interrupted"):
+            how = f"the simulation process {end.describe()}" if end else \
+                "the simulation process ended without ending its run"
+            self._error(f"{how}; run {name} is {status} with {self._counts()} records saved",
+                        f"Resume it with F8 (it plans only the missing records); "
+                        f"`fairpp jobs log {name}` shows the whole log."
+                        + "".join(f"\n  {line}" for line in tail[-6:]))
+            self._set_state("idle", f"{name} {status} ({how})")
+            self.notify(how, title=f"{name} {status}", severity="error", timeout=10)
         else:
-            self._set_state("idle", f"{out.run} {summary}")
-        if out.status in ("stopped", "failed"):
-            self._error(out.message, advice(BackendError(out.message), backend,
-                                            stopped=out.status == "stopped"))
-        self.notify(f"{out.run} {summary}", severity="information"
-                    if out.status in ("finished", "cancelled") else "warning")
+            message = self._ended_by.message if self._ended_by else ""
+            self._set_state("idle", f"{name} {status}: {self._counts()} records")
+            if status in ("stopped", "failed"):
+                self._error(message or f"run {name} {status}",
+                            advice(BackendError(message), backend, stopped=status == "stopped"))
+            self.notify(f"{name} {status}: {self._counts()} records", severity="information"
+                        if status in ("finished", "cancelled") else "warning")
         self.app.data_changed()
         self.fill_runs()
+
+    def _counts(self) -> str:
+        done = self.app.store.record_count(self.run_id) if self.run_id is not None else 0
+        total = self._ended_by.total if self._ended_by else self._total
+        return f"{done:,}/{total:,}" if total else f"{done:,}"
+
+    def _no_run(self, end: supervisor.JobEnd | None, backend: str) -> None:
+        """The child ended before claiming a run: a setting or the engine failed at start."""
+        tail = end.log_tail if end else []
+        if self.state == "cancelling":
+            self._set_state("idle", "cancelled before the run started")
+            return
+        said = [line.removeprefix("fairpp: error: ") for line in tail
+                if line.startswith("fairpp: error: ")]
+        if end is not None and end.signal:
+            message = f"the simulation process {end.describe()} before its run started"
+        elif said:
+            message = said[-1]
+        else:
+            message = f"the simulation process {end.describe() if end else 'ended'}"
+        what_to_do = advice(message, backend)
+        if not said:
+            what_to_do += "".join(f"\n  {line}" for line in tail[-6:])
+        self._error(message, what_to_do.strip())
+        self._set_state("idle", "failed")
+        self.notify(message, title="simulation failed", severity="error", timeout=10)
