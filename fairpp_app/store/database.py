@@ -11,7 +11,9 @@ or a simulation never duplicates anything.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -38,28 +40,45 @@ def _now() -> float:
     return time.time()
 
 
+# Connections this process holds, per database file (its real path). POSIX record locks
+# belong to a process, not to a file descriptor: closing *any* descriptor of the file drops
+# every lock this process holds on it, the SQLite connections' included. Another process
+# closing its last connection then believes it is the last one, checkpoints and removes the
+# WAL under our open connections (SQLITE_IOERR_SHORT_READ, SQLITE_CORRUPT on their next read).
+# So the header check that opens the file runs only while this process has it closed.
+_OPEN: dict[str, int] = {}
+_OPEN_LOCK = threading.Lock()
+
+
 class Store:
     """A fairpp database file."""
 
     def __init__(self, path: Path | str, *, create: bool = True,
                  upgrade_to: int = SCHEMA_VERSION) -> None:
         self.path = Path(path)
-        check_file(self.path)
-        if not self.path.exists() and not create:
-            raise NotFoundError(f"no database at {self.path}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False,
-                               isolation_level=None)
+        self._key: str | None = None
+        with _OPEN_LOCK:
+            key = os.path.realpath(self.path)
+            if not _OPEN.get(key):  # see _OPEN: never while a connection of ours is open
+                check_file(self.path)
+            if not self.path.exists() and not create:
+                raise NotFoundError(f"no database at {self.path}")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False,
+                                   isolation_level=None)
+            _OPEN[key] = _OPEN.get(key, 0) + 1
+            self._key, self._conn = key, conn
         try:
             self.db = sqlite_utils.Database(conn)
             validate_and_upgrade(self.db, self.path, upgrade_to)
         except DatabaseError:
-            conn.close()
+            self.close()
             raise
         except sqlite3.DatabaseError as exc:
-            conn.close()
+            self.close()
             raise DatabaseError(
-                f"{self.path} cannot be used as a fairpp database: {exc}. "
+                f"{self.path} cannot be used as a fairpp database: {exc} "
+                f"({getattr(exc, 'sqlite_errorname', 'SQLITE_ERROR')}). "
                 "The file was left untouched.") from None
 
     @property
@@ -67,7 +86,14 @@ class Store:
         return schema_version(self.db)
 
     def close(self) -> None:
-        self.db.conn.close()
+        with _OPEN_LOCK:
+            if self._key is None:
+                return  # closed already
+            self._conn.close()
+            _OPEN[self._key] -= 1
+            if not _OPEN[self._key]:
+                del _OPEN[self._key]
+            self._key = None
 
     def __enter__(self) -> Store:
         return self
