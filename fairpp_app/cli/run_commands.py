@@ -37,6 +37,7 @@ def _simulate(args: argparse.Namespace, stop) -> int:
     else:
         config = config_from_args(SimulationConfig, args, "simulate")
     store, personas = open_store(args)
+    warn_beside_jobs(store, config.run)
     if store.question_count() == 0:
         from fairpp_app.core.questions import build_bank
 
@@ -82,6 +83,20 @@ def _simulate(args: argparse.Namespace, stop) -> int:
         err.print(f"run '{outcome.run}' {outcome.status}: {outcome.done}/{outcome.total} records "
                   f"({outcome.written} new, {outcome.unparsed} unparsed)")
     return {"finished": 0, "cancelled": 130, "paused": 130}.get(outcome.status, 1)
+
+
+def warn_beside_jobs(store, run: str | None) -> None:
+    """One line on stderr when other processes work on other runs now: it still runs, but two
+    engine jobs share the cores (the same run is refused later, by ``claim_run``)."""
+    import os
+
+    others = [r for r in store.live_runs()
+              if r["name"] != run and r["owner"].get("pid") != os.getpid()]
+    if others:
+        jobs = ", ".join(f"'{r['name']}' (pid {r['owner'].get('pid')})" for r in others)
+        err.print(f"warning: another job is running: {jobs}; two engine jobs on "
+                  f"{os.cpu_count()} cores slow both down (`fairpp jobs` lists them)",
+                  markup=False, highlight=False, soft_wrap=True)
 
 
 @contextmanager

@@ -194,3 +194,41 @@ def test_opening_a_store_keeps_the_locks_of_the_stores_already_open(db_path):
     for thread in threads:
         thread.join()
     assert writes > 3 and errors == [], (writes, errors[:3])
+
+
+_HOLDER = """
+import sys, time
+from fairpp_app.store.database import Store
+with Store(sys.argv[1]) as store:
+    run = store.create_run("held-run", "simulation", backend="embedded")
+    store.claim_run(run["id"])
+print("holding", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.model
+def test_a_cli_run_beside_a_running_job_warns_and_still_runs(db_path):
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(db_path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        done = subprocess.run(FAIRPP + ["--db", str(db_path), "simulate", "--run", "second",
+                                        "--split", "test", "--limit", "1", "--personas", "1"],
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, done.stderr
+    assert f"'held-run' (pid {holder.pid})" in warnings[0]
+    assert "two engine jobs" in warnings[0] and "slow both down" in warnings[0]
+    with Store(db_path) as store:
+        assert store.record_count(store.get_run("second")["id"]) == 1
+
+    # Alone, it says nothing of the kind.
+    again = subprocess.run(FAIRPP + ["--db", str(db_path), "simulate", "--run", "third",
+                                     "--split", "test", "--limit", "1", "--personas", "1"],
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "warning:" not in again.stderr, again.stderr
