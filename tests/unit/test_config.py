@@ -26,7 +26,7 @@ def _args(argv):
 
 
 def test_missing_file_means_defaults(config_file):
-    assert load_config() == {"simulate": {}, "keys": {}}
+    assert load_config() == {"simulate": {}, "keys": {}, "app": {}}
     assert config_from_args(SimulationConfig, _args([]), "simulate") == SimulationConfig()
 
 
@@ -65,3 +65,30 @@ def test_secret_prefers_environment_then_file(config_file, monkeypatch):
     monkeypatch.setenv("MY_KEY", "from-env")
     assert secret("MY_KEY") == "from-env"
     assert secret("OTHER_KEY") is None
+
+
+def test_max_jobs_from_app_section_then_environment(config_file, monkeypatch):
+    from fairpp_app.core.user_config import max_jobs
+
+    monkeypatch.delenv("FAIRPP_MAX_JOBS", raising=False)
+    assert max_jobs() == 1  # no file: one heavy job at a time
+    config_file.write_text("[app]\nmax_jobs = 3\n")
+    assert max_jobs() == 3 and load_config()["app"] == {"max_jobs": 3}
+    monkeypatch.setenv("FAIRPP_MAX_JOBS", "2")
+    assert max_jobs() == 2
+    monkeypatch.setenv("FAIRPP_MAX_JOBS", "none")
+    with pytest.raises(ConfigError, match="FAIRPP_MAX_JOBS must be a whole number"):
+        max_jobs()
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("[app]\nmax_jobs = 0\n", "max_jobs must be a whole number of 1 or more, got 0"),
+    ("[app]\nmax_jobs = 1.5\n", "got 1.5"),
+    ("[app]\nmax_jobs = true\n", "got True"),
+    ("[app]\njobs = 2\n", "[app] has no option 'jobs'"),
+])
+def test_bad_app_section_is_refused(config_file, text, needle):
+    config_file.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config()
+    assert needle in str(info.value) and str(config_file) in str(info.value)
