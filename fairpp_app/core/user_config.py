@@ -78,7 +78,7 @@ def _load(path_text: str, mtime: float) -> dict:
 
 
 def _check_app(section: dict, source: str) -> dict:
-    for key, value in section.items():
+    for key in section:
         if key not in APP_OPTIONS:
             raise ConfigError(f"{source}: [app] has no option '{key}' "
                               f"(known: {', '.join(sorted(APP_OPTIONS))})")
