@@ -31,6 +31,7 @@ from fairpp_app.core.errors import FairppError, user_message
 from fairpp_app.core.personas import builtin_personas, load_personas
 from fairpp_app.store.browse import QuestionFilter
 from fairpp_app.store.database import Store
+from fairpp_app.tui.job_queue import JobQueue
 from fairpp_app.tui.screens.analysis_screen import AnalysisScreen
 from fairpp_app.tui.screens.home_screen import HomeScreen
 from fairpp_app.tui.screens.personas_screen import PersonasScreen
@@ -90,6 +91,16 @@ class FairppApp(App[int]):
         self.weight_cache: dict[tuple, tuple[dict, str]] = {}
         self.weight_pending: set[tuple] = set()
         self.jobs: list = []  # the children (jobs.supervisor.Job) this app started
+        self.job_queue = JobQueue(limit=self._max_jobs())  # heavy jobs waiting (job_queue)
+
+    @staticmethod
+    def _max_jobs() -> int:
+        from fairpp_app.core.user_config import max_jobs
+
+        try:
+            return max_jobs()
+        except FairppError:  # a bad setting: the CLI says what; the app keeps the default
+            return 1
 
     def _load_personas(self):
         try:

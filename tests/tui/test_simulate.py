@@ -10,6 +10,8 @@ conditions with a deadline (the store, the screen's state), never a fixed sleep.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 
 import pytest
@@ -17,8 +19,10 @@ from textual.widgets import DataTable, Static
 
 from fairpp_app.core.prompts import template_hash
 from fairpp_app.core.simulation_config import SimulationConfig
+from fairpp_app.jobs import supervisor
 from fairpp_app.store.database import Store
 from fairpp_app.tui.screens import simulate_screen
+from fairpp_app.tui.screens.log_dialog import LogScreen
 from fairpp_app.tui.screens.quit_dialog import QuitScreen
 from fairpp_app.tui.screens.simulate_screen import SimulateScreen, config_from_run
 from fairpp_app.tui.widgets.config_form import ConfigForm
@@ -365,3 +369,85 @@ async def test_quit_can_stop_the_job_first(server, make_app, db_path):
         await _until(pilot, lambda: not app.jobs[0].running(), "the child ends", timeout=30)
     assert _status(db_path, "stopped-at-quit") == "cancelled"
     await wait_for_workers(app)
+
+
+# ---- one heavy job at a time; the job's log ---------------------------------------------------
+
+def _queue_text(screen) -> str:
+    line = screen.query_one("#sim-queue", Static)
+    return plain(line) if line.display else ""
+
+
+@pytest.mark.model
+async def test_f5_while_a_job_runs_queues_the_next_until_that_job_ends(server, make_app, db_path,
+                                                                      monkeypatch):
+    monkeypatch.delenv("FAIRPP_MAX_JOBS", raising=False)  # the default: one at a time
+    monkeypatch.setenv("FAIRPP_TEST_KEY", "sk-queued-secret-never-logged")
+    server.hold_after(1)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await _open(app, pilot)
+        screen.query_one(ConfigForm).load(_ollama_form(server, "first", 2))
+        await pilot.press("f5")
+        await _until(pilot, lambda: server.waiting == 1 and screen.state == "running",
+                     "the first run's second request held")
+        screen.query_one(ConfigForm).load({**_ollama_form(server, "second", 2),
+                                           "api_key_env": "FAIRPP_TEST_KEY"})
+        await pilot.press("f5")
+        await pilot.pause()
+        # Queued, not started: one child, and the screen says behind what.
+        assert len(app.jobs) == 1 and screen.run_name == "first"
+        assert "queued behind first" in _queue_text(screen) and "1. second" in _queue_text(screen)
+        assert _status(db_path, "second") is None
+
+        server.release()  # the first run ends; the queued one starts then, not before
+        await _until(pilot, lambda: len(app.jobs) == 2, "the queued run starts")
+        assert app.jobs[0].process.returncode == 0
+        assert _status(db_path, "first") == "finished"
+        await _until(pilot, lambda: screen.state == "idle" and screen.run_name == "second",
+                     "the second run ends")
+        assert _status(db_path, "second") == "finished" and _records(db_path, "second") == (2, 2)
+        assert _queue_text(screen) == "" and app.job_queue.waiting == []
+        with Store(db_path) as store:
+            assert store.get_run("first")["finished_at"] <= store.get_run("second")["created_at"]
+
+        # The log key: the last job's log, in a modal; the key's value is not in it.
+        screen.set_focus(None)
+        await pilot.press("l")
+        await pilot.pause()
+        assert isinstance(app.screen, LogScreen) and app.screen.path.name == "second.log"
+        assert "==> fairpp simulate" in app.screen.text and "run 'second'" in app.screen.text
+        assert "FAIRPP_TEST_KEY" in app.screen.text  # the variable's name is in the config
+        assert "sk-queued-secret" not in app.screen.path.read_text()
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is screen
+
+
+@pytest.mark.model
+async def test_an_adopted_live_run_also_makes_f5_wait(server, make_app, db_path, monkeypatch):
+    """A simulation another process works on counts as the running job, too."""
+    monkeypatch.delenv("FAIRPP_MAX_JOBS", raising=False)
+    server.hold_after(1)
+    config = SimulationConfig(**{**SimulationConfig().__dict__, **_ollama_form(server, "other", 2)})
+    other = supervisor.start("simulate", ["simulate", "--config-json",
+                                          json.dumps(dataclasses.asdict(config))], db_path)
+    try:
+        _until_sync(lambda: server.waiting == 1, "the other process's run held")
+        app = make_app()
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await _open(app, pilot)
+            assert screen.state == "running" and screen.run_name == "other"  # adopted
+            screen.query_one(ConfigForm).load(_ollama_form(server, "mine", 1))
+            await pilot.press("f5")
+            await pilot.pause()
+            assert app.jobs == [] and "queued behind other" in _queue_text(screen)
+            server.release()
+            await _until(pilot, lambda: len(app.jobs) == 1, "the queued run starts")
+            assert not other.running() or _status(db_path, "other") != "running"
+            await _until(pilot, lambda: screen.state == "idle" and screen.run_name == "mine",
+                         "the queued run ends")
+            assert _status(db_path, "mine") == "finished"
+    finally:
+        other.wait(timeout=60)
+    assert _status(db_path, "other") == "finished"

@@ -64,6 +64,7 @@ from fairpp_app.core.events import (
 from fairpp_app.core.simulation_config import SimulationConfig
 from fairpp_app.jobs import supervisor
 from fairpp_app.jobs.simulation import LONG_RUN_S, estimate
+from fairpp_app.tui.job_queue import Queued, Running
 from fairpp_app.tui.screens.base_screen import BaseScreen
 from fairpp_app.tui.screens.confirm_dialog import ConfirmScreen
 from fairpp_app.tui.widgets.config_form import ConfigForm
@@ -105,6 +106,7 @@ class SimulateScreen(BaseScreen):
         Binding("f6", "pause", "Pause/resume"),
         Binding("f7", "cancel", "Cancel"),
         Binding("f8", "resume_selected", "Resume run"),
+        Binding("l", "show_log", "Log"),
     ]
     PALETTE = [
         ("Start a simulation", "start", "with the settings in the form"),
@@ -112,6 +114,8 @@ class SimulateScreen(BaseScreen):
         ("Cancel the simulation", "cancel", "stop; the records so far are kept"),
         ("Resume the selected run", "resume_selected",
          "continue a stopped run from the runs table"),
+        ("Show the job's log", "show_log",
+         "the last 200 lines the current (or last, or selected) run's process wrote"),
     ]
 
     @dataclass
@@ -151,6 +155,7 @@ class SimulateScreen(BaseScreen):
                     yield Button("Pause F6", id="sim-pause")
                     yield Button("Cancel F7", id="sim-cancel", variant="error")
                 yield Static("idle", id="sim-state")
+                yield Static(id="sim-queue")
                 yield ProgressBar(id="sim-progress", show_eta=False)
                 yield Static(id="sim-stats")
                 yield Static(id="sim-error", classes="error")
@@ -166,6 +171,7 @@ class SimulateScreen(BaseScreen):
         table.add_column("records", key="records", width=9)
         table.add_column("backend / model", key="who", width=28)
         self.query_one("#sim-error").display = False
+        self.query_one("#sim-queue").display = False
         self.query_one("#sim-progress").display = False
         self.fill_runs()
         self._buttons()
@@ -246,9 +252,7 @@ class SimulateScreen(BaseScreen):
     # ---- actions ------------------------------------------------------------------------------
 
     def action_start(self, config: SimulationConfig | None = None) -> None:
-        if self.busy:
-            self.notify("a simulation is already running; pause or cancel it first")
-            return
+        """Start (or, while ``max_jobs`` jobs run, queue) a simulation of the form's config."""
         if config is None:
             try:
                 config = self.query_one(ConfigForm).build()
@@ -268,6 +272,48 @@ class SimulateScreen(BaseScreen):
         self._start(config)
 
     def _start(self, config: SimulationConfig) -> None:
+        """Start the child on ``config`` now, or queue it while ``max_jobs`` jobs run."""
+        queue = self.app.job_queue
+        running = queue.running(self.app.jobs, self.app.store, self._mine())
+        if queue.full(running):
+            label = config.run or f"a new {config.backend} run"
+            place = queue.add(Queued("simulate", label, config))
+            self._show_queue(running)
+            self.notify(f"{label} queued behind {', '.join(r.label for r in running)} "
+                        f"(place {place}); it starts when that job ends")
+            return
+        self._launch(config)
+
+    def _mine(self) -> list[Running]:
+        """The job this screen follows, while it works (its run's name once known)."""
+        pid = self.job.pid if self.job is not None else self.pid if self.busy else None
+        if pid is None:
+            return []
+        return [Running(pid, self.run_name or f"process {pid}")]
+
+    def _show_queue(self, running: list[Running] | None = None) -> None:
+        queue, line = self.app.job_queue, self.query_one("#sim-queue", Static)
+        line.display = bool(queue.waiting)
+        if queue.waiting:
+            if running is None:
+                running = queue.running(self.app.jobs, self.app.store, self._mine())
+            line.update(Text(queue.describe(running), style="bold yellow"))
+
+    def _drain(self) -> None:
+        """Start the next queued simulation once fewer than ``max_jobs`` jobs run."""
+        queue = self.app.job_queue
+        if not queue.of_kind("simulate") or self.state in ("starting", "pausing", "cancelling"):
+            return
+        running = queue.running(self.app.jobs, self.app.store, self._mine())
+        if queue.full(running):
+            self._show_queue(running)
+            return
+        item = queue.take("simulate")
+        self.query_one("#sim-log", RichLog).write(f"starting queued [b]{item.label}[/b]")
+        self._launch(item.payload)
+        self._show_queue()
+
+    def _launch(self, config: SimulationConfig) -> None:
         """Start the child on ``config``; the poll and the worker follow it from here."""
         self.config = config
         self.errors = 0
@@ -360,15 +406,32 @@ class SimulateScreen(BaseScreen):
         if not table.row_count:
             self.notify("no simulation run to resume yet")
             return
-        if self.busy:
-            self.notify("a simulation is already running; pause or cancel it first")
-            return
         name = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
         run = self.app.store.get_run(name)
         form = self.query_one(ConfigForm)
         form.load(config_from_run(run))
         self.query_one("#sim-log", RichLog).write(f"resuming run [b]{name}[/b]")
         self.action_start()
+
+    def action_show_log(self) -> None:
+        """The log of the job followed now (or last), else of the run selected in the table."""
+        from fairpp_app.tui.screens.log_dialog import LogScreen
+
+        if self.job is not None:
+            title, path = self.run_name or f"process {self.job.pid}", self.job.log()
+        elif self.run_name is not None:
+            title, path = self.run_name, supervisor.log_path(self.run_name)
+        else:
+            table = self.query_one("#sim-runs", DataTable)
+            if not table.row_count:
+                self.notify("no job has run yet: no log to show")
+                return
+            title = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+            path = supervisor.log_path(title)
+        if not path.is_file():
+            self.notify(f"no log for {title} (logs are kept for jobs the app started)")
+            return
+        self.app.push_screen(LogScreen(title, path))
 
     @on(Button.Pressed, "#sim-start")
     def _start_pressed(self) -> None:
@@ -384,7 +447,9 @@ class SimulateScreen(BaseScreen):
 
     # ---- following the child ------------------------------------------------------------------
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="simulate")
+    # Not exclusive: with max_jobs above 1 the screen follows the newest child while the
+    # earlier ones keep their own waiting worker (which settles a crash).
+    @work(thread=True, exit_on_error=False, group="simulate")
     def supervise(self, job: supervisor.Job) -> None:
         """Wait for the child to end; settles a run it left running (``crashed``)."""
         worker = get_current_worker()
@@ -399,7 +464,9 @@ class SimulateScreen(BaseScreen):
             return
 
     def poll(self) -> None:
-        """Draw the followed run's new events; notice an adopted run's end by its status."""
+        """Draw the followed run's new events; notice an adopted run's end by its status;
+        start a queued simulation when there is room."""
+        self._drain()
         if not self.busy:
             return
         store = self.app.store

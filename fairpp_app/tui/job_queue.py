@@ -1,0 +1,84 @@
+"""One heavy job at a time (or ``max_jobs``): the app's queue of jobs waiting to start.
+
+An engine job (a simulation, a training) keeps every core busy; two of them on a laptop
+each take about twice as long. So a screen asked to start one while ``max_jobs`` (see
+``core.user_config.max_jobs``; 1 unless the user raised it) are running already puts it
+here, and starts it when one of those ends, however it ends (finished, paused, cancelled,
+crashed): the screen checks ``JobQueue.may_start`` on its poll. What runs is counted by
+process: the children this app started that still run, and the runs a living process on
+this host works on (another app, ``fairpp simulate``), whoever started them.
+
+Nothing here knows about screens: an entry carries what its screen needs to start it.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Queued:
+    """A job waiting: its kind ("simulate", "train"), what to call it, what starts it."""
+
+    kind: str
+    label: str
+    payload: Any = None
+
+
+@dataclass
+class Running:
+    pid: int
+    label: str  # the run's name once known, else "process PID"
+
+
+@dataclass
+class JobQueue:
+    limit: int = 1
+    waiting: list[Queued] = field(default_factory=list)
+
+    def running(self, jobs: list, store, extra: list[Running] = ()) -> list[Running]:
+        """The heavy jobs running now, one per process (see the module doc)."""
+        host = socket.gethostname()
+        found: dict[int, Running] = {}
+        for run in store.live_runs():
+            if run["owner"].get("host") == host:
+                found[int(run["owner"]["pid"])] = Running(int(run["owner"]["pid"]), run["name"])
+        for item in extra:  # the screen's own job: named by its run once it has one
+            found.setdefault(item.pid, item)
+        for job in jobs:
+            if job.running():
+                found.setdefault(job.pid, Running(job.pid, f"process {job.pid}"))
+        return list(found.values())
+
+    def full(self, running: list[Running]) -> bool:
+        return len(running) >= self.limit
+
+    def add(self, item: Queued) -> int:
+        """Queue ``item``; its place (1 = next)."""
+        self.waiting.append(item)
+        return len(self.waiting)
+
+    def of_kind(self, kind: str) -> list[Queued]:
+        return [item for item in self.waiting if item.kind == kind]
+
+    def take(self, kind: str) -> Queued | None:
+        """The next waiting job of ``kind`` (removed from the queue), or None."""
+        for item in self.waiting:
+            if item.kind == kind:
+                self.waiting.remove(item)
+                return item
+        return None
+
+    def remove(self, item: Queued) -> None:
+        if item in self.waiting:
+            self.waiting.remove(item)
+
+    def describe(self, running: list[Running]) -> str:
+        """One line: what the first waiting job waits behind, and the queue."""
+        if not self.waiting:
+            return ""
+        behind = ", ".join(r.label for r in running) or "the job ending now"
+        names = "; ".join(f"{i}. {item.label}" for i, item in enumerate(self.waiting, 1))
+        return f"queued behind {behind} (max_jobs {self.limit}): {names}"
