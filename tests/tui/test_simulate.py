@@ -451,3 +451,24 @@ async def test_an_adopted_live_run_also_makes_f5_wait(server, make_app, db_path,
     finally:
         other.wait(timeout=60)
     assert _status(db_path, "other") == "finished"
+
+
+@pytest.mark.model
+async def test_max_jobs_two_starts_the_second_at_once(server, make_app, db_path, monkeypatch):
+    monkeypatch.setenv("FAIRPP_MAX_JOBS", "2")
+    server.hold_after(1)
+    app = make_app()
+    assert app.job_queue.limit == 2
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await _open(app, pilot)
+        screen.query_one(ConfigForm).load(_ollama_form(server, "one", 2))
+        await pilot.press("f5")
+        await _until(pilot, lambda: server.waiting == 1 and screen.state == "running",
+                     "the first run held")
+        screen.query_one(ConfigForm).load(_ollama_form(server, "two", 1))
+        await pilot.press("f5")
+        await pilot.pause()
+        assert len(app.jobs) == 2 and _queue_text(screen) == ""
+        server.release()
+        await _until(pilot, lambda: not any(job.running() for job in app.jobs), "both end")
+    assert _status(db_path, "one") == "finished" and _status(db_path, "two") == "finished"
