@@ -145,7 +145,13 @@ def _v3(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE runs ADD COLUMN heartbeat REAL")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+def _v4(db: sqlite_utils.Database) -> None:
+    """Who works on a training, as on a run: owner as JSON, and the owner's last heartbeat."""
+    db.execute("ALTER TABLE trainings ADD COLUMN owner TEXT")
+    db.execute("ALTER TABLE trainings ADD COLUMN heartbeat REAL")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
