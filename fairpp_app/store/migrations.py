@@ -155,17 +155,31 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+#: The files (device, inode) whose header this process has read: read each only once.
+_CHECKED: set[tuple[int, int]] = set()
+
+
 def check_file(path: Path) -> None:
-    """Refuse anything at ``path`` that is not an SQLite database (before SQLite opens it)."""
+    """Refuse anything at ``path`` that is not an SQLite database (before SQLite opens it).
+
+    The header is read once per file and process. Closing any descriptor of a file drops
+    every POSIX lock this process holds on it, the SHARED lock of an open WAL connection
+    included; without that lock another process that closes its connection believes it is
+    the last one, checkpoints and deletes the ``-wal`` and ``-shm`` files under the open
+    connection, which then reads "database disk image is malformed" (the app holds a Store
+    while it opens another to settle a child that ended)."""
     if not path.exists():
         return
     if path.is_dir():
         raise DatabaseError(f"{path} is a directory, not a database file")
-    if path.stat().st_size == 0:
+    stat = path.stat()
+    if stat.st_size == 0 or (stat.st_dev, stat.st_ino) in _CHECKED:
         return
     with path.open("rb") as fh:
         head = fh.read(len(SQLITE_MAGIC))
-    if head != SQLITE_MAGIC:
+    if head == SQLITE_MAGIC:
+        _CHECKED.add((stat.st_dev, stat.st_ino))
+    else:
         raise DatabaseError(
             f"{path} is not an SQLite database (wrong header); fairpp will not touch it. "
             "Move it away or pass --db with another path.")

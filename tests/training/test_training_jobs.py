@@ -27,11 +27,8 @@ from tests.support.training_data import PERSONA_RUN
 
 @pytest.fixture
 def trained_db(persona_store, db_path) -> Path:
-    """The persona run's database, closed here: like test_jobs, the test process holds no
-    connection while children write. (With the fixture's connection left open, a Store opened
-    here after a resumed child finished has read 'database disk image is malformed' from
-    PRAGMA quick_check while the file itself checked ok afterwards; not yet explained.)"""
-    persona_store.close()
+    """The persona run's database. The fixture's connection stays open, as the app's Store
+    does while it opens others to settle its children (see ``migrations.check_file``)."""
     return db_path
 
 
