@@ -46,6 +46,7 @@ class TrainScreen(BaseScreen):
         Binding("f6", "pause", "Pause"),
         Binding("f7", "cancel", "Cancel"),
         Binding("f8", "resume_selected", "Resume selected"),
+        Binding("e", "evaluate", "Evaluate selected"),
         Binding("g", "reload", "Reload"),
     ]
     PALETTE = [
@@ -53,12 +54,21 @@ class TrainScreen(BaseScreen):
         ("Train: pause the training", "pause", "stops after the current step; F8 resumes it"),
         ("Train: cancel the training", "cancel", "stops after the current step, checkpoint saved"),
         ("Train: resume the selected training", "resume_selected", "continue from its checkpoint"),
+        ("Train: evaluate the selected training", "evaluate",
+         "its adapter answers the test split as run eval-NAME, in a child process"),
         ("Train: reload trainings", "reload", "re-read trainings and their events"),
     ]
 
     @dataclass
     class JobEnded(Message):
         """The child this screen started has ended (posted by the worker that waits on it)."""
+
+        job: supervisor.Job
+        end: supervisor.JobEnd
+
+    @dataclass
+    class EvalEnded(Message):
+        """The evaluation child this screen started has ended."""
 
         job: supervisor.Job
         end: supervisor.JobEnd
@@ -74,6 +84,8 @@ class TrainScreen(BaseScreen):
         self.pid: int | None = None  # the process working on the followed training
         self.followed: str | None = None  # the name of the training that process works on
         self._started_at = 0.0
+        self.eval_job: supervisor.Job | None = None  # the evaluation child, until it ends
+        self.eval_of: str | None = None  # the training it evaluates
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -86,6 +98,7 @@ class TrainScreen(BaseScreen):
                     yield Button("Resume F8", id="train-resume")
                 yield Static("idle", id="train-state")
                 yield Static(id="train-error", classes="error")
+                yield Static(id="train-eval")
                 yield DataTable(id="trainings", cursor_type="row", zebra_stripes=True)
                 yield LineChart(id="train-loss")
                 yield LineChart(id="train-sim")
@@ -109,6 +122,7 @@ class TrainScreen(BaseScreen):
         table.add_column("target", key="target", width=14)
         table.add_column("status", key="status", width=10)
         self.query_one("#train-error").display = False
+        self.query_one("#train-eval").display = False
         self.action_reload()
         self._adopt()
         self.set_interval(POLL_S, self.poll)
@@ -175,6 +189,7 @@ class TrainScreen(BaseScreen):
     def poll(self, force: bool = False) -> None:
         """Draw the events written since the last poll (a live training or a replay)."""
         self._find_child_training()
+        self._eval_progress()
         if self.job is None and self.followed is not None and self.running:
             row = self.app.store.find_training(self.followed)
             if row is not None and row["status"] != "running":  # an adopted training ended
@@ -362,3 +377,80 @@ class TrainScreen(BaseScreen):
                         severity="information" if status != "failed" else "warning")
         self.action_reload()
         self.poll()
+
+    # ---- evaluating a finished training ---------------------------------------------------------
+
+    def action_evaluate(self) -> None:
+        """Answer the test split with the selected training's adapter (``fairpp evaluate``),
+        in a supervised child: its eval run's progress and result are shown here."""
+        table = self.query_one("#trainings", DataTable)
+        if self.eval_job is not None or not table.row_count:
+            return
+        name, status = (str(v) for v in table.get_row_at(table.cursor_row)[0:4:3])
+        if status != "finished":
+            self._error(f"training {name} has not finished (status {status}): only a finished "
+                        "training has an adapter to evaluate")
+            return
+        self._error("")
+        try:
+            job = supervisor.start("evaluate", ["evaluate", "--adapter", name], self.app.db_path)
+        except OSError as exc:
+            self._error(f"the evaluation process could not start: {exc}")
+            return
+        self.eval_job, self.eval_of = job, name
+        self.app.jobs.append(job)
+        self._eval_line(f"evaluating {name} in process {job.pid}…")
+        self.supervise_eval(job)
+
+    def _eval_line(self, text: str) -> None:
+        line = self.query_one("#train-eval", Static)
+        line.display = True
+        line.update(text)
+
+    def _eval_progress(self) -> None:
+        if self.eval_job is None:
+            return
+        run = self.app.store.run_owned_by(self.eval_job.pid, socket.gethostname())
+        if run is None:
+            return
+        latest = self.app.store.latest_event(run_id=run["id"], kind="progress")
+        if latest is not None:
+            p = latest["payload"]
+            self._eval_line(f"evaluating {self.eval_of}: {p.get('done', 0):,}/"
+                            f"{p.get('total', 0):,} answers as run {run['name']}")
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="evaluate")
+    def supervise_eval(self, job: supervisor.Job) -> None:
+        """Wait for the evaluation child; settles a run it left running (``crashed``)."""
+        worker = get_current_worker()
+        while True:
+            try:
+                end = job.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                if worker.is_cancelled:
+                    return
+                continue
+            self.post_message(self.EvalEnded(job, end))
+            return
+
+    def on_train_screen_eval_ended(self, message: EvalEnded) -> None:
+        if message.job is not self.eval_job:
+            return
+        name, end = self.eval_of, message.end
+        self.eval_job = self.eval_of = None
+        run = self.app.store.find_run(end.run) if end.run else None
+        if run is None:
+            tail = "".join(f"\n  {line}" for line in end.log_tail[-6:])
+            self._eval_line(f"evaluating {name} failed: the process {end.describe()}")
+            self._error(f"the evaluation of {name} ended before it had a run" + tail)
+            self.notify(f"evaluation of {name} failed", severity="error")
+            return
+        done = self.app.store.record_count(run["id"])
+        latest = self.app.store.latest_event(run_id=run["id"], kind="progress")
+        total = latest["payload"].get("total") if latest else None
+        counts = f"{done:,}/{total:,}" if total else f"{done:,}"
+        self._eval_line(f"run {run['name']} {run['status']}: {counts} answers"
+                        + (f" ({end.describe()})" if run["status"] == "crashed" else ""))
+        self.notify(f"evaluation of {name} {run['status']}: run {run['name']}",
+                    severity="information" if run["status"] == "finished" else "warning")
+        self.app.data_changed()
