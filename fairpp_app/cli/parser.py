@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(tr, "train")
     tr.add_argument("--resume", metavar="NAME", help="continue the training NAME from its last "
                     "checkpoint (its stored settings are used; other flags are ignored)")
+    tr.add_argument("--config-json", metavar="JSON",
+                    help="the whole training configuration as JSON (how the app starts a training "
+                         "in a child process); other configuration flags are ignored")
     tr.add_argument("--quiet", action="store_true", help="no line per step on stderr")
     _add_json(tr)
 

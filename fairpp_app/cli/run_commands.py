@@ -131,21 +131,27 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     store, _ = open_store(args)
     with store:
         live = store.live_runs()
+        training = store.live_trainings()
     if args.action == "stop":
-        run = next((r for r in live if r["name"] == args.name), None)
-        if run is None:
+        job = next((r for r in [*live, *training] if r["name"] == args.name), None)
+        if job is None:
             raise NotFoundError(f"no job is working on '{args.name}' (see `fairpp jobs`)")
-        if run["owner"].get("host") != ownership.me()["host"]:
-            raise UsageError(f"'{args.name}' runs on {run['owner'].get('host')}; stop it there")
+        if job["owner"].get("host") != ownership.me()["host"]:
+            raise UsageError(f"'{args.name}' runs on {job['owner'].get('host')}; stop it there")
         how = "pause" if args.pause else "cancel"
-        supervisor.request_stop(int(run["owner"]["pid"]), how)
-        err.print(f"asked pid {run['owner']['pid']} to {how} '{args.name}'; it writes the records "
-                  "in flight, then exits (`fairpp runs` shows the status)")
+        supervisor.request_stop(int(job["owner"]["pid"]), how)
+        what = ("finishes the current step and saves a checkpoint (`fairpp train --resume "
+                f"{args.name}` continues it)" if job in training
+                else "writes the records in flight (`fairpp runs` shows the status)")
+        err.print(f"asked pid {job['owner']['pid']} to {how} '{args.name}'; it {what}, then exits")
         return 0
     rows = [{"run": r["name"], "kind": r["kind"], "pid": r["owner"].get("pid"),
              "host": r["owner"].get("host"), "records": r["records"],
              "total": (r["progress"] or {}).get("total"), "rate": (r["progress"] or {}).get("rate"),
              "since": r["owner"].get("since")} for r in live]
+    rows += [{"run": t["name"], "kind": "training", "pid": t["owner"].get("pid"),
+              "host": t["owner"].get("host"), "step": t["step"], "total": t["total"],
+              "rate": None, "since": t["owner"].get("since")} for t in training]
     if args.json:
         print_json(rows)
         return 0
@@ -154,7 +160,10 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         return 0
     table = Table("run", "kind", "pid", "progress", "rate", "started")
     for row in rows:
-        progress = f"{row['records']:,}" + (f"/{row['total']:,}" if row["total"] else "")
+        if row["kind"] == "training":
+            progress = f"step {row['step'] or 0}" + (f"/{row['total']}" if row["total"] else "")
+        else:
+            progress = f"{row['records']:,}" + (f"/{row['total']:,}" if row["total"] else "")
         rate = "-" if row["rate"] is None else f"{row['rate']:.1f}/s"
         since = "-" if row["since"] is None else time.strftime("%Y-%m-%d %H:%M:%S",
                                                                 time.localtime(row["since"]))

@@ -66,20 +66,42 @@ def _training_listener(quiet: bool, personas):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train or resume; as a supervised child SIGUSR1 pauses and SIGTERM cancels it after the
+    current step (a checkpoint is saved either way), and its output moves to the training's log."""
+    import json
+
+    from fairpp_app.cli.run_commands import stop_on_signals
+    from fairpp_app.core.events import TrainingStarted
+    from fairpp_app.jobs.simulation import Stop
+    from fairpp_app.jobs.supervisor import adopt_log
     from fairpp_app.training.config import TrainingConfig
     from fairpp_app.training.runner import run_training
 
-    config = None if args.resume else config_from_args(TrainingConfig, args)
-    store, personas = open_store(args)
-    with store:
-        outcome = run_training(store, personas, config, resume=args.resume,
-                               listener=_training_listener(args.quiet, personas))
+    if args.resume:
+        config = None
+    elif args.config_json:
+        config = TrainingConfig.from_json(json.loads(args.config_json))
+    else:
+        config = config_from_args(TrainingConfig, args)
+    stop = Stop()
+    with stop_on_signals(stop):
+        store, personas = open_store(args)
+        printer = _training_listener(args.quiet, personas)
+
+        def listen(event) -> None:
+            if isinstance(event, TrainingStarted):
+                adopt_log(event.training)
+            printer(event)
+
+        with store:
+            outcome = run_training(store, personas, config, resume=args.resume, listener=listen,
+                                   cancel=stop)
     if args.json:
         print_json(outcome.__dict__)
     else:
         err.print(f"training '{outcome.name}' {outcome.status} at step {outcome.step}"
                   + (f"; adapter in {outcome.adapter_path}" if outcome.adapter_path else ""))
-    return {"finished": 0, "cancelled": 130}.get(outcome.status, 1)
+    return {"finished": 0, "cancelled": 130, "paused": 130}.get(outcome.status, 1)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

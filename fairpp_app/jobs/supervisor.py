@@ -4,15 +4,17 @@ llama.cpp, torch and mlx are native code; a fault in them (SIGILL, SIGSEGV, the 
 killer's SIGKILL) ends the process that runs them. So the terminal app never runs an engine
 itself: it starts the same ``fairpp`` command line a user would type, as a child in its own
 process session (closing the terminal or an SSH drop does not reach it), with the child's
-stdout and stderr going to a log file in the data directory. The child owns its run in the
-database as any CLI process does (owner pid, heartbeat; see ``Store.claim_run``), writes its
-records and events there, and ends the run itself: finished, paused, cancelled, stopped or
-failed. When the supervisor sees the child die without having ended its run, the run becomes
-``crashed`` with the signal's name or the exit code and the last lines of the log.
+stdout and stderr going to a log file in the data directory. The child owns its run (or, for
+``fairpp train``, its training) in the database as any CLI process does (owner pid,
+heartbeat; see ``Store.claim_run``), writes its records and events there, and ends it
+itself: finished, paused, cancelled, stopped or failed. When the supervisor sees the child
+die without having ended it, the run or training becomes ``crashed`` with the signal's name
+or the exit code and the last lines of the log.
 
 Stopping goes through signals, so it works from any process that can see the pid (a second
 app, ``fairpp jobs stop``): SIGUSR1 asks for a pause, SIGTERM (or SIGINT) for a cancel; either
-way the records in flight are written before the child exits.
+way the records in flight (a training: the current step, then a checkpoint) are written
+before the child exits.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from fairpp_app.store.database import Store
 PAUSE_SIGNAL = signal.SIGUSR1
 CANCEL_SIGNAL = signal.SIGTERM
 LOG_TAIL_LINES = 12
+#: The kinds of job whose child owns a training rather than a run.
+TRAINING_KINDS = ("train",)
 #: Set in a supervised child: the log file its stdout and stderr go to until it knows its run.
 JOB_LOG_ENV = "FAIRPP_JOB_LOG"
 
@@ -110,10 +114,19 @@ class Job:
     def running(self) -> bool:
         return self.process.poll() is None
 
+    @property
+    def trains(self) -> bool:
+        """Whether this child owns a training (``fairpp train``) rather than a run."""
+        return self.kind in TRAINING_KINDS
+
     def run(self) -> dict | None:
-        """The run this child works on, once it has claimed it (None before)."""
+        """The run (or training) this child works on, once it has claimed it (None before)."""
         with Store(self.db) as store:
-            return store.run_owned_by(self.pid, socket.gethostname())
+            return self._owned(store)
+
+    def _owned(self, store: Store) -> dict | None:
+        owned_by = store.training_owned_by if self.trains else store.run_owned_by
+        return owned_by(self.pid, socket.gethostname())
 
     def log(self) -> Path:
         """Where the child's output is now: its run's log once it has adopted it."""
@@ -126,17 +139,18 @@ class Job:
         request_stop(self.pid, how)
 
     def wait(self, timeout: float | None = None) -> JobEnd:
-        """Block until the child ends, then settle its run (see the module doc)."""
+        """Block until the child ends, then settle its run or training (see the module doc)."""
         code = self.process.wait(timeout)
         end = JobEnd(exit_code=code if code >= 0 else None,
                      signal=signal_name(-code) if code < 0 else None)
         with Store(self.db) as store:
-            run = store.run_owned_by(self.pid, socket.gethostname())
-            end.run = run["name"] if run else None
+            row = self._owned(store)
+            end.run = row["name"] if row else None
             end.log_tail = log_tail(self.log())
-            if run is not None and code != 0:
-                crash = RunCrashed(run["name"], end.signal, end.exit_code, end.log_tail)
-                end.crashed = store.settle_run(run["id"], crash)
+            if row is not None and code != 0:
+                crash = RunCrashed(row["name"], end.signal, end.exit_code, end.log_tail)
+                settle = store.settle_training if self.trains else store.settle_run
+                end.crashed = settle(row["id"], crash)
         return end
 
 

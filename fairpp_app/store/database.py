@@ -35,6 +35,9 @@ from fairpp_app.store.migrations import (  # noqa: F401  (re-exported: tests and
     validate_and_upgrade,
 )
 
+#: How a table's rows are named in messages.
+_NOUN = {"runs": "run", "trainings": "training"}
+
 
 def _now() -> float:
     return time.time()
@@ -235,34 +238,60 @@ class Store:
                         [status, now, finished, run_id])
 
     # ---- ownership (see ownership.py) ------------------------------------------------------
+    # Runs and trainings are owned the same way: owner JSON (pid, host, start, since) and a
+    # heartbeat, one status set, and a supervisor that settles what its dead child left.
 
     def claim_run(self, run_id: int) -> None:
         """Make this process the owner of a run and set it ``running``; refused (UsageError)
         while another living process owns it."""
+        self._claim("runs", run_id)
+
+    def claim_training(self, training_id: int) -> None:
+        """As :meth:`claim_run`, for a training."""
+        self._claim("trainings", training_id)
+
+    def _claim(self, table: str, row_id: int) -> None:
         from fairpp_app.core import ownership
 
+        noun = _NOUN[table]
         self.db.execute("BEGIN IMMEDIATE")
         try:
             name, status, owner, beat = self.db.execute(
-                "SELECT name, status, owner, heartbeat FROM runs WHERE id = ?", [run_id]).fetchone()
+                f"SELECT name, status, owner, heartbeat FROM {table} WHERE id = ?",
+                [row_id]).fetchone()
             current = json.loads(owner) if owner and status == "running" else None
             mine = {**ownership.me(), "since": _now()}
             if current and current.get("pid") != mine["pid"] and ownership.alive(current, beat):
                 raise UsageError(
-                    f"run '{name}' is being worked on by {ownership.describe(current)}; wait "
+                    f"{noun} '{name}' is being worked on by {ownership.describe(current)}; wait "
                     f"for it to end, or stop that process (kill {current.get('pid')}), then "
                     "run the same command again")
             now = _now()
-            self.db.execute("UPDATE runs SET status = 'running', owner = ?, heartbeat = ?, "
-                            "updated_at = ?, finished_at = NULL WHERE id = ?",
-                            [json.dumps(mine), now, now, run_id])
+            finished = ", finished_at = NULL" if table == "runs" else ""
+            self.db.execute(f"UPDATE {table} SET status = 'running', owner = ?, heartbeat = ?, "
+                            f"updated_at = ?{finished} WHERE id = ?",
+                            [json.dumps(mine), now, now, row_id])
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
 
+    def live_owner(self, table: str, name: str) -> dict | None:
+        """The living process working on run or training ``name`` now, None when there is none."""
+        from fairpp_app.core import ownership
+
+        row = self.db.execute(f"SELECT status, owner, heartbeat FROM {table} WHERE name = ?",
+                              [name]).fetchone()
+        if row is None or row[0] != "running" or not row[1]:
+            return None
+        owner = json.loads(row[1])
+        return owner if ownership.alive(owner, row[2]) else None
+
     def heartbeat(self, run_id: int) -> None:
         self.db.execute("UPDATE runs SET heartbeat = ? WHERE id = ?", [_now(), run_id])
+
+    def heartbeat_training(self, training_id: int) -> None:
+        self.db.execute("UPDATE trainings SET heartbeat = ? WHERE id = ?", [_now(), training_id])
 
     def release_run(self, run_id: int, status: str) -> None:
         """The owner's last word on a run: its status. The owner stays recorded as the last
@@ -271,17 +300,24 @@ class Store:
 
     def reap_runs(self) -> list[str]:
         """Mark ``interrupted`` every running run whose owner is gone; their names."""
+        return self._reap("runs")
+
+    def reap_trainings(self) -> list[str]:
+        """Mark ``interrupted`` every running training whose owner is gone; their names."""
+        return self._reap("trainings")
+
+    def _reap(self, table: str) -> list[str]:
         from fairpp_app.core import ownership
 
         gone = []
-        for run_id, name, owner, beat in self.db.execute(
-                "SELECT id, name, owner, heartbeat FROM runs WHERE status = 'running'").fetchall():
+        for row_id, name, owner, beat in self.db.execute(
+                f"SELECT id, name, owner, heartbeat FROM {table} WHERE status = 'running'").fetchall():
             current = json.loads(owner) if owner else None
             if current is None or not ownership.alive(current, beat):
                 gone.append(name)
-                # The owner stays: a supervisor that saw its child die can still find the run.
-                self.db.execute("UPDATE runs SET status = 'interrupted', updated_at = ? "
-                                "WHERE id = ? AND status = 'running'", [_now(), run_id])
+                # The owner stays: a supervisor that saw its child die can still find the row.
+                self.db.execute(f"UPDATE {table} SET status = 'interrupted', updated_at = ? "
+                                "WHERE id = ? AND status = 'running'", [_now(), row_id])
         return gone
 
     def settle_run(self, run_id: int, crash: RunCrashed) -> bool:
@@ -289,26 +325,43 @@ class Store:
         ``running`` (or that a reader has since marked ``interrupted``) becomes ``crashed``,
         with the how in an event. A run its process ended properly is left as it is.
         Returns whether the run was marked."""
+        return self._settle("runs", run_id, crash)
+
+    def settle_training(self, training_id: int, crash: RunCrashed) -> bool:
+        """As :meth:`settle_run`, for a training (the event is on the training)."""
+        return self._settle("trainings", training_id, crash)
+
+    def _settle(self, table: str, row_id: int, crash: RunCrashed) -> bool:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             changed = self.db.execute(
-                "UPDATE runs SET status = 'crashed', updated_at = ? "
-                "WHERE id = ? AND status IN ('running', 'interrupted')", [_now(), run_id]).rowcount
+                f"UPDATE {table} SET status = 'crashed', updated_at = ? "
+                "WHERE id = ? AND status IN ('running', 'interrupted')", [_now(), row_id]).rowcount
             if changed:
-                self.add_event(crash.kind, crash.payload(), run_id=run_id)
+                where = {"run_id": row_id} if table == "runs" else {"training_id": row_id}
+                self.add_event(crash.kind, crash.payload(), **where)
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         return bool(changed)
 
-    def run_owned_by(self, pid: int, host: str) -> dict | None:
-        """The latest run whose owner is (or, once it died, was) process ``pid`` on ``host``."""
+    def _owned_by(self, table: str, pid: int, host: str) -> str | None:
         row = self.db.execute(
-            "SELECT name FROM runs WHERE json_extract(owner, '$.pid') = ? "
+            f"SELECT name FROM {table} WHERE json_extract(owner, '$.pid') = ? "
             "AND json_extract(owner, '$.host') = ? ORDER BY updated_at DESC, id DESC LIMIT 1",
             [pid, host]).fetchone()
-        return self.get_run(row[0]) if row else None
+        return row[0] if row else None
+
+    def run_owned_by(self, pid: int, host: str) -> dict | None:
+        """The latest run whose owner is (or, once it died, was) process ``pid`` on ``host``."""
+        name = self._owned_by("runs", pid, host)
+        return self.get_run(name) if name else None
+
+    def training_owned_by(self, pid: int, host: str) -> dict | None:
+        """The latest training whose owner is (or was) process ``pid`` on ``host``."""
+        name = self._owned_by("trainings", pid, host)
+        return self.get_training(name) if name else None
 
     def live_runs(self) -> list[dict]:
         """Runs a living process is working on now, each with its owner (pid, host, since),
@@ -325,6 +378,28 @@ class Store:
             run["progress"] = json.loads(latest[0]) if latest else None
             out.append(run)
         return out
+
+    def live_trainings(self) -> list[dict]:
+        """Trainings a living process is working on now, each with its owner, its last step
+        and its total steps (None before the first step or start event)."""
+        self.reap_trainings()
+        out = []
+        for row in self.db.query("SELECT * FROM trainings WHERE status = 'running' "
+                                 "AND owner IS NOT NULL ORDER BY id"):
+            row["config"] = json.loads(row["config"] or "{}")
+            row["owner"] = json.loads(row["owner"])
+            step = self._latest_payload(row["id"], "train_step")
+            started = self._latest_payload(row["id"], "train_started")
+            row["step"] = step.get("step") if step else (started or {}).get("start_step")
+            row["total"] = started.get("total_steps") if started else None
+            out.append(row)
+        return out
+
+    def _latest_payload(self, training_id: int, kind: str) -> dict | None:
+        latest = self.db.execute(
+            "SELECT payload FROM events WHERE training_id = ? AND kind = ? ORDER BY id DESC LIMIT 1",
+            [training_id, kind]).fetchone()
+        return json.loads(latest[0]) if latest else None
 
     def list_runs(self) -> list[dict]:
         self.reap_runs()
@@ -495,11 +570,13 @@ class Store:
         return self.get_training(name)
 
     def find_training(self, name: str) -> dict | None:
+        self.reap_trainings()
         rows = list(self.db.query("SELECT * FROM trainings WHERE name = ?", [name]))
         if not rows:
             return None
         row = rows[0]
         row["config"] = json.loads(row["config"] or "{}")
+        row["owner"] = json.loads(row["owner"]) if row.get("owner") else None
         return row
 
     def get_training(self, name: str) -> dict:
@@ -539,9 +616,11 @@ class Store:
                 clauses.append(f"{column} = ?")
                 args.append(value)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        self.reap_trainings()
         rows = list(self.db.query(f"SELECT * FROM trainings{where} ORDER BY id", args))
         for row in rows:
             row["config"] = json.loads(row["config"] or "{}")
+            row["owner"] = json.loads(row["owner"]) if row.get("owner") else None
         return rows
 
     # ---- overview ------------------------------------------------------------------------

@@ -145,12 +145,22 @@ def _v3(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE runs ADD COLUMN heartbeat REAL")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+def _v4(db: sqlite_utils.Database) -> None:
+    """Who works on a training, as on a run: owner as JSON, and the owner's last heartbeat."""
+    db.execute("ALTER TABLE trainings ADD COLUMN owner TEXT")
+    db.execute("ALTER TABLE trainings ADD COLUMN heartbeat REAL")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def check_file(path: Path) -> None:
-    """Refuse anything at ``path`` that is not an SQLite database (before SQLite opens it)."""
+    """Refuse anything at ``path`` that is not an SQLite database (before SQLite opens it).
+
+    It opens and closes the file, and closing any descriptor of a file drops every POSIX lock
+    the process holds on it: the Store calls it only while the process has no connection to
+    the file open (see ``database._OPEN``)."""
     if not path.exists():
         return
     if path.is_dir():

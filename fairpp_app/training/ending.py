@@ -1,9 +1,9 @@
-"""How a training ends: finished, cancelled, interrupted or failed, written once.
+"""How a training ends: finished, paused, cancelled or failed, written once.
 
 Whatever stops a run, its row gets the status, a ``TrainingEnded`` event says why (with
 the command that continues it where there is one), and the caller gets a
 :class:`TrainingOutcome` or the exception. Both trainers end through here, so a run
-killed by Ctrl-C, a diverged loss or a crash reads the same whichever framework trained
+stopped by Ctrl-C, a diverged loss or a crash reads the same whichever framework trained
 it. The step reported is the session's last finished step, which the trainers keep up to
 date through ``TrainingSession.record_step``.
 """
@@ -30,17 +30,23 @@ def finished(session: TrainingSession, step: int, adapter: str) -> TrainingOutco
 
 
 def cancelled(session: TrainingSession, step: int) -> TrainingOutcome:
-    return end(session, "cancelled", step,
-               f"cancelled at step {step}; resume with --resume {session.name}")
+    """Stopped early on request: ``paused`` when the stop asked for a pause (the supervisor's
+    SIGUSR1), ``cancelled`` otherwise; either way a checkpoint was saved and it resumes."""
+    status = getattr(session.cancel, "status", "cancelled")
+    return end(session, status, step,
+               f"{status} at step {step}; resume with --resume {session.name}")
 
 
 @contextmanager
 def on_failure(session: TrainingSession) -> Iterator[None]:
-    """Marks the run interrupted (Ctrl-C) or failed, with an event, and lets the exception go on."""
+    """Marks the training cancelled (Ctrl-C) or failed, with an event, and lets the exception go on.
+
+    ``interrupted`` is never written here: it means the owner vanished unseen (``kill -9``, a
+    closed terminal), which the store finds out when trainings are next read."""
     try:
         yield
     except KeyboardInterrupt:
-        _stop(session, "interrupted", f"interrupted; resume with --resume {session.name}")
+        _stop(session, "cancelled", f"cancelled; resume with --resume {session.name}")
         raise
     except FairppError as exc:
         _stop(session, "failed", str(exc))
@@ -51,5 +57,7 @@ def on_failure(session: TrainingSession) -> Iterator[None]:
 
 
 def _stop(session: TrainingSession, status: str, message: str) -> None:
+    if session.owned_elsewhere():
+        return  # refused because another process works on it: its row is not ours to end
     session.mark(status)
     session.emit(TrainingEnded(session.name, status, session.step, message))

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fairpp_app.core.child import crash_point
 from fairpp_app.core.errors import UsageError
 from fairpp_app.core.events import Event, TrainingStarted, TrainingStep
 from fairpp_app.core.paths import data_dir
@@ -34,7 +35,11 @@ from fairpp_app.training.data import TrainingSet, build_training_set, eval_subse
 from fairpp_app.training.methods import method
 
 METADATA_FILE = "fairpp_adapter.json"
-RESUMABLE = ("created", "running", "failed", "cancelled", "interrupted")
+#: The statuses a training resumes from (``running`` only once its owner is gone: a living
+#: owner refuses the claim). The same statuses as a run's (README, "Run statuses").
+RESUMABLE = ("created", "running", "paused", "cancelled", "failed", "crashed", "interrupted")
+#: At most one heartbeat write per this many seconds (each step event may bring one).
+HEARTBEAT_S = 0.5
 
 
 def trainings_root() -> Path:
@@ -84,6 +89,8 @@ class TrainingSession:
                                  f"{row['adapter_path']}")
             if row["status"] not in RESUMABLE:
                 raise UsageError(f"training '{resume}' has status '{row['status']}' and cannot resume")
+            if self.main:
+                refuse_if_owned(store, resume)
             config = TrainingConfig.from_json(row["config"].get("config", {}))
             self.row: dict | None = row
         elif config is None:
@@ -105,6 +112,7 @@ class TrainingSession:
         self._eval: tuple | None = None
         self.last_loss: float | None = None
         self.step = 0  # the last finished optimizer step: what an ending reports
+        self._beat = 0.0
         self.init_chain = adapter_chain(store, config.init_from)
         if config.init_from is not None and self.row is None:
             start = store.get_training(config.init_from)
@@ -167,9 +175,9 @@ class TrainingSession:
                       "template": template_hash(), **(extra or {})}
             self.row = self.store.create_training(
                 self.name, self.config.method, self.target.slug, base_model, self.config.from_run,
-                stored, status="running")
-        else:
-            self.store.update_training(self.row["id"], status="running")
+                stored, status="created")
+        self.store.claim_training(self.row["id"])
+        self._beat = time.monotonic()
         return self.row
 
     def started(self, device: str, total_steps: int, start_step: int) -> TrainingStarted:
@@ -182,6 +190,13 @@ class TrainingSession:
             data.n_questions, data.n_pairs, total_steps, start_step, len(data.skipped),
             letters=data.letter_shares(),
             weighted_letters=data.letter_shares(True) if weighted else None)
+
+    def owned_elsewhere(self) -> bool:
+        """Whether another living process works on this training now (so this one must not end it)."""
+        if not self.main or self.row is None:
+            return False
+        owner = self.store.live_owner("trainings", self.name)
+        return owner is not None and owner.get("pid") != os.getpid()
 
     def mark(self, status: str, adapter_path: str | None = None) -> None:
         if self.main and self.row is not None and self.row.get("id") is not None:
@@ -197,8 +212,12 @@ class TrainingSession:
     def record_step(self, step: int, loss: float, learning_rate: float | None = None,
                     reward_margin: float | None = None, reward_accuracy: float | None = None) -> None:
         """A finished optimizer step: its event, and the loss the next live evaluation reports."""
+        crash_point("training-step")
         self.step = step
         self.last_loss = loss
+        if self.main and self.row is not None and time.monotonic() - self._beat >= HEARTBEAT_S:
+            self.store.heartbeat_training(self.row["id"])
+            self._beat = time.monotonic()
         self.emit(TrainingStep(self.name, step, loss, learning_rate=learning_rate,
                                reward_margin=reward_margin, reward_accuracy=reward_accuracy))
 
@@ -222,6 +241,16 @@ class TrainingSession:
 
     def write_metadata(self, folder: Path, steps: int, extra: dict | None = None) -> None:
         (folder / METADATA_FILE).write_text(json.dumps(self.metadata(steps, extra), indent=2))
+
+
+def refuse_if_owned(store: Store, name: str) -> None:
+    """Refuse (UsageError, naming the pid) to work on a training another living process owns."""
+    from fairpp_app.core.ownership import describe
+
+    owner = store.live_owner("trainings", name)
+    if owner is not None and owner.get("pid") != os.getpid():
+        raise UsageError(f"training '{name}' is being worked on by {describe(owner)}; wait for it "
+                         f"to end, or stop it (`fairpp jobs stop {name}`), then resume it")
 
 
 def adapter_chain(store: Store, name: str | None) -> list[Path]:

@@ -215,7 +215,7 @@ class FairppApp(App[int]):
                 job.stop("cancel")
             except ProcessLookupError:
                 pass
-        self.notify("stopping the simulation; the records in flight are being written")
+        self.notify("stopping the jobs; each writes what is in flight (a training: a checkpoint)")
         deadline = time.monotonic() + STOP_WAIT_S
         while any(job.running() for job in jobs) and time.monotonic() < deadline:
             await asyncio.sleep(0.1)

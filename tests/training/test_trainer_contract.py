@@ -311,7 +311,7 @@ def test_resume_after_kill_9_continues_the_step_count(trainer, persona_store, ti
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
     row = persona_store.get_training("killed")
-    assert row["status"] == "running"  # nobody got to write anything else
+    assert row["status"] == "interrupted"  # its owner vanished unseen: nobody wrote an ending
     killed_steps = [e["payload"]["step"] for e in persona_store.events(training_id=row["id"])
                     if e["kind"] == "train_step"]
     assert killed_steps and max(killed_steps) < max_steps

@@ -114,3 +114,70 @@ async def test_a_real_tiny_training_runs_from_the_screen(synthetic, make_app, tm
         assert screen.training_id == row["id"]
         assert screen.loss["loss"][0] == [1, 2]
         assert "finished at step 2" in plain(screen.query_one("#train-state", Static))
+
+
+async def test_a_crash_in_the_training_child_is_shown_and_the_app_keeps_running(
+        synthetic, make_app, tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    pytest.importorskip("trl")
+    pytest.importorskip("peft")
+    from tests.support.tiny_models import build_tiny_model
+
+    tiny = build_tiny_model(tmp_path / "tiny-llama")
+    store, _, _ = synthetic
+    insert_synthetic_run(store, n=24, split="train", name="train-answers")
+    monkeypatch.setenv("FAIRPP_TEST_CRASH", "training-step:SIGSEGV:2")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await _open(app, pilot)
+        screen.query_one(ConfigForm).load({
+            "from_run": "train-answers", "base": str(tiny), "name": "tui-crash", "max_steps": 4,
+            "batch_size": 4, "grad_accum": 1, "eval_every": 0, "limit": 24, "device": "cpu",
+            "save_every": 1})
+        await pilot.press("f5")
+        assert app.jobs and app.jobs[-1].kind == "train"
+        await wait_for_workers(app)
+        await pilot.pause()
+        assert store.get_training("tui-crash")["status"] == "crashed"
+        error = plain(screen.query_one("#train-error", Static))
+        assert "died by SIGSEGV" in error and "tui-crash is crashed after step 1" in error
+        assert not screen.running and app.is_running
+        # The app still works: the crashed training resumes from the same screen to its end.
+        monkeypatch.delenv("FAIRPP_TEST_CRASH")
+        await pilot.press("f8")
+        await wait_for_workers(app)
+        await pilot.pause()
+        assert store.get_training("tui-crash")["status"] == "finished", \
+            plain(screen.query_one("#train-error", Static))
+        assert "finished at step 4" in plain(screen.query_one("#train-state", Static))
+
+
+async def test_evaluate_from_the_trainings_table_makes_the_eval_run(synthetic, make_app,
+                                                                    tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("trl")
+    pytest.importorskip("peft")
+    from tests.support.tiny_models import build_tiny_model
+
+    tiny = build_tiny_model(tmp_path / "tiny-llama")
+    store, _, _ = synthetic
+    insert_synthetic_run(store, n=24, split="train", name="train-answers")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await _open(app, pilot)
+        screen.query_one(ConfigForm).load({
+            "from_run": "train-answers", "base": str(tiny), "name": "tui-eval", "max_steps": 2,
+            "batch_size": 4, "grad_accum": 1, "eval_every": 0, "limit": 24, "device": "cpu"})
+        await pilot.press("f5")
+        await wait_for_workers(app)
+        await pilot.pause()
+        assert store.get_training("tui-eval")["status"] == "finished"
+        screen.query_one("#trainings", DataTable).focus()
+        await pilot.press("e")
+        assert app.jobs[-1].kind == "evaluate"
+        await wait_for_workers(app)
+        await pilot.pause()
+        run = store.get_run("eval-tui-eval")
+        assert run["status"] == "finished" and store.record_count(run["id"]) > 0
+        line = plain(screen.query_one("#train-eval", Static))
+        assert line.startswith("run eval-tui-eval finished: ") and "answers" in line

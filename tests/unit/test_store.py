@@ -21,7 +21,7 @@ V2_TABLES = {"trainings", "weight_sets", "weights"}
 def test_new_store_is_wal_at_current_version(tmp_path):
     with Store(tmp_path / "new.db") as s:
         assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert s.version == SCHEMA_VERSION == 3
+        assert s.version == SCHEMA_VERSION == 4
         assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert s.db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
         assert s.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
@@ -177,6 +177,7 @@ def test_upgrade_from_version_1_keeps_rows(tmp_path, bank):
         assert new.get_run("v1run")["backend"] == "ollama"
         assert new.get_run("v1run")["status"] == "finished" and new.get_run("v1run")["owner"] is None
         assert {"owner", "heartbeat"} <= {c.name for c in new.db["runs"].columns}
+        assert {"owner", "heartbeat"} <= {c.name for c in new.db["trainings"].columns}
         rows = list(new.db.query("SELECT * FROM records ORDER BY id"))
         assert [r["question_id"] for r in rows] == [q.id for q in bank[:3]]
         assert all(r["answer"] == "B" and r["latency_ms"] == 12.5 for r in rows)
@@ -376,6 +377,44 @@ def test_a_run_owned_by_a_living_process_is_refused_and_a_dead_owner_is_interrup
     # The owner stays on record as the last process that worked on the run; a finished run
     # with a living last owner does not stop another process from claiming it.
     assert released["status"] == "finished" and released["owner"]["pid"] == ownership.me()["pid"]
+
+
+def test_a_training_is_owned_as_a_run_is_and_a_dead_owner_is_interrupted_or_crashed(store):
+    """One ownership for both tables: refused while a living child owns the training, read
+    ``interrupted`` once it died unseen, ``crashed`` with an event when a supervisor settles it."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from fairpp_app.core import ownership
+    from fairpp_app.core.errors import UsageError
+    from fairpp_app.core.events import RunCrashed
+
+    training = store.create_training("owned", "wdpo", "loyal-nationals", "base", None, {})
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        owner = {**ownership.me(), "pid": child.pid, "start": ownership.start_token(child.pid)}
+        store.db.execute("UPDATE trainings SET status = 'running', owner = ?, heartbeat = ? "
+                         "WHERE id = ?", [json.dumps(owner), 0.0, training["id"]])
+        with pytest.raises(UsageError, match=f"training 'owned' .* pid {child.pid}"):
+            store.claim_training(training["id"])
+        assert store.live_owner("trainings", "owned")["pid"] == child.pid
+        assert [t["name"] for t in store.live_trainings()] == ["owned"]
+        assert store.training_owned_by(child.pid, owner["host"])["name"] == "owned"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert [t["status"] for t in store.list_trainings()] == ["interrupted"]
+    assert store.live_trainings() == []
+    crash = RunCrashed("owned", "SIGKILL", None, ["last line"])
+    assert store.settle_training(training["id"], crash)
+    assert store.get_training("owned")["status"] == "crashed"
+    assert not store.settle_training(training["id"], crash)  # once
+    events = store.events(training_id=training["id"])
+    assert [(e["kind"], e["payload"]["signal"]) for e in events] == [("run_crashed", "SIGKILL")]
+    store.claim_training(training["id"])
+    assert store.get_training("owned")["owner"]["pid"] == ownership.me()["pid"]
 
 
 def test_a_running_run_without_an_owner_reads_as_interrupted(store):

@@ -30,7 +30,7 @@ class QuitScreen(ModalScreen[str | None]):
         with Vertical(classes="dialog", id="quit"):
             yield Static(f"{names} is still running in its own process.\n\n"
                          "Stop it (the records so far are kept and it can be resumed), leave it "
-                         "running (the Simulate screen follows it again next time; "
+                         "running (the Simulate or Train screen follows it again next time; "
                          "`fairpp jobs` lists it), or stay?")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Stop it (s)", variant="error", id="stop")

@@ -1,8 +1,11 @@
-"""Train: the TrainingConfig form, a training in a thread worker, and its curves.
+"""Train: the TrainingConfig form, a training in a child process, and its curves.
 
 The form is generated from ``training.config.TrainingConfig`` (as the CLI flags are) and
-the work is ``training.runner.run_training``, in an exclusive thread worker with its own
-Store and a cancel event (the trainer stops at the end of a step and saves a checkpoint).
+the work is ``fairpp train --config-json ...`` started as a supervised child
+(``jobs.supervisor``), so a native crash in torch becomes a ``crashed`` training with the
+signal and the log's last lines while the app keeps running. Pause and Cancel are signals to
+that child (it stops after the current step and saves a checkpoint); a training left running
+when the app quit (or started in a terminal) is adopted when the screen opens.
 The charts never listen to the trainer directly: they replay the selected training's
 ``train_step`` / ``train_eval`` events from the events table and poll for new ones, so a
 training started here, one started with ``fairpp train`` in another terminal, and one
@@ -12,7 +15,10 @@ included) reaches the app's worker handler, which shows it here and as a notific
 
 from __future__ import annotations
 
-import threading
+import json
+import socket
+import subprocess
+import time
 from dataclasses import dataclass
 
 from textual import on, work
@@ -21,8 +27,10 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Button, DataTable, Footer, Header, Static
+from textual.worker import get_current_worker
 
 from fairpp_app.core.errors import FairppError, user_message
+from fairpp_app.jobs import supervisor
 from fairpp_app.training.config import TrainingConfig
 from fairpp_app.tui.screens.base_screen import BaseScreen
 from fairpp_app.tui.widgets.config_form import ConfigForm
@@ -35,24 +43,35 @@ class TrainScreen(BaseScreen):
     SUB_TITLE = "Train"
     BINDINGS = [
         Binding("f5", "start", "Start"),
+        Binding("f6", "pause", "Pause"),
         Binding("f7", "cancel", "Cancel"),
         Binding("f8", "resume_selected", "Resume selected"),
+        Binding("e", "evaluate", "Evaluate selected"),
         Binding("g", "reload", "Reload"),
     ]
     PALETTE = [
         ("Train: start a training", "start", "with the settings in the form"),
+        ("Train: pause the training", "pause", "stops after the current step; F8 resumes it"),
         ("Train: cancel the training", "cancel", "stops after the current step, checkpoint saved"),
         ("Train: resume the selected training", "resume_selected", "continue from its checkpoint"),
+        ("Train: evaluate the selected training", "evaluate",
+         "its adapter answers the test split as run eval-NAME, in a child process"),
         ("Train: reload trainings", "reload", "re-read trainings and their events"),
     ]
 
     @dataclass
-    class Finished(Message):
-        outcome: object
+    class JobEnded(Message):
+        """The child this screen started has ended (posted by the worker that waits on it)."""
+
+        job: supervisor.Job
+        end: supervisor.JobEnd
 
     @dataclass
-    class Started(Message):
-        name: str
+    class EvalEnded(Message):
+        """The evaluation child this screen started has ended."""
+
+        job: supervisor.Job
+        end: supervisor.JobEnd
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -61,7 +80,12 @@ class TrainScreen(BaseScreen):
         self.loss: dict[str, tuple[list, list]] = {}
         self.similarity: dict[str, tuple[list, list]] = {}
         self.running = False
-        self.cancel_event = threading.Event()
+        self.job: supervisor.Job | None = None  # the child this screen started, until it ends
+        self.pid: int | None = None  # the process working on the followed training
+        self.followed: str | None = None  # the name of the training that process works on
+        self._started_at = 0.0
+        self.eval_job: supervisor.Job | None = None  # the evaluation child, until it ends
+        self.eval_of: str | None = None  # the training it evaluates
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -74,6 +98,7 @@ class TrainScreen(BaseScreen):
                     yield Button("Resume F8", id="train-resume")
                 yield Static("idle", id="train-state")
                 yield Static(id="train-error", classes="error")
+                yield Static(id="train-eval")
                 yield DataTable(id="trainings", cursor_type="row", zebra_stripes=True)
                 yield LineChart(id="train-loss")
                 yield LineChart(id="train-sim")
@@ -97,8 +122,22 @@ class TrainScreen(BaseScreen):
         table.add_column("target", key="target", width=14)
         table.add_column("status", key="status", width=10)
         self.query_one("#train-error").display = False
+        self.query_one("#train-eval").display = False
         self.action_reload()
+        self._adopt()
         self.set_interval(POLL_S, self.poll)
+
+    def _adopt(self) -> None:
+        """Follow a training a living process works on now (left running, or from a terminal)."""
+        live = [t for t in self.app.store.live_trainings()
+                if t["owner"].get("host") == socket.gethostname()]
+        if not live:
+            return
+        row = live[-1]
+        self.pid, self.followed = int(row["owner"]["pid"]), row["name"]
+        self._state(f"training {row['name']} in process {self.pid}…", True)
+        self.action_reload()
+        self.select(row["id"])
 
     def on_screen_resume(self) -> None:
         self.action_reload()
@@ -149,6 +188,12 @@ class TrainScreen(BaseScreen):
 
     def poll(self, force: bool = False) -> None:
         """Draw the events written since the last poll (a live training or a replay)."""
+        self._find_child_training()
+        self._eval_progress()
+        if self.job is None and self.followed is not None and self.running:
+            row = self.app.store.find_training(self.followed)
+            if row is not None and row["status"] != "running":  # an adopted training ended
+                self._ended(row, None)
         if self.training_id is None:
             return
         events = self.app.store.events(training_id=self.training_id, after_id=self.last_event)
@@ -188,6 +233,19 @@ class TrainScreen(BaseScreen):
     def _label(self, slug: str) -> str:
         return next((f"P{p.number}" for p in self.app.personas if p.slug == slug), slug)
 
+    def _find_child_training(self) -> None:
+        """Once this screen's child has claimed its training: select it and say so."""
+        if self.job is None or self.followed is not None:
+            return
+        row = self.app.store.training_owned_by(self.job.pid, socket.gethostname())
+        # A training an earlier process with a recycled pid worked on is not this child's.
+        if row is None or (row["status"] != "running" and row["updated_at"] < self._started_at):
+            return
+        self.followed = row["name"]
+        self._state(f"training {row['name']} in process {self.job.pid}…", True)
+        self.action_reload()
+        self.select(row["id"])
+
     # ---- starting and stopping -----------------------------------------------------------------
 
     def _state(self, text: str, running: bool) -> None:
@@ -222,27 +280,54 @@ class TrainScreen(BaseScreen):
         name = str(table.get_row_at(table.cursor_row)[0])
         self._launch(None, name)
 
+    def action_pause(self) -> None:
+        self._stop("pause")
+
     @on(Button.Pressed, "#train-cancel")
     def action_cancel(self) -> None:
-        if self.running:
-            self.cancel_event.set()
-            self._state("cancelling after the current step (a checkpoint is saved)…", True)
+        self._stop("cancel")
+
+    def _stop(self, how: str) -> None:
+        if not self.running or self.pid is None:
+            return
+        try:
+            supervisor.request_stop(self.pid, how)
+        except ProcessLookupError:
+            return
+        verb = "pausing" if how == "pause" else "cancelling"
+        self._state(f"{verb} after the current step (a checkpoint is saved)…", True)
 
     def _launch(self, config, resume: str | None) -> None:
-        self.cancel_event = threading.Event()
         self._error("")
-        self._state(f"resuming {resume}…" if resume else "preparing the training data…", True)
-        self.train(config, resume)
+        if resume:
+            argv = ["train", "--resume", resume, "--quiet"]
+        else:
+            argv = ["train", "--config-json", json.dumps(config.as_json()), "--quiet"]
+        self._started_at = time.time()
+        try:
+            job = supervisor.start("train", argv, self.app.db_path)
+        except OSError as exc:
+            self._error(f"the training process could not start: {exc}")
+            return
+        self.job, self.pid, self.followed = job, job.pid, None
+        self.app.jobs.append(job)
+        self._state(f"resuming {resume} in process {job.pid}…" if resume else
+                    f"preparing the training data in process {job.pid}…", True)
+        self.supervise(job)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="train")
-    def train(self, config, resume: str | None) -> None:
-        from fairpp_app.store.database import Store
-        from fairpp_app.training.runner import run_training
-
-        with Store(self.app.db_path) as store:
-            outcome = run_training(store, list(self.app.personas), config, resume=resume,
-                                   listener=self._listen, cancel=self.cancel_event)
-        self.post_message(self.Finished(outcome))
+    def supervise(self, job: supervisor.Job) -> None:
+        """Wait for the child to end; settles a training it left running (``crashed``)."""
+        worker = get_current_worker()
+        while True:
+            try:
+                end = job.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                if worker.is_cancelled:  # the app quits and leaves the child running
+                    return
+                continue
+            self.post_message(self.JobEnded(job, end))
+            return
 
     def worker_failed(self, worker, error: BaseException) -> str | None:
         """The app's worker-failure handler calls this: the error panel and state say it."""
@@ -252,21 +337,120 @@ class TrainScreen(BaseScreen):
         self.poll()
         return "training failed"
 
-    def _listen(self, event) -> None:
-        if getattr(event, "kind", "") == "train_started":
-            self.post_message(self.Started(event.training))
+    def on_train_screen_job_ended(self, message: JobEnded) -> None:
+        if message.job is not self.job:
+            return
+        self._find_child_training()
+        row = self.app.store.find_training(self.followed) if self.followed else None
+        self._ended(row, message.end)
 
-    def on_train_screen_started(self, message: Started) -> None:
-        self._state(f"training {message.name}…", True)
-        row = self.app.store.find_training(message.name)
-        self.action_reload()
-        if row is not None:
-            self.select(row["id"])
-
-    def on_train_screen_finished(self, message: Finished) -> None:
-        out = message.outcome
-        self._state(f"{out.name} {out.status} at step {out.step}"
-                    + (f": {out.message}" if out.message else ""), False)
-        self.notify(f"training {out.name} {out.status}")
+    def _ended(self, row: dict | None, end: supervisor.JobEnd | None) -> None:
+        """The followed training is over: say how, from its row and its last events."""
+        self.job, self.pid, self.followed = None, None, None
+        tail = "".join(f"\n  {line}" for line in (end.log_tail if end else [])[-6:])
+        if row is None:  # the child ended before it had a training: a setting or the data
+            self._error((f"the training process {end.describe()}" if end else "failed") + tail)
+            self._state("failed", False)
+            self.notify("training failed", severity="error")
+            self.action_reload()
+            return
+        name, status = row["name"], row["status"]
+        ended = [e for e in self.app.store.events(training_id=row["id"])
+                 if e["kind"] in ("train_ended", "train_step")]
+        step = ended[-1]["payload"].get("step", 0) if ended else 0
+        message = (ended[-1]["payload"].get("message") or "") if ended and \
+            ended[-1]["kind"] == "train_ended" else ""
+        if status in ("crashed", "interrupted"):
+            how = f"the training process {end.describe()}" if end else \
+                "the training process ended without ending its training"
+            self._error(f"{how}; training {name} is {status} after step {step}. Resume it with "
+                        f"F8 (from its last checkpoint); `fairpp jobs log {name}` shows the whole "
+                        "log." + tail)
+            self._state(f"{name} {status} ({how})", False)
+            self.notify(how, title=f"{name} {status}", severity="error", timeout=10)
+        else:
+            if status == "failed":
+                self._error(message or f"training {name} failed")
+            self._state(f"{name} {status} at step {step}" + (f": {message}" if message else ""),
+                        False)
+            self.notify(f"training {name} {status}",
+                        severity="information" if status != "failed" else "warning")
         self.action_reload()
         self.poll()
+
+    # ---- evaluating a finished training ---------------------------------------------------------
+
+    def action_evaluate(self) -> None:
+        """Answer the test split with the selected training's adapter (``fairpp evaluate``),
+        in a supervised child: its eval run's progress and result are shown here."""
+        table = self.query_one("#trainings", DataTable)
+        if self.eval_job is not None or not table.row_count:
+            return
+        name, status = (str(v) for v in table.get_row_at(table.cursor_row)[0:4:3])
+        if status != "finished":
+            self._error(f"training {name} has not finished (status {status}): only a finished "
+                        "training has an adapter to evaluate")
+            return
+        self._error("")
+        try:
+            job = supervisor.start("evaluate", ["evaluate", "--adapter", name], self.app.db_path)
+        except OSError as exc:
+            self._error(f"the evaluation process could not start: {exc}")
+            return
+        self.eval_job, self.eval_of = job, name
+        self.app.jobs.append(job)
+        self._eval_line(f"evaluating {name} in process {job.pid}…")
+        self.supervise_eval(job)
+
+    def _eval_line(self, text: str) -> None:
+        line = self.query_one("#train-eval", Static)
+        line.display = True
+        line.update(text)
+
+    def _eval_progress(self) -> None:
+        if self.eval_job is None:
+            return
+        run = self.app.store.run_owned_by(self.eval_job.pid, socket.gethostname())
+        if run is None:
+            return
+        latest = self.app.store.latest_event(run_id=run["id"], kind="progress")
+        if latest is not None:
+            p = latest["payload"]
+            self._eval_line(f"evaluating {self.eval_of}: {p.get('done', 0):,}/"
+                            f"{p.get('total', 0):,} answers as run {run['name']}")
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="evaluate")
+    def supervise_eval(self, job: supervisor.Job) -> None:
+        """Wait for the evaluation child; settles a run it left running (``crashed``)."""
+        worker = get_current_worker()
+        while True:
+            try:
+                end = job.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                if worker.is_cancelled:
+                    return
+                continue
+            self.post_message(self.EvalEnded(job, end))
+            return
+
+    def on_train_screen_eval_ended(self, message: EvalEnded) -> None:
+        if message.job is not self.eval_job:
+            return
+        name, end = self.eval_of, message.end
+        self.eval_job = self.eval_of = None
+        run = self.app.store.find_run(end.run) if end.run else None
+        if run is None:
+            tail = "".join(f"\n  {line}" for line in end.log_tail[-6:])
+            self._eval_line(f"evaluating {name} failed: the process {end.describe()}")
+            self._error(f"the evaluation of {name} ended before it had a run" + tail)
+            self.notify(f"evaluation of {name} failed", severity="error")
+            return
+        done = self.app.store.record_count(run["id"])
+        latest = self.app.store.latest_event(run_id=run["id"], kind="progress")
+        total = latest["payload"].get("total") if latest else None
+        counts = f"{done:,}/{total:,}" if total else f"{done:,}"
+        self._eval_line(f"run {run['name']} {run['status']}: {counts} answers"
+                        + (f" ({end.describe()})" if run["status"] == "crashed" else ""))
+        self.notify(f"evaluation of {name} {run['status']}: run {run['name']}",
+                    severity="information" if run["status"] == "finished" else "warning")
+        self.app.data_changed()
