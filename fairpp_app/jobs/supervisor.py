@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,6 +138,16 @@ class Job:
 
     def stop(self, how: str) -> None:
         request_stop(self.pid, how)
+
+    def wait_while(self, keep_waiting: Callable[[], bool], poll_s: float = 0.5) -> JobEnd | None:
+        """``wait()`` in steps of ``poll_s``; None once ``keep_waiting()`` says stop (a screen's
+        worker cancelled because the app quits and leaves the child running)."""
+        while True:
+            try:
+                return self.wait(timeout=poll_s)
+            except subprocess.TimeoutExpired:
+                if not keep_waiting():
+                    return None
 
     def wait(self, timeout: float | None = None) -> JobEnd:
         """Block until the child ends, then settle its run or training (see the module doc)."""

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import socket
-import subprocess
 import time
 from dataclasses import dataclass
 
@@ -453,15 +452,10 @@ class SimulateScreen(BaseScreen):
     def supervise(self, job: supervisor.Job) -> None:
         """Wait for the child to end; settles a run it left running (``crashed``)."""
         worker = get_current_worker()
-        while True:
-            try:
-                end = job.wait(timeout=0.5)
-            except subprocess.TimeoutExpired:
-                if worker.is_cancelled:  # the app quits and leaves the child running
-                    return
-                continue
+        # None: the app quits and leaves the child running.
+        end = job.wait_while(lambda: not worker.is_cancelled)
+        if end is not None:
             self.post_message(self.JobEnded(job, end))
-            return
 
     def poll(self) -> None:
         """Draw the followed run's new events; notice an adopted run's end by its status;

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 import time
 from dataclasses import dataclass
 
@@ -319,15 +318,10 @@ class TrainScreen(BaseScreen):
     def supervise(self, job: supervisor.Job) -> None:
         """Wait for the child to end; settles a training it left running (``crashed``)."""
         worker = get_current_worker()
-        while True:
-            try:
-                end = job.wait(timeout=0.5)
-            except subprocess.TimeoutExpired:
-                if worker.is_cancelled:  # the app quits and leaves the child running
-                    return
-                continue
+        # None: the app quits and leaves the child running.
+        end = job.wait_while(lambda: not worker.is_cancelled)
+        if end is not None:
             self.post_message(self.JobEnded(job, end))
-            return
 
     def worker_failed(self, worker, error: BaseException) -> str | None:
         """The app's worker-failure handler calls this: the error panel and state say it."""
@@ -423,15 +417,10 @@ class TrainScreen(BaseScreen):
     def supervise_eval(self, job: supervisor.Job) -> None:
         """Wait for the evaluation child; settles a run it left running (``crashed``)."""
         worker = get_current_worker()
-        while True:
-            try:
-                end = job.wait(timeout=0.5)
-            except subprocess.TimeoutExpired:
-                if worker.is_cancelled:
-                    return
-                continue
+        # None: the app quits and leaves the child running.
+        end = job.wait_while(lambda: not worker.is_cancelled)
+        if end is not None:
             self.post_message(self.EvalEnded(job, end))
-            return
 
     def on_train_screen_eval_ended(self, message: EvalEnded) -> None:
         if message.job is not self.eval_job:
