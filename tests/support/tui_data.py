@@ -88,3 +88,15 @@ async def wait_for_workers(app) -> None:
     """
     await asyncio.gather(*(worker.wait() for worker in list(app.workers)),
                          return_exceptions=True)
+
+
+async def until(pilot, condition, what: str, timeout: float = 120.0) -> None:
+    """Let the app run until ``condition()`` holds; fail after ``timeout`` seconds. A key's
+    action may run after ``pilot.press`` returns on a loaded machine: wait for its effect."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f} s: {what}")
+        await pilot.pause(0.05)

@@ -27,7 +27,7 @@ from fairpp_app.tui.screens.quit_dialog import QuitScreen
 from fairpp_app.tui.screens.simulate_screen import SimulateScreen, config_from_run
 from fairpp_app.tui.widgets.config_form import ConfigForm
 from tests.support.ollama_server import MODEL, Engine, FakeOllama
-from tests.support.tui_data import SIZE, plain, wait_for_workers
+from tests.support.tui_data import SIZE, plain, until, wait_for_workers
 
 pytestmark = pytest.mark.asyncio
 DEADLINE_S = 180.0
@@ -54,12 +54,7 @@ def _row(screen, name: str) -> list[str]:
 
 
 async def _until(pilot, condition, what: str, timeout: float = DEADLINE_S) -> None:
-    """Let the app run until ``condition()`` holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f} s: {what}")
-        await pilot.pause(0.05)
+    await until(pilot, condition, what, timeout)
 
 
 def _until_sync(condition, what: str, timeout: float = DEADLINE_S) -> None:
@@ -115,7 +110,9 @@ async def test_backend_error_in_the_child_is_shown_with_what_to_do(make_app):
         screen = await _open(app, pilot)
         screen.query_one(ConfigForm).load({"backend": "llamacpp", "limit": 1})
         await pilot.press("f5")
-        assert screen.job is not None and screen.state == "starting"
+        # Under load the key's action can run after press() returns: wait for it, not on it.
+        await _until(pilot, lambda: screen.job is not None, "the child is started")
+        assert screen.state == "starting"
         await _until(pilot, lambda: screen.state == "idle", "the child's end is shown")
         error = _error_text(screen)
         assert "needs --model PATH" in error and "GGUF" in error

@@ -7,7 +7,7 @@ from textual.widgets import DataTable, Static
 
 from fairpp_app.tui.screens.train_screen import TrainScreen
 from fairpp_app.tui.widgets.config_form import ConfigForm
-from tests.support.tui_data import RUN, SIZE, insert_synthetic_run, plain, wait_for_workers
+from tests.support.tui_data import RUN, SIZE, insert_synthetic_run, plain, until, wait_for_workers
 
 pytestmark = pytest.mark.asyncio
 
@@ -135,7 +135,8 @@ async def test_a_crash_in_the_training_child_is_shown_and_the_app_keeps_running(
             "batch_size": 4, "grad_accum": 1, "eval_every": 0, "limit": 24, "device": "cpu",
             "save_every": 1})
         await pilot.press("f5")
-        assert app.jobs and app.jobs[-1].kind == "train"
+        await until(pilot, lambda: bool(app.jobs), "the training child is started")
+        assert app.jobs[-1].kind == "train"
         await wait_for_workers(app)
         await pilot.pause()
         assert store.get_training("tui-crash")["status"] == "crashed"
