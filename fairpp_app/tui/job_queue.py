@@ -1,7 +1,8 @@
 """One heavy job at a time (or ``max_jobs``): the app's queue of jobs waiting to start.
 
 An engine job (a simulation, a training) keeps every core busy, and two of them share the
-cores and slow each other down (``bench/contention.py`` measures by how much). So a screen asked to start one while ``max_jobs`` (see
+cores and slow each other down (``bench/contention.py`` measures by how much). So a screen
+asked to start one while ``max_jobs`` (see
 ``core.user_config.max_jobs``; 1 unless the user raised it) are running already puts it
 here, and starts it when one of those ends, however it ends (finished, paused, cancelled,
 crashed): the screen checks ``JobQueue.may_start`` on its poll. What runs is counted by
