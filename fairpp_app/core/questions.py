@@ -6,6 +6,12 @@ can upsert without duplicating. The split is stratified by (topic, dimension) ce
 largest-remainder allocation, then ranked inside each cell by a seeded hash, so it is
 deterministic, hits the published test size exactly and puts every topic and dimension in
 both halves.
+
+Every question belongs to one bank: ``fairpp`` (this module's own wording, the default) or
+``official`` (the authors' released wording, imported as it stands; see
+``jobs.official_layout``). A split is always a split of one bank, so the two wordings of one
+template never count twice; an official question names its fairpp counterpart in
+``twin_id`` so the two can be compared.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from importlib import resources
 TEST_SIZE = 5669
 SPLIT_SEED = "fairpp-split-v1"
 SPLITS = ("train", "test", "scenario")
+BANKS = ("fairpp", "official")
+DEFAULT_BANK = "fairpp"
 LETTERS = ("A", "B", "C")  # every question's option letters, in order; defined only here
 
 
@@ -41,6 +49,8 @@ class Question:
     option_c: str
     split: str = "train"
     parent_id: str | None = None
+    bank: str = DEFAULT_BANK
+    twin_id: str | None = None  # the fairpp template question an official one words differently
 
     def options(self) -> tuple[str, str, str]:
         return (self.option_a, self.option_b, self.option_c)
@@ -76,6 +86,13 @@ def template_id(topic: str, category: str, problem: str, group_type: str, group:
     key = "\x1f".join(["template", topic, category, problem, group_type, group,
                        str(dimension), str(framing)])
     return "t" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:15]
+
+
+def official_id(*key: str) -> str:
+    """Id of an official question: a hash of everything that identifies its row in the
+    released layout (see ``jobs.official_layout.row_key``)."""
+    blob = "\x1f".join(["official", *key])
+    return "o" + hashlib.sha256(blob.encode("utf-8")).hexdigest()[:15]
 
 
 def scenario_id(parent_id: str) -> str:

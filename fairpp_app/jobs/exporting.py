@@ -42,6 +42,7 @@ def export_frame(store: Store, run_name: str, personas: list[Persona]):
         tq = parent or q
         table.append({
             "question_id": qid, "kind": q["kind"], "split": q["split"],
+            "bank": q.get("bank", "fairpp"),
             "Topic": q["topic"], "Problem Category": q["category"],
             "Specific Problem": q["problem"], "Group Type": q["group_type"], "Group": q["group_name"],
             "Perspective": f"{_topic_number(q['topic'])}.{q['dimension']}",

@@ -1,19 +1,26 @@
-"""Import the official Fair-PP files (CSV or parquet) and fairpp's own exports.
+"""Import the official Fair-PP files (CSV, parquet, JSON lines, dataset folders) and fairpp's
+own exports.
 
-A row is matched to the bank by its fields (topic, category, problem, group type, group,
-dimension, framing) or by an explicit ``question_id`` column; rows that match nothing are
-added as questions of kind ``imported``. Scenario rows (a ``simulation_question`` column)
-become scenario questions linked to their template. Every ``*_role_N_answer`` column
-becomes persona N's records, every other ``*_answer`` column a respondent named exactly as
-the column without ``_answer``. Bad rows are reported by row number and skipped; records
-are upserted, so importing a file twice changes nothing.
+A row of the official layout becomes a question of the ``official`` bank, keyed, worded and
+split as the file says (``official_layout``), and linked by ``twin_id`` to the fairpp template
+question it words differently. A row with a known ``question_id`` (a fairpp export) is that
+question; a row marked ``bank = fairpp`` is matched to fairpp's own template question. Scenario
+rows (a ``simulation_question``) become scenario questions linked to their template row.
+
+Every ``*_role_N_answer`` column becomes persona N's records, every other ``*_answer`` column
+a respondent named exactly as the column without ``_answer``.
+
+Nothing is merged or overwritten in silence: rows that land on one question are reported by
+row number and none of them is imported; a row whose answer differs from the one stored for
+the same run, question and respondent is reported and changes nothing unless ``replace``.
+Importing a file again adds and changes nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,112 +29,45 @@ from fairpp_app.core import questions as qb
 from fairpp_app.core.errors import ImportFileError
 from fairpp_app.core.personas import Persona
 from fairpp_app.core.questions import Question
+from fairpp_app.jobs import official_layout as layout
+from fairpp_app.jobs.import_questions import Taxonomy, row_questions
+from fairpp_app.jobs.official_layout import (  # noqa: F401  (parse_* re-exported for callers)
+    blank,
+    parse_answer,
+    parse_dimension,
+)
+from fairpp_app.jobs.official_layout import text as cell
 from fairpp_app.store.database import Store
 
-REQUIRED_COLUMNS = ("Topic", "Problem Category", "Specific Problem", "Group Type", "Group",
-                    "Perspective", "Question")
 PERSONA_COL = re.compile(r"^(?P<source>.+)_role_(?P<number>\d+)_answer$")
 MODEL_COL = re.compile(r"^(?P<name>.+)_answer$")
-FRAMING_2_HINTS = re.compile(r"assum|suppose|receives? more|end up with more|explanation", re.I)
+MAX_CONFLICT_LINES = 200  # a whole file against another run's answers would print 400k lines
 
 
 @dataclass
 class ImportReport:
     run: str
     rows: int = 0
-    matched: int = 0
-    added: int = 0
-    scenarios: int = 0
-    records: int = 0
+    matched: int = 0       # rows whose question was already stored
+    added: int = 0         # template-part questions added
+    scenarios: int = 0     # scenario questions added
+    records: int = 0       # records written (new ones, and replaced ones with --replace)
+    unchanged: int = 0     # records the file holds exactly as stored
+    replaced: int = 0
+    conflicting: int = 0   # answers that differ from the stored ones (kept unless --replace)
     unparsed: int = 0
+    splits: dict[str, int] = field(default_factory=dict)  # "bank/split" -> rows
     respondents: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)  # "row N: why"
+    problems: list[str] = field(default_factory=list)  # "row N: why": rows or cells skipped
+    conflicts: list[str] = field(default_factory=list)  # "row N, column C: stored X, file Y"
 
     def as_json(self) -> dict:
         return self.__dict__.copy()
 
-
-def read_table(path: Path):
-    import pandas as pd
-
-    if not path.exists():
-        raise ImportFileError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
-        else:
-            # Only empty cells are missing: a raw answer such as "N/A" or "None" is text.
-            frame = pd.read_csv(path, dtype=object, keep_default_na=False, na_values=[""])
-    except Exception as exc:  # pandas raises many types for unreadable files
-        kind = "parquet" if suffix in (".parquet", ".pq") else "CSV"
-        raise ImportFileError(f"{path}: cannot be read as {kind}: {exc}") from None
-    unnamed = [c for c in frame.columns if str(c).startswith("Unnamed:") or str(c).strip() == ""]
-    frame = frame.drop(columns=unnamed)
-    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ImportFileError(
-            f"{path}: missing column(s) {', '.join(missing)}; a Fair-PP file has "
-            f"{', '.join(REQUIRED_COLUMNS)}")
-    return frame
-
-
-def _blank(value) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, str):
-        return not value.strip()
-    if isinstance(value, float):
-        return math.isnan(value)
-    # Nullable parquet columns (Int64, Float64) hold pd.NA, which is neither None nor a float.
-    import pandas as pd
-
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def _text(value) -> str | None:
-    return None if _blank(value) else str(value).strip()
-
-
-def parse_dimension(value) -> int:
-    """``Perspective`` is 'topic.dimension' (e.g. '3.4'), sometimes a float; the dimension is
-    the part after the dot."""
-    if _blank(value):
-        raise ValueError("empty Perspective")
-    text = str(value).strip()
-    if not re.fullmatch(r"\d+(\.\d+)?", text):
-        raise ValueError(f"Perspective {text!r} is not of the form topic.dimension")
-    dim = int(text.split(".")[1]) if "." in text else int(text)
-    if not 1 <= dim <= len(qb.taxonomy()["dimensions"]):
-        raise ValueError(f"Perspective {text!r} names dimension {dim}, which does not exist")
-    return dim
-
-
-def parse_answer(value) -> str | None:
-    """0/1/2 (int, float or text) or A/B/C -> letter; blank -> None (unparsed)."""
-    if _blank(value):
-        return None
-    text = str(value).strip().upper()
-    mapping = {"0": "A", "1": "B", "2": "C", "0.0": "A", "1.0": "B", "2.0": "C",
-               "A": "A", "B": "B", "C": "C"}
-    if text not in mapping:
-        raise ValueError(f"answer {value!r} is not 0/1/2 or A/B/C")
-    return mapping[text]
-
-
-def _canonical(name: str, choices) -> str | None:
-    lowered = {c.lower(): c for c in choices}
-    return lowered.get(name.strip().lower())
-
-
-def _infer_framing(row) -> int:
-    explicit = _text(row.get("Framing"))
-    if explicit in ("1", "2", "1.0", "2.0"):
-        return int(float(explicit))
-    return 2 if FRAMING_2_HINTS.search(str(row.get("Question", ""))) else 1
+    def conflict(self, message: str) -> None:
+        self.conflicting += 1
+        if len(self.conflicts) < MAX_CONFLICT_LINES:
+            self.conflicts.append(message)
 
 
 def answer_columns(columns, personas: list[Persona]) -> tuple[dict[str, Persona], dict[str, str]]:
@@ -154,126 +94,245 @@ def answer_columns(columns, personas: list[Persona]) -> tuple[dict[str, Persona]
     return persona_cols, model_cols
 
 
-def _question_for_row(row, known: set[str]) -> tuple[Question, bool]:
-    """The question a row refers to and whether it was already in the bank."""
-    tax = qb.taxonomy()
-    explicit = _text(row.get("question_id"))
-    if explicit and explicit in known:
-        return Question(id=explicit, kind="", topic="", category="", problem="", group_type="",
-                        group_name="", dimension=0, framing=0, text="", option_a="",
-                        option_b="", option_c=""), True
-    fields = {k: _text(row.get(k)) for k in REQUIRED_COLUMNS}
-    for k, v in fields.items():
-        if v is None:
-            raise ValueError(f"empty {k}")
-    dimension = parse_dimension(row.get("Perspective"))
-    framing = _infer_framing(row)
-    topic = _canonical(fields["Topic"], tax["topics"]) or fields["Topic"]
-    category = _canonical(fields["Problem Category"], tax["topics"].get(topic, {})) or fields["Problem Category"]
-    problems = tax["topics"].get(topic, {}).get(category, [])
-    problem = _canonical(fields["Specific Problem"], problems) or fields["Specific Problem"]
-    group_type = _canonical(fields["Group Type"], tax["groups"]) or fields["Group Type"]
-    group = _canonical(fields["Group"], tax["groups"].get(group_type, [])) or fields["Group"]
-    tid = qb.template_id(topic, category, problem, group_type, group, dimension, framing)
-    in_taxonomy = topic in tax["topics"] and problem in problems and group in tax["groups"].get(group_type, [])
-    scenario_text = _text(row.get("simulation_question"))
-    if in_taxonomy:
-        text, a, b, c = qb.render(topic, problem, group, dimension, framing)
-    else:
-        text, a, b, c = fields["Question"], *qb.render(
-            next(iter(tax["topics"])), problem, group, dimension, framing)[1:]
-        tid = "i" + hashlib.sha256("\x1f".join(
-            [topic, category, problem, group_type, group, str(dimension), str(framing),
-             fields["Question"]]).encode()).hexdigest()[:15]
-    base = Question(id=tid, kind="template" if in_taxonomy else "imported", topic=topic,
-                    category=category, problem=problem, group_type=group_type, group_name=group,
-                    dimension=dimension, framing=framing, text=text, option_a=a, option_b=b,
-                    option_c=c, split=_text(row.get("split")) or "train")
-    if scenario_text is None:
-        return base, tid in known
-    options = [_text(row.get(f"Option_{x}")) for x in "ABC"]
-    if options[0] is None or options[1] is None:
-        raise ValueError("scenario row without Option_A and Option_B")
-    sid = qb.scenario_id(tid)
-    scenario = Question(id=sid, kind="scenario", topic=topic, category=category, problem=problem,
-                        group_type=group_type, group_name=group, dimension=dimension,
-                        framing=framing, text=scenario_text, option_a=options[0],
-                        option_b=options[1], option_c=options[2] or qb.wording()["option_c"],
-                        split="scenario", parent_id=tid)
-    return scenario, sid in known
+
+
+@dataclass(frozen=True)
+class _Column:
+    """One answer column: who answered and where that respondent's raw text and
+    probabilities are."""
+
+    column: str
+    respondent: str
+    kind: str  # persona or model
+    stem: str  # the column without "_answer"
+
+
+def _columns(frame, personas: list[Persona], where: str) -> list[_Column]:
+    persona_cols, model_cols = answer_columns(frame.columns, personas)
+    if not persona_cols and not model_cols:
+        raise ImportFileError(f"{where}: no answer columns (*_role_N_answer or *_answer) found")
+    out = [_Column(c, p.slug, "persona", c[:-len("_answer")]) for c, p in persona_cols.items()]
+    return out + [_Column(c, name, "model", name) for c, name in model_cols.items()]
+
+
+def _letters(values: list, col: str, labels: list[str | None],
+             problems: list[str]) -> list[str | None]:
+    """Parse a whole answer column (a release has 13 of 34,089 cells each), caching per value;
+    rows without a label (skipped already) are neither parsed nor reported."""
+    cache: dict = {}
+    out: list[str | None] = []
+    for value, label in zip(values, labels):
+        if label is None:
+            out.append(False)
+            continue
+        try:
+            out.append(cache[value])
+            continue
+        except (KeyError, TypeError):
+            pass
+        try:
+            letter = parse_answer(value)
+        except ValueError as exc:
+            problems.append(f"{label}, column {col}: {exc}")
+            letter = False  # marks the cell as skipped
+        try:
+            cache[value] = letter
+        except TypeError:
+            pass
+        out.append(letter)
+    return out
+
+
+def _column_values(frame, name: str | None) -> list | None:
+    return frame[name].tolist() if name is not None and name in frame.columns else None
+
+
+def _row_number(problem: str) -> tuple[str, int]:
+    found = re.search(r"row (\d+)", problem)
+    return (problem[:found.start()], int(found.group(1))) if found else ("", 0)
+
+
+def _same(stored: tuple, new: tuple) -> bool:
+    for a, b in zip(stored, new):
+        if isinstance(a, float) and isinstance(b, float):
+            if not math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-15):
+                return False
+        elif a != b:
+            return False
+    return True
+
+
+def _describe(q: Question | None, qid: str) -> str:
+    if q is None:
+        return f"question {qid}"
+    return (f"{q.topic} / {q.problem} / {q.group_name} / dimension {q.dimension} / "
+            f"{'question 1' if q.framing == 1 else 'question 2'}")
+
+
+def _differences(q: Question, stored: dict) -> list[str]:
+    names = {"text": "wording", "option_a": "option A", "option_b": "option B",
+             "option_c": "option C", "split": "split", "parent_id": "template row"}
+    return [label for key, label in names.items() if stored.get(key) != getattr(q, key)]
 
 
 def import_fairpp(store: Store, path: Path, personas: list[Persona], run_name: str | None = None,
-                  progress: Callable[[int, int], None] | None = None,
+                  progress: Callable[[int, int], None] | None = None, *,
+                  split: str | None = None, replace: bool = False,
                   chunk_size: int = 2000) -> ImportReport:
-    frame = read_table(path)
-    persona_cols, model_cols = answer_columns(frame.columns, personas)
-    if not persona_cols and not model_cols:
-        raise ImportFileError(f"{path}: no answer columns (*_role_N_answer or *_answer) found")
+    """Import a file or dataset folder into run ``run_name`` (default: its name).
+
+    ``split`` is the split of rows the file itself does not place (no ``split`` column);
+    ``replace`` lets the file's answers and wording win over stored ones that differ."""
+    path = Path(path)
+    if split is not None:
+        named = layout.normalise_split(split)
+        if named not in layout.TEMPLATE_SPLITS:
+            raise ImportFileError(f"--split {split}: choose train or test (scenario rows are "
+                                  "always the scenario split)")
+        split = named
+    tables = layout.read_tables(path, split)
+    columns = [_columns(t.frame, personas, t.name) for t in tables]
     run_name = run_name or path.stem
     run = store.find_run(run_name)
     if run is None:
         run = store.create_run(run_name, "import", backend="import", mode="import",
                                params={"source": path.name}, status="finished")
+        stored_records: dict = {}
     elif run["kind"] != "import":
         raise ImportFileError(f"run '{run_name}' exists and is a {run['kind']} run; "
                               "choose another name with --run")
+    else:
+        stored_records = store.record_state(run["id"])
     if store.question_count() == 0:
         store.upsert_questions(qb.build_bank())
     known = store.question_ids()
-    report = ImportReport(run=run_name, rows=len(frame))
-    respondents = [(c, p.slug, "persona", f"{c[:-len('_answer')]}") for c, p in persona_cols.items()]
-    respondents += [(c, name, "model", name) for c, name in model_cols.items()]
-    report.respondents = [r[1] for r in respondents]
-    columns = set(map(str, frame.columns))
-    total = len(frame)
-    for start in range(0, total, chunk_size):
-        chunk = frame.iloc[start:start + chunk_size]
-        new_questions: list[Question] = []
-        records: list[dict] = []
-        for offset, (_, row) in enumerate(chunk.iterrows()):
-            line = start + offset + 1
+    report = ImportReport(run=run_name, rows=sum(len(t.frame) for t in tables))
+    report.respondents = list(dict.fromkeys(c.respondent for cols in columns for c in cols))
+
+    # Pass 1: which question each row is, so that rows landing on one question are found
+    # before anything is written.
+    tax = Taxonomy()
+    resolved: list[tuple[int, int, str, str, list[Question]]] = []
+    owners: dict[str, list[str]] = defaultdict(list)
+    first: dict[str, Question] = {}
+    for ti, table in enumerate(tables):
+        prefix = f"{table.name} " if len(tables) > 1 else ""
+        for pos, row in enumerate(table.frame.to_dict("records")):
+            label = f"{prefix}row {pos + 1}"
             try:
-                question, existed = _question_for_row(row, known)
+                qid, defined = row_questions(row, tax, known, table.split)
             except ValueError as exc:
-                report.problems.append(f"row {line}: {exc}")
+                report.problems.append(f"{label}: {exc}")
                 continue
-            if existed:
-                report.matched += 1
+            owners[qid].append(label)
+            resolved.append((ti, pos, label, qid, defined))
+            if defined:
+                first.setdefault(qid, defined[0])
+    clashing = {qid for qid, labels in owners.items() if len(labels) > 1}
+    for qid in sorted(clashing, key=lambda q: owners[q][0]):
+        report.problems.append(
+            f"{' and '.join(owners[qid])} are one question ({_describe(first.get(qid), qid)}): "
+            "nothing in the file tells them apart, so none of them was imported")
+    resolved = [r for r in resolved if r[3] not in clashing]
+
+    own: dict[str, tuple[Question, str]] = {}
+    parents: dict[str, Question] = {}
+    for _, _, label, qid, defined in resolved:
+        if defined and defined[0].id == qid:
+            own[qid] = (defined[0], label)
+        for q in defined[1:]:
+            parents.setdefault(q.id, q)
+    stored_questions = store.question_rows({r[3] for r in resolved} & known)
+    to_write: list[Question] = []
+    for qid, (q, label) in own.items():
+        if qid not in known:
+            to_write.append(q)
+            continue
+        differs = _differences(q, stored_questions[qid])
+        if differs and replace:
+            to_write.append(q)
+        elif differs:
+            report.conflict(f"{label}: {qid} is stored with another {', '.join(differs)}; "
+                            "the stored question was kept")
+    to_write += [q for qid, q in parents.items() if qid not in known and qid not in own]
+    report.scenarios = sum(q.kind == "scenario" and q.id not in known for q in to_write)
+    report.added = sum(q.kind != "scenario" and q.id not in known for q in to_write)
+    report.matched = sum(r[3] in known for r in resolved)
+    for _, _, _, qid, _ in resolved:
+        q = own.get(qid)
+        place = (f"{q[0].bank}/{q[0].split}" if q else
+                 f"{stored_questions[qid]['bank']}/{stored_questions[qid]['split']}")
+        report.splits[place] = report.splits.get(place, 0) + 1
+    if to_write:
+        store.upsert_questions(to_write)
+
+    # Pass 2: the answers, column by column, then row by row in chunks (the progress bar).
+    done = 0
+    by_table: dict[int, list] = defaultdict(list)
+    for entry in resolved:
+        by_table[entry[0]].append(entry)
+    for ti, table in enumerate(tables):
+        frame = table.frame
+        entries = by_table.get(ti, [])
+        labels: list[str | None] = [None] * len(frame)
+        for _, pos, label, _, _ in entries:
+            labels[pos] = label
+        scenario_rows = [not blank(v) for v in _column_values(frame, "simulation_question")
+                         or [None] * len(frame)]
+        parsed = []
+        for col in columns[ti]:
+            letters = _letters(frame[col.column].tolist(), col.column, labels, report.problems)
+            if col.kind == "persona":
+                plain = _column_values(frame, col.stem)
+                simulated = _column_values(frame, f"{col.stem}_simulation") or plain
             else:
-                new_questions.append(question)
-                known.add(question.id)
-                if question.kind == "scenario":
-                    report.scenarios += 1
-                else:
-                    report.added += 1
-            for col, respondent, kind, stem in respondents:
-                try:
-                    letter = parse_answer(row.get(col))
-                except ValueError as exc:
-                    report.problems.append(f"row {line}, column {col}: {exc}")
-                    continue
-                raw_col = stem if stem in columns and kind == "persona" else (
-                    f"{stem}_raw" if f"{stem}_raw" in columns else (stem if stem in columns else None))
-                raw = _text(row.get(raw_col)) if raw_col else None
-                probs = [row.get(f"{stem}_prob_{x}") for x in "ABC"]
-                probs = None if any(_blank(p) for p in probs) else [float(p) for p in probs]
-                if letter is None and raw is None and probs is None:
-                    continue  # this respondent did not answer this question
-                records.append({
-                    "run_id": run["id"], "question_id": question.id, "respondent": respondent,
-                    "respondent_kind": kind, "raw_text": raw, "answer": letter,
-                    "p_a": probs[0] if probs else None, "p_b": probs[1] if probs else None,
-                    "p_c": probs[2] if probs else None, "method": "import",
-                })
-                report.unparsed += letter is None
-        if new_questions:
-            store.upsert_questions(new_questions)
-        if records:
-            store.upsert_records(records)
-            report.records += len(records)
-        if progress:
-            progress(min(start + chunk_size, total), total)
+                plain = simulated = (_column_values(frame, f"{col.stem}_raw")
+                                     or _column_values(frame, col.stem))
+            probs = [_column_values(frame, f"{col.stem}_prob_{x}") for x in "ABC"]
+            parsed.append((col, letters, plain, simulated, probs if all(
+                p is not None for p in probs) else None))
+        for start in range(0, len(entries), chunk_size):
+            records: list[dict] = []
+            for _, pos, label, qid, _ in entries[start:start + chunk_size]:
+                for col, letters, plain, simulated, probs in parsed:
+                    letter = letters[pos]
+                    if letter is False:
+                        continue  # reported by _letters
+                    raws = simulated if scenario_rows[pos] else plain
+                    raw = cell(raws[pos]) if raws is not None else None
+                    p = [probs[k][pos] for k in range(3)] if probs else None
+                    p = None if p is None or any(blank(x) for x in p) else [float(x) for x in p]
+                    if letter is None and raw is None and p is None:
+                        continue  # this respondent did not answer this question
+                    values = (letter, raw, *(p or (None, None, None)))
+                    before = stored_records.get((qid, col.respondent))
+                    if before is not None:
+                        if _same(before, values):
+                            report.unchanged += 1
+                            continue
+                        if not replace:
+                            what = (f"stored {before[0] or 'unparsed'}, the file says "
+                                    f"{letter or 'unparsed'}" if before[0] != letter else
+                                    f"same answer {letter or 'unparsed'}, other raw text or "
+                                    "probabilities")
+                            report.conflict(f"{label}, column {col.column}: {what}")
+                            continue
+                        report.replaced += 1
+                    records.append({
+                        "run_id": run["id"], "question_id": qid, "respondent": col.respondent,
+                        "respondent_kind": col.kind, "raw_text": raw, "answer": letter,
+                        "p_a": values[2], "p_b": values[3], "p_c": values[4], "method": "import",
+                    })
+                    report.unparsed += letter is None
+            if records:
+                store.upsert_records(records)
+                report.records += len(records)
+            done += len(entries[start:start + chunk_size])
+            if progress:
+                progress(done, len(resolved))
+    report.problems.sort(key=_row_number)  # stable: a row's own problem before its cells'
     store.add_event("import", {"file": path.name, "rows": report.rows, "records": report.records,
-                               "problems": len(report.problems)}, run_id=run["id"])
+                               "unchanged": report.unchanged, "conflicting": report.conflicting,
+                               "replace": replace, "problems": len(report.problems)},
+                    run_id=run["id"])
     return report

@@ -25,7 +25,7 @@ import sqlite_utils
 from fairpp_app.core.errors import DatabaseError, NotFoundError, UsageError
 from fairpp_app.core.events import RunCrashed
 from fairpp_app.core.personas import Persona
-from fairpp_app.core.questions import Question
+from fairpp_app.core.questions import DEFAULT_BANK, Question
 from fairpp_app.store.migrations import (  # noqa: F401  (re-exported: tests and tools use them)
     APPLICATION_ID,
     MIGRATIONS,
@@ -117,16 +117,25 @@ class Store:
     # ---- questions -----------------------------------------------------------------------
 
     def upsert_questions(self, questions: Iterable[Question], batch_size: int = 2000) -> int:
-        rows = [q.as_row() for q in questions]
+        # Only the columns this file has: a store opened at an older version (upgrade_to)
+        # still takes questions, without the fields later versions added.
+        columns = set(self.db["questions"].columns_dict)
+        rows = [{k: v for k, v in q.as_row().items() if k in columns} for q in questions]
         with self.transaction():
             self.db["questions"].upsert_all(rows, pk="id", batch_size=batch_size)
         return len(rows)
 
-    def question_count(self, split: str | None = None) -> int:
-        if split is None:
-            return self.db.execute("SELECT count(*) FROM questions").fetchone()[0]
-        return self.db.execute("SELECT count(*) FROM questions WHERE split = ?",
-                               [split]).fetchone()[0]
+    def question_count(self, split: str | None = None, bank: str | None = DEFAULT_BANK) -> int:
+        """Questions of one bank (all banks with ``bank=None``), of one split or all."""
+        clauses, args = [], []
+        if bank is not None:
+            clauses.append("bank = ?")
+            args.append(bank)
+        if split is not None:
+            clauses.append("split = ?")
+            args.append(split)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        return self.db.execute(f"SELECT count(*) FROM questions{where}", args).fetchone()[0]
 
     def get_question(self, qid: str) -> Question:
         rows = list(self.db.query("SELECT * FROM questions WHERE id = ?", [qid]))
@@ -135,11 +144,15 @@ class Store:
         return Question(**rows[0])
 
     def questions(self, split: str = "all", where: str = "", params: list | None = None,
-                  limit: int | None = None) -> list[Question]:
+                  limit: int | None = None, bank: str | None = DEFAULT_BANK) -> list[Question]:
+        """Questions of one bank (all banks with ``bank=None``): a split never mixes two."""
         clauses, args = [], list(params or [])
         if split != "all":
             clauses.append("split = ?")
             args.insert(0, split)
+        if bank is not None:
+            clauses.insert(0, "bank = ?")
+            args.insert(0, bank)
         if where:
             clauses.append(f"({where})")
         sql = "SELECT * FROM questions"
@@ -421,14 +434,15 @@ class Store:
         return [row[0] for row in self.db.execute(sql, [*params, limit])]
 
     def runs_answering(self, respondent: str, split: str, *, kind: str | None = None,
-                       model: str | None = None, exclude: str | None = None) -> list[str]:
-        """Names of the runs with answers of ``respondent`` on ``split``, most answers first
-        (the newer run first on a tie); ``kind`` is a respondent kind, ``model`` the run's
-        model, ``exclude`` a run name to leave out."""
+                       model: str | None = None, exclude: str | None = None,
+                       bank: str = DEFAULT_BANK) -> list[str]:
+        """Names of the runs with answers of ``respondent`` on ``split`` of ``bank``, most
+        answers first (the newer run first on a tie); ``kind`` is a respondent kind,
+        ``model`` the run's model, ``exclude`` a run name to leave out."""
         sql = """SELECT runs.name AS name, count(*) AS n FROM records
                  JOIN runs ON runs.id = records.run_id JOIN questions q ON q.id = records.question_id
-                 WHERE records.respondent = ? AND q.split = ?"""
-        args: list = [respondent, split]
+                 WHERE records.respondent = ? AND q.split = ? AND q.bank = ?"""
+        args: list = [respondent, split, bank]
         if kind is not None:
             sql += " AND records.respondent_kind = ?"
             args.append(kind)
@@ -465,16 +479,18 @@ class Store:
             self.db.conn.executemany(_UPSERT_RECORD, [_record_params(r) for r in rows])
         return len(rows)
 
-    def record_frame(self, run_id: int, split: str = "all", respondents: list[str] | None = None):
-        """Records joined with their question's fields, as a pandas DataFrame."""
+    def record_frame(self, run_id: int, split: str = "all", respondents: list[str] | None = None,
+                     bank: str | None = None):
+        """Records joined with their question's fields, as a pandas DataFrame: those of one
+        bank, by default the run's own (:meth:`run_bank`)."""
         import pandas as pd
 
         sql = """
             SELECT r.question_id, r.respondent, r.respondent_kind, r.answer, r.p_a, r.p_b, r.p_c,
                    r.raw_text, r.method, q.dimension, q.framing, q.topic, q.split, q.group_name
             FROM records r JOIN questions q ON q.id = r.question_id
-            WHERE r.run_id = ?"""
-        args: list[Any] = [run_id]
+            WHERE r.run_id = ? AND q.bank = ?"""
+        args: list[Any] = [run_id, bank or self.run_bank(run_id)]
         if split != "all":
             sql += " AND q.split = ?"
             args.append(split)
@@ -622,6 +638,32 @@ class Store:
             row["config"] = json.loads(row["config"] or "{}")
             row["owner"] = json.loads(row["owner"]) if row.get("owner") else None
         return rows
+
+    # ---- banks (see questions.BANKS) ------------------------------------------------------
+
+    def run_bank(self, run_id: int) -> str:
+        """The bank a run's answers are about: fairpp's when it has any answer there (or none
+        at all), else the bank most of its answers are in."""
+        rows = self.db.execute(
+            "SELECT q.bank, count(*) AS n FROM records r JOIN questions q ON q.id = r.question_id "
+            "WHERE r.run_id = ? GROUP BY q.bank ORDER BY n DESC", [run_id]).fetchall()
+        banks = [bank for bank, _ in rows]
+        return DEFAULT_BANK if not banks or DEFAULT_BANK in banks else banks[0]
+
+    def bank_counts(self) -> dict[str, dict[str, int]]:
+        """Questions per bank and split: {bank: {split: count}}."""
+        out: dict[str, dict[str, int]] = {}
+        for bank, split, n in self.db.execute(
+                "SELECT bank, split, count(*) FROM questions GROUP BY bank, split ORDER BY bank, split"):
+            out.setdefault(bank, {})[split] = n
+        return out
+
+    def record_state(self, run_id: int) -> dict[tuple[str, str], tuple]:
+        """(question id, respondent) -> (answer, raw text, p_a, p_b, p_c) of a run's records:
+        what an import compares a file's answers with."""
+        return {(qid, who): (answer, raw, pa, pb, pc) for qid, who, answer, raw, pa, pb, pc in
+                self.db.execute("SELECT question_id, respondent, answer, raw_text, p_a, p_b, p_c "
+                                "FROM records WHERE run_id = ?", [run_id])}
 
     # ---- overview ------------------------------------------------------------------------
 

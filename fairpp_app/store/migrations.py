@@ -151,7 +151,18 @@ def _v4(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE trainings ADD COLUMN heartbeat REAL")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
+def _v5(db: sqlite_utils.Database) -> None:
+    """Question banks: fairpp's own wording and the official release's, side by side.
+
+    Every question so far is fairpp's (the default fills them in); ``twin_id`` links an
+    official question to the fairpp template question it words differently. Questions are
+    selected by bank and split together, hence the index on both."""
+    db.execute("ALTER TABLE questions ADD COLUMN bank TEXT NOT NULL DEFAULT 'fairpp'")
+    db.execute("ALTER TABLE questions ADD COLUMN twin_id TEXT")
+    db.execute("CREATE INDEX idx_questions_bank_split ON questions(bank, split)")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
