@@ -12,19 +12,35 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     store, personas = open_store(args)
     with store, progress_bar(f"importing {args.file.name}") as update:
-        report = import_fairpp(store, args.file, personas, args.run, progress=update)
+        report = import_fairpp(store, args.file, personas, args.run, progress=update,
+                               split=args.split, replace=args.replace)
     if args.json:
         print_json(report.as_json())
     else:
-        err.print(f"run '{report.run}': {report.rows:,} rows, {report.records:,} records "
-                  f"({report.unparsed:,} unparsed), {report.matched:,} questions matched, "
-                  f"{report.added:,} added, {report.scenarios:,} scenario questions")
+        err.print(f"run '{report.run}': {report.rows:,} rows, {report.records:,} records written "
+                  f"({report.unparsed:,} unparsed, {report.unchanged:,} already stored as they "
+                  f"are), {report.matched:,} questions matched, {report.added:,} added, "
+                  f"{report.scenarios:,} scenario questions")
+        places = ", ".join(f"{n:,} {where}" for where, n in sorted(report.splits.items()))
+        err.print(f"rows by bank/split: {places or 'none'}")
         err.print(f"respondents: {', '.join(report.respondents)}")
-    for problem in report.problems[:50]:
-        err.print(f"[yellow]skipped[/] {problem}")
-    if len(report.problems) > 50:
-        err.print(f"... and {len(report.problems) - 50} more problems")
+    _listed(report.problems, "skipped", len(report.problems))
+    _listed(report.conflicts, "differs", report.conflicting)
+    if report.conflicting:
+        err.print(f"{report.conflicting:,} answers or questions differ from the stored ones; the "
+                  "stored ones were kept (--replace takes the file's)")
+    if report.replaced:
+        err.print(f"{report.replaced:,} stored answers replaced by the file's")
     return 0
+
+
+def _listed(lines: list[str], tag: str, total: int, shown: int = 50) -> None:
+    from rich.markup import escape
+
+    for line in lines[:shown]:
+        err.print(f"[yellow]{tag}[/] {escape(line)}", highlight=False)
+    if total > shown:
+        err.print(f"... and {total - shown:,} more")
 
 
 def cmd_export(args: argparse.Namespace) -> int:

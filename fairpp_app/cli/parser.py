@@ -25,6 +25,15 @@ def _add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
 
 
+def _add_bank(p: argparse.ArgumentParser, default: str = "(default: the bank of the run's "
+              "answers, fairpp when it has answers there)") -> None:
+    from fairpp_app.core.questions import BANKS
+
+    p.add_argument("--bank", choices=BANKS,
+                   help="question bank: fairpp (this app's wording) or official (the imported "
+                        f"release's wording); a split is always one bank's {default}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = argparse.ArgumentParser(
@@ -62,8 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     imp = add("import", "import answers from files")
     isub = imp.add_subparsers(dest="format", metavar="FORMAT", required=True)
     ic = add("fairpp-csv", "import an official Fair-PP file (CSV or parquet) or a fairpp export", isub)
-    ic.add_argument("file", type=Path, help="CSV, parquet or JSONL file, or an hf dataset folder")
+    ic.add_argument("file", type=Path, help="CSV, parquet or JSONL file, or a dataset folder "
+                    "(saved with `datasets`, or downloaded: its files' names give their splits)")
     ic.add_argument("--run", help="run name to import into (default: the file name)")
+    ic.add_argument("--split", choices=("train", "test"),
+                    help="split of the rows the file does not place itself (no `split` column, "
+                         "no train/test in its name); scenario rows are always the scenario "
+                         "split (default: train)")
+    ic.add_argument("--replace", action="store_true",
+                    help="let the file's answers and wording replace stored ones that differ "
+                         "(default: keep the stored ones and report each difference)")
     _add_json(ic)
 
     ex = add("export", "export a run's questions with every respondent's answers")
@@ -76,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--run", required=True, help="run to analyse")
     m.add_argument("--split", default="all", choices=("all", "train", "test", "scenario"))
     m.add_argument("--persona-run", help="take the personas' answers from this run instead")
+    _add_bank(m)
     _add_json(m)
 
     w = add("weights", "the paper's sample weights for a target persona")
@@ -85,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--beta", type=float, default=1.0, help="tier-size exponent beta (default 1)")
     w.add_argument("--split", default="train", choices=("all", "train", "test", "scenario"),
                    help="questions to weight (default: train)")
+    _add_bank(w)
     _add_json(w)
 
     sim = add("simulate", "let personas (or a bare model) answer questions through a backend; "
@@ -151,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="permute: also answer with options A and B swapped and average, as "
                          "`simulate --debias permute` does (default: an adapter follows the run "
                          "it was trained from; --base uses none)")
+    _add_bank(ev, "(default: an adapter's training's bank; --base uses fairpp)")
     _add_json(ev)
 
     rp = add("report", "the paper's Table 2 for a target persona: base, role-play, SFT, WSFT, DPO, WDPO")
@@ -162,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--use", metavar="NAME", action="append", default=[],
                     help="fill its method's row with the training NAME instead of the latest one "
                          "(repeat for several methods)")
+    _add_bank(rp)
     _add_json(rp)
 
     add("backends", "list backends and whether they can run here")

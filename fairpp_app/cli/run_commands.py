@@ -224,7 +224,8 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
     store, personas = open_store(args)
     with store:
-        result = run_metrics(store, args.run, personas, args.split, args.persona_run)
+        result = run_metrics(store, args.run, personas, args.split, args.persona_run,
+                             bank=args.bank)
     if args.json:
         print_json(result)
         return 0
@@ -253,7 +254,8 @@ def cmd_weights(args: argparse.Namespace) -> int:
     store, personas = open_store(args)
     target = resolve(args.target, personas)
     with store:
-        result = run_weights(store, args.run, target, personas, args.alpha, args.beta, args.split)
+        result = run_weights(store, args.run, target, personas, args.alpha, args.beta, args.split,
+                             bank=args.bank)
     if args.json:
         print_json(result.as_json())
     else:

@@ -121,7 +121,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             err.print(event.message)
 
     options = dict(split=args.split, limit=args.limit, device=args.device,
-                   batch_size=args.batch_size, listener=listen)
+                   batch_size=args.batch_size, listener=listen, bank=args.bank)
     with store:
         try:
             from fairpp_app.training.evaluate import evaluate_adapter, evaluate_base
@@ -147,7 +147,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     store, personas = open_store(args)
     target = resolve(args.target, personas)
     with store:
-        report = build_report(store, personas, target, args.from_run, args.split, use=args.use)
+        report = build_report(store, personas, target, args.from_run, args.split, use=args.use,
+                              bank=args.bank)
     if args.json:
         print_json(report)
         return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fairpp_app.core.errors import UsageError
+from fairpp_app.core.questions import BANKS, DEFAULT_BANK
 
 MODES = ("logprob", "text")
 DEBIAS = ("none", "permute")
@@ -54,6 +55,9 @@ class SimulationConfig:
     max_retries: int = field(default=5, metadata=_help("retries of a failing request before the run stops"))
     retry_delay: float = field(default=0.5, metadata=_help("first retry delay in seconds; doubles each time"))
     max_tokens: int = field(default=8, metadata=_help("tokens to generate in text mode"))
+    bank: str = field(default=DEFAULT_BANK, metadata=_help(
+        "question bank: fairpp (this app's wording) or official (the imported release's, to "
+        "compare a model with the release's persona answers on the same text)", choices=BANKS))
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

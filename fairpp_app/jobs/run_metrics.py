@@ -46,12 +46,14 @@ def _ordered_respondents(frame, persona_slugs: list[str]) -> list[str]:
 
 
 def run_metrics(store: Store, run_name: str, personas: list[Persona], split: str = "all",
-                persona_run: str | None = None) -> dict:
+                persona_run: str | None = None, bank: str | None = None) -> dict:
+    """``bank``: the question bank compared (default: the run's own, ``Store.run_bank``)."""
     run = store.get_run(run_name)
-    frame = store.record_frame(run["id"], split)
+    bank = bank or store.run_bank(run["id"])
+    frame = store.record_frame(run["id"], split, bank=bank)
     slugs = [p.slug for p in personas]
     if persona_run and persona_run != run_name:
-        ref = store.record_frame(store.get_run(persona_run)["id"], split)
+        ref = store.record_frame(store.get_run(persona_run)["id"], split, bank=bank)
         ref = ref[ref["respondent"].isin(slugs)]
         frame = frame[~frame["respondent"].isin(slugs)]
         import pandas as pd
@@ -60,7 +62,7 @@ def run_metrics(store: Store, run_name: str, personas: list[Persona], split: str
     target_personas = [s for s in slugs if s in respondents]
     grid = _AnswerGrid(frame, respondents)
 
-    result: dict = {"run": run_name, "split": split, "personas": target_personas,
+    result: dict = {"run": run_name, "bank": bank, "split": split, "personas": target_personas,
                     "respondents": respondents, "similarity": {}, "agreement": {},
                     "soft_similarity": {}, "soft_agreement": {}, "by_dimension": {},
                     "counts": {}, "questions": {}}
@@ -124,10 +126,12 @@ class _AnswerGrid:
         self.dim_values = sorted(set(self.dims.tolist())) if len(qids) else []
 
 
-def persona_answers(store: Store, run_name: str, slugs: list[str], split: str) -> dict[str, dict[str, str | None]]:
-    """question id -> persona slug -> letter or None, for the personas of a run."""
+def persona_answers(store: Store, run_name: str, slugs: list[str], split: str,
+                    bank: str | None = None) -> dict[str, dict[str, str | None]]:
+    """question id -> persona slug -> letter or None, for the personas of a run, on one bank's
+    split (default: the run's own bank)."""
     run = store.get_run(run_name)
-    frame = store.record_frame(run["id"], split, respondents=slugs)
+    frame = store.record_frame(run["id"], split, respondents=slugs, bank=bank)
     out: dict[str, dict[str, str | None]] = defaultdict(dict)
     for qid, resp, ans in zip(frame["question_id"], frame["respondent"], frame["answer"]):
         out[qid][resp] = ans if isinstance(ans, str) else None
@@ -135,14 +139,16 @@ def persona_answers(store: Store, run_name: str, slugs: list[str], split: str) -
 
 
 def run_weights(store: Store, run_name: str, target: Persona, personas: list[Persona],
-                alpha: float = 1.0, beta: float = 1.0, split: str = "train"):
-    """Compute the paper's sample weights on a run's persona answers and store them."""
+                alpha: float = 1.0, beta: float = 1.0, split: str = "train",
+                bank: str | None = None):
+    """Compute the paper's sample weights on a run's persona answers (on one bank's split,
+    default the run's own bank) and store them."""
     from fairpp_app.core.errors import UsageError
     from fairpp_app.core.weighting import compute_weights
 
     run = store.get_run(run_name)
     slugs = [p.slug for p in personas]
-    answers = persona_answers(store, run_name, slugs, split)
+    answers = persona_answers(store, run_name, slugs, split, bank)
     present = sorted({s for by in answers.values() for s in by}, key=slugs.index)
     if target.slug not in present:
         raise UsageError(f"run '{run_name}' has no answers of persona {target.number} "

@@ -114,7 +114,7 @@ def estimate(store: Store, config: SimulationConfig, personas: Sequence[Persona]
     they take at the median speed of the latest records of the same backend, model and
     method; for the embedded engine without history, the speed `fairpp doctor` measured."""
     split = None if config.split == "all" else config.split
-    n_questions = store.question_count(split)
+    n_questions = store.question_count(split, bank=config.bank)
     if config.limit is not None:
         n_questions = min(n_questions, config.limit)
     respondents = 1 if config.respondent == "model" else len(resolve_many(config.personas, personas))
@@ -218,6 +218,7 @@ class Simulation:
         name = cfg.run or default_run_name(cfg, backend.model_name)
         phash = template_hash(cfg.calibrate, cfg.debias == "permute")
         params = {"personas": cfg.personas, "respondent": cfg.respondent, "split": cfg.split,
+                  "bank": cfg.bank,
                   "limit": cfg.limit, "debias": cfg.debias, "calibrate": cfg.calibrate,
                   "api_key_env": cfg.api_key_env, "api": cfg.api,
                   # describe() last: it replaces base_url with a copy free of credentials.
@@ -240,11 +241,15 @@ class Simulation:
         return run
 
     def _questions(self) -> list[Question]:
-        qs = self.store.questions(self.config.split, limit=self.config.limit)
+        qs = self.store.questions(self.config.split, limit=self.config.limit,
+                                  bank=self.config.bank)
         if not qs:
-            hint = (" (generate them with `fairpp scenarios generate`)" if self.config.split == "scenario"
+            hint = (" (import the release with `fairpp import fairpp-csv`)"
+                    if self.config.bank != "fairpp" else
+                    " (generate them with `fairpp scenarios generate`)" if self.config.split == "scenario"
                     else " (build the bank with `fairpp questions build`)")
-            raise UsageError(f"no questions in split '{self.config.split}'{hint}")
+            raise UsageError(f"no questions in split '{self.config.split}' of the "
+                             f"{self.config.bank} bank{hint}")
         return qs
 
     # ---- execution -------------------------------------------------------------------------

@@ -12,10 +12,12 @@ import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 
+from fairpp_app.core import questions
 from fairpp_app.core.errors import UsageError
 from fairpp_app.training import methods
 
 DEVICES = ("auto", "cuda", "cpu", "mps", "mlx")
+BANKS = ("auto", *questions.BANKS)
 OPTIMIZERS = ("adamw_torch", "rmsprop", "sgd")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -71,6 +73,9 @@ class TrainingConfig:
     generic_path: bool = field(default=False, metadata=_help(
         "score completions the generic TRL way (whole prompt+completion sequences, chosen and "
         "rejected separately); same loss, several times slower"))
+    bank: str = field(default="auto", metadata=_help(
+        "question bank to train and evaluate on: fairpp (this app's wording) or official (the "
+        "imported release's); auto: the bank of the from-run's answers", choices=BANKS))
 
     def __post_init__(self) -> None:
         methods.method(self.method)  # refuses an unknown name, listing the known ones

@@ -110,13 +110,16 @@ def data_hash(method: str, examples: list[Example]) -> str:
 
 def build_training_set(store: Store, from_run: str, target: Persona, personas: list[Persona],
                        method: str, alpha: float = 1.0, beta: float = 1.0,
-                       limit: int | None = None, save_weights: bool = True) -> TrainingSet:
-    """The training examples of ``method`` toward ``target`` from ``from_run``'s answers."""
+                       limit: int | None = None, save_weights: bool = True,
+                       bank: str | None = None) -> TrainingSet:
+    """The training examples of ``method`` toward ``target`` from ``from_run``'s answers on
+    the train split of ``bank`` (default: the bank of the run's answers)."""
     weighted = method_of(method).weighted
     permute = run_debias(store, from_run) == "permute"
     slugs = [p.slug for p in personas]
-    answers = persona_answers(store, from_run, slugs, "train")
-    questions = [q for q in store.questions("train") if q.id in answers]
+    bank = bank or store.run_bank(store.get_run(from_run)["id"])
+    answers = persona_answers(store, from_run, slugs, "train", bank)
+    questions = [q for q in store.questions("train", bank=bank) if q.id in answers]
     if limit is not None:
         questions = questions[:limit]
     answers = {q.id: answers[q.id] for q in questions}
@@ -167,14 +170,16 @@ def _rank(qid: str) -> str:
 
 
 def eval_subset(store: Store, from_run: str, personas: list[Persona], target: Persona,
-                limit: int, split: str = "test") -> tuple[list[Question], dict[str, dict[str, str | None]]]:
+                limit: int, split: str = "test", bank: str | None = None
+                ) -> tuple[list[Question], dict[str, dict[str, str | None]]]:
     """A fixed, spread-out subset of held-out questions the target answered, with every persona's answers.
 
     Ranked by a hash of the question id, so the subset is the same on every run and
     resume, and covers topics and groups instead of the first block of the bank.
     """
-    answers = persona_answers(store, from_run, [p.slug for p in personas], split)
+    bank = bank or store.run_bank(store.get_run(from_run)["id"])
+    answers = persona_answers(store, from_run, [p.slug for p in personas], split, bank)
     usable = [qid for qid, by in answers.items() if by.get(target.slug) is not None]
     chosen = set(sorted(usable, key=_rank)[:limit])
-    questions = [q for q in store.questions(split) if q.id in chosen]
+    questions = [q for q in store.questions(split, bank=bank) if q.id in chosen]
     return questions, {q.id: answers[q.id] for q in questions}

@@ -47,23 +47,28 @@ def load_adapter(store: Store, name: str, device: str = "auto", batch_size: int 
 def evaluate_adapter(store: Store, personas: list[Persona], name: str, *, split: str = "test",
                      limit: int | None = None, device: str = "auto", batch_size: int = 8,
                      debias: str | None = None, listener: Callable[[Event], None] | None = None,
-                     cancel: threading.Event | None = None):
+                     cancel: threading.Event | None = None, bank: str | None = None):
     """Run the adapter ``name`` as a ``model`` respondent on ``split``; returns the engine's Outcome.
 
-    ``debias`` defaults to that of the run the adapter was trained from, so its answers are
-    measured the way the personas' were.
+    ``debias`` and ``bank`` default to those of the run the adapter was trained from, so its
+    answers are measured the way, and on the questions, the personas' were.
     """
     from fairpp_app.core.simulation_config import SimulationConfig
     from fairpp_app.jobs.simulation import run_simulation
     from fairpp_app.training.data import run_debias
 
+    training = store.get_training(name)
+    from_run = training["from_run"]
     if debias is None:
-        from_run = store.get_training(name)["from_run"]
         debias = run_debias(store, from_run) if store.find_run(from_run) else "none"
+    if bank is None:
+        chosen = training["config"].get("config", {}).get("bank", "auto")
+        source = store.find_run(from_run)
+        bank = chosen if chosen != "auto" else store.run_bank(source["id"]) if source else "fairpp"
     scorer = load_adapter(store, name, device, batch_size)
     config = SimulationConfig(backend="transformers", model=name, respondent="model", split=split,
                               limit=limit, run=eval_run_name(name), mode="logprob",
-                              debias=debias, batch_size=batch_size, device=scorer.device)
+                              debias=debias, batch_size=batch_size, device=scorer.device, bank=bank)
     return run_simulation(store, config, personas, listener=listener, cancel=cancel, backend=scorer)
 
 
@@ -71,7 +76,7 @@ def evaluate_base(store: Store, personas: list[Persona], base: str | None = None
                   split: str = "test", limit: int | None = None, device: str = "auto",
                   batch_size: int = 8, debias: str = "none",
                   listener: Callable[[Event], None] | None = None,
-                  cancel: threading.Event | None = None):
+                  cancel: threading.Event | None = None, bank: str | None = None):
     """Run the untrained base model as a ``model`` respondent (the report's 'base' row)."""
     from fairpp_app.backends.hf_models import model_display_name
     from fairpp_app.core.simulation_config import SimulationConfig
@@ -79,5 +84,6 @@ def evaluate_base(store: Store, personas: list[Persona], base: str | None = None
 
     config = SimulationConfig(backend="transformers", model=base, respondent="model", split=split,
                               limit=limit, run=base_run_name(model_display_name(base), debias),
-                              mode="logprob", debias=debias, batch_size=batch_size, device=device)
+                              mode="logprob", debias=debias, batch_size=batch_size, device=device,
+                              bank=bank or "fairpp")
     return run_simulation(store, config, personas, listener=listener, cancel=cancel)

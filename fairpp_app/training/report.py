@@ -46,9 +46,9 @@ def _answer_counts(answers) -> dict[str, int]:
 
 
 def _answers_row(store: Store, run: str, respondent: str, answers: dict, personas: list[Persona],
-                 target: Persona, split: str) -> tuple[dict | None, int]:
+                 target: Persona, split: str, bank: str) -> tuple[dict | None, int]:
     """``respondent``'s answers in ``run`` on the questions the personas answered, compared."""
-    theirs = persona_answers(store, run, [respondent], split)
+    theirs = persona_answers(store, run, [respondent], split, bank)
     mine = {qid: by.get(respondent) for qid, by in theirs.items() if qid in answers}
     if not mine:
         return None, 0
@@ -59,13 +59,14 @@ def _answers_row(store: Store, run: str, respondent: str, answers: dict, persona
 
 def _run_with(store: Store, respondent: str, split: str, *, kind: str | None = None,
               model: str | None = None, exclude: str | None = None, debias: str | None = None,
-              prefer: str | None = None) -> str | None:
+              prefer: str | None = None, bank: str = "fairpp") -> str | None:
     """The run with the most answers of ``respondent`` on ``split`` (``prefer`` first if it has any).
 
     With ``debias``, only runs answered with that debiasing count: a base model scored in
     one letter order is not comparable with personas scored in both.
     """
-    names = store.runs_answering(respondent, split, kind=kind, model=model, exclude=exclude)
+    names = store.runs_answering(respondent, split, kind=kind, model=model, exclude=exclude,
+                                 bank=bank)
     if debias is not None:
         names = [n for n in names if run_debias(store, n) == debias]
     if prefer in names:
@@ -75,8 +76,9 @@ def _run_with(store: Store, respondent: str, split: str, *, kind: str | None = N
 
 def build_report(store: Store, personas: list[Persona], target: Persona,
                  from_run: str | None = None, split: str = "test",
-                 use: list[str] | None = None) -> dict:
-    """The rows; ``use`` names trainings that fill their method's row instead of the latest."""
+                 use: list[str] | None = None, bank: str | None = None) -> dict:
+    """The rows; ``use`` names trainings that fill their method's row instead of the latest.
+    ``bank``: the question bank compared (default: that of the reference run's answers)."""
     used = [store.get_training(name) for name in use or []]
     trainings = store.list_trainings(target=target.slug, status="finished")
     if from_run is None:
@@ -101,8 +103,8 @@ def build_report(store: Store, personas: list[Persona], target: Persona,
             raise UsageError(f"--use names two {row['method']} trainings: {chosen[row['method']]} "
                              f"and {name}")
         chosen[row["method"]] = name
-    store.get_run(from_run)  # a clear error when it does not exist
-    answers = persona_answers(store, from_run, [p.slug for p in personas], split)
+    bank = bank or store.run_bank(store.get_run(from_run)["id"])  # a clear error when absent
+    answers = persona_answers(store, from_run, [p.slug for p in personas], split, bank)
     if not any(target.slug in by for by in answers.values()):
         raise UsageError(f"run '{from_run}' has no answers of persona {target.number} on split "
                          f"'{split}' to compare with")
@@ -112,18 +114,19 @@ def build_report(store: Store, personas: list[Persona], target: Persona,
     rows = []
 
     run = _run_with(store, display, split, kind="model", debias=debias,
-                    prefer=base_run_name(display, debias))
+                    prefer=base_run_name(display, debias), bank=bank)
     if run is None:
         flag = "" if debias == "none" else f" --debias {debias}"
         rows.append(_row("base", None, None, target,
                          f"not evaluated: fairpp evaluate --base {base or ''}".strip() + flag))
     else:
-        result, n = _answers_row(store, run, display, answers, personas, target, split)
+        result, n = _answers_row(store, run, display, answers, personas, target, split, bank)
         rows.append(_row("base", run, result, target, questions=n))
 
-    run = _run_with(store, target.slug, split, model=display, exclude=from_run, debias=debias)
+    run = _run_with(store, target.slug, split, model=display, exclude=from_run, debias=debias,
+                    bank=bank)
     if run is not None:
-        result, n = _answers_row(store, run, target.slug, answers, personas, target, split)
+        result, n = _answers_row(store, run, target.slug, answers, personas, target, split, bank)
         rows.append(_row("role-play", run, result, target, questions=n))
     else:
         mine = {qid: by.get(target.slug) for qid, by in answers.items() if target.slug in by}
@@ -145,12 +148,12 @@ def build_report(store: Store, personas: list[Persona], target: Persona,
             rows.append(_row(label, name, None, target,
                              f"not evaluated: fairpp evaluate --adapter {name} --split {split}"))
             continue
-        result, n = _answers_row(store, run, name, answers, personas, target, split)
+        result, n = _answers_row(store, run, name, answers, personas, target, split, bank)
         note = "" if result else f"{run} has no answers to the questions of {from_run} on split '{split}'"
         if result and run_debias(store, run) != debias:
             note = (f"{run} answered with --debias {run_debias(store, run)} but the personas in "
                     f"{from_run} with --debias {debias}: not comparable")
         rows.append(_row(label, name, result, target, note, questions=n))
     return {"target": {"number": target.number, "slug": target.slug, "name": target.name},
-            "from_run": from_run, "split": split, "base_model": display,
+            "from_run": from_run, "bank": bank, "split": split, "base_model": display,
             "personas": [p.slug for p in personas], "rows": rows, "methods": list(methods.NAMES)}

@@ -142,7 +142,7 @@ class TrainingSession:
             cfg = self.config
             self._data = build_training_set(self.store, cfg.from_run, self.target, self.personas,
                                             cfg.method, cfg.alpha, cfg.beta, cfg.limit,
-                                            save_weights=self.main)
+                                            save_weights=self.main, bank=self.bank)
             if self.row is not None:
                 stored = self.row["config"].get("data", {}).get("data_hash")
                 if stored and stored != self._data.data_hash:
@@ -150,6 +150,11 @@ class TrainingSession:
                         f"the training data of '{self.name}' changed since it started (the answers "
                         f"in run '{cfg.from_run}' differ); start a new training with another --name")
         return self._data
+
+    @property
+    def bank(self) -> str | None:
+        """The question bank chosen; None lets the source run's answers decide."""
+        return None if self.config.bank == "auto" else self.config.bank
 
     @property
     def debias(self) -> str:
@@ -160,7 +165,7 @@ class TrainingSession:
         """The fixed held-out questions of the live similarity, with every persona's answers."""
         if self._eval is None:
             self._eval = eval_subset(self.store, self.config.from_run, self.personas, self.target,
-                                     self.config.eval_limit, "test")
+                                     self.config.eval_limit, "test", self.bank)
         return self._eval
 
     # ---- the row -------------------------------------------------------------------------
