@@ -1,0 +1,350 @@
+"""Importing files laid out as the official release is, worded by these tests.
+
+The layout facts follow the authors' generation notebook: an unnamed index column, then
+Topic, Problem Category, Specific Problem, Group Type, Group, a float ``Perspective``, the
+``Option`` pole (the dimension's first pole for question 1, its second for question 2) and a
+``Question`` that carries its options ("...?\\nA. ...\\nB. ...\\nC. N/A"), question 2 opening
+with "Assuming"; then the raw answers ``gpt-4o-mini_role_N``, the parsed ones
+``gpt-4o-mini_role_N_answer`` (0/1/2) and one ``{model}_answer`` column per model. The
+scenario file adds ``Scenario Reconstruction``, ``Option_A/B/C``, ``simulation_question``
+(the options, then a question and an answer instruction) and ``gpt-4o-mini_role_N_simulation``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.spatial.distance import jensenshannon
+
+from fairpp_app.cli import main
+from fairpp_app.core import questions as qb
+from fairpp_app.core.personas import builtin_personas
+from fairpp_app.core.prompts import TEMPLATE, build_prompt
+from fairpp_app.jobs.importing import import_fairpp
+from fairpp_app.jobs.run_metrics import run_metrics
+from fairpp_app.store.database import Store
+
+SOURCE = "gpt-4o-mini"
+MODELS = ("Llama-3.1-8B-Instruct", "Qwen2.5-7B-Instruct")
+SCENARIO_ASK = "Which story sounds fairest to you?"
+SCENARIO_INSTRUCTION = "Reply with the letter of your choice only, no explanation."
+
+
+def pairs(bank, n: int, seed: int = 0) -> list[qb.Question]:
+    """Both template questions (framing 1 and 2) of ``n`` random (problem, group, dimension)
+    cells: the rows the old importer could merge."""
+    rng = random.Random(seed)
+    firsts = [q for q in bank if q.framing == 1]
+    chosen = sorted(rng.sample(range(len(firsts)), n))
+    by_id = {q.id: q for q in bank}
+    out = []
+    for i in chosen:
+        q = firsts[i]
+        twin = qb.template_id(q.topic, q.category, q.problem, q.group_type, q.group_name,
+                              q.dimension, 2)
+        out += [q, by_id[twin]]
+    return out
+
+
+def wording(q: qb.Question, hinted: bool = True) -> tuple[str, list[str]]:
+    """Our own wording of a row: its stem and its three options."""
+    pole_a, pole_b = qb.dimension_poles(q.dimension)
+    if q.framing == 2 and hinted:
+        stem = f"Assuming {q.group_name} get a larger share of {q.problem}, why would that be fair?"
+    elif hinted:
+        stem = f"Which rule is fairer for how {q.group_name} come by {q.problem}?"
+    else:  # the same neutral text for both questions of a cell: only Option tells them apart
+        stem = f"Think about {q.group_name} and {q.problem}. Which view do you share?"
+    return stem, [f"A view rooted in {pole_a} ({q.framing})", f"A view rooted in {pole_b} ({q.framing})",
+                  "N/A"]
+
+
+def official_frame(questions, *, seed: int = 0, hinted: bool = True, scenario: bool = False):
+    """(frame, answers): answers[row][respondent] = letter."""
+    rng = random.Random(seed)
+    rows, answers = [], []
+    for i, q in enumerate(questions):
+        stem, options = wording(q, hinted)
+        # One of the released templates indents its first option line: keep that quirk.
+        sep = "\n " if i % 5 == 0 else "\n"
+        row = {"Topic": q.topic, "Problem Category": q.category, "Specific Problem": q.problem,
+               "Group Type": q.group_type, "Group": q.group_name,
+               "Perspective": qb.topic_index(q.topic) + q.dimension / 10,
+               "Option": qb.dimension_poles(q.dimension)[q.framing - 1],
+               "Question": f"{stem}{sep}A. {options[0]}\nB. {options[1]}\nC. {options[2]}"}
+        given = {}
+        if scenario:
+            stories = [f"Story {x}: a {20 + i} year old among {q.group_name} gets {q.problem}."
+                       for x in "ABC"]
+            row["Scenario Reconstruction"] = "\n".join(stories)
+            row.update({f"Option_{x}": s for x, s in zip("ABC", stories)})
+            row["simulation_question"] = (f"A. {stories[0]}\nB. {stories[1]}\nC. {stories[2]}\n"
+                                          f"{SCENARIO_ASK} {SCENARIO_INSTRUCTION}")
+        letters = [rng.randrange(3) for _ in range(7)]
+        raw_suffix = "_simulation" if scenario else ""
+        for n, k in enumerate(letters, start=1):
+            row[f"{SOURCE}_role_{n}{raw_suffix}"] = f"{'ABC'[k]}. my reason {n}"
+        for n, (k, persona) in enumerate(zip(letters, builtin_personas()), start=1):
+            row[f"{SOURCE}_role_{n}_answer"] = k
+            given[persona.slug] = "ABC"[k]
+        for model in MODELS:
+            k = rng.randrange(3)
+            row[f"{model}_answer"] = k
+            given[model] = "ABC"[k]
+        rows.append(row)
+        answers.append(given)
+    frame = pd.DataFrame(rows)
+    frame.insert(0, "", range(len(frame)))  # the unnamed index column of pandas' to_csv
+    return frame, answers
+
+
+def write(frame, path):
+    if path.suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+    return path
+
+
+def stored(store: Store, run: str) -> dict[tuple[str, str], dict]:
+    run_id = store.get_run(run)["id"]
+    return {(r["question_id"], r["respondent"]): r for r in store.db.query(
+        "SELECT * FROM records WHERE run_id = ?", [run_id])}
+
+
+def row_ids(store: Store, questions) -> list[str]:
+    """The official question of each row, found through its fairpp twin."""
+    by_twin = {q.twin_id: q.id for q in store.questions(bank="official")}
+    return [by_twin[q.id] for q in questions]
+
+
+def test_every_row_is_its_own_question_with_the_file_s_wording_and_split(
+        store, bank, tmp_path):
+    questions = pairs(bank, 12, seed=1)
+    frame, answers = official_frame(questions)
+    path = write(frame, tmp_path / "release.csv")
+    assert path.read_text("utf-8").startswith(",Topic,Problem Category,")
+    report = import_fairpp(store, path, builtin_personas(), split="test")
+    assert report.problems == [] and report.conflicts == []
+    assert (report.rows, report.added, report.matched) == (24, 24, 0)
+    assert report.splits == {"official/test": 24}
+    assert report.records == 24 * 9
+    ids = row_ids(store, questions)
+    assert len(set(ids)) == 24
+    records = stored(store, "release")
+    for q, qid, given, (_, row) in zip(questions, ids, answers, frame.iterrows()):
+        got = store.get_question(qid)
+        stem, options = wording(q)
+        assert (got.bank, got.split, got.kind, got.twin_id) == ("official", "test", "template", q.id)
+        assert got.text == stem and list(got.options()) == options
+        assert (got.dimension, got.framing) == (q.dimension, q.framing)
+        assert {r: records[(qid, r)]["answer"] for r in given} == given
+        assert records[(qid, "civic-pragmatists")]["raw_text"] == row[f"{SOURCE}_role_2"]
+    # fairpp's own bank is untouched: same size, same split.
+    assert store.question_count() == 28_420 and store.question_count("test") == qb.TEST_SIZE
+
+
+def test_answers_agree_with_an_independent_count(store, bank, tmp_path):
+    questions = pairs(bank, 15, seed=2)
+    frame, _ = official_frame(questions, seed=2)
+    path = write(frame, tmp_path / "counted.parquet")
+    import_fairpp(store, path, builtin_personas(), split="train")
+    result = run_metrics(store, "counted", builtin_personas())
+    assert result["bank"] == "official"  # the run's own bank when none is named
+    columns = {p.slug: f"{SOURCE}_role_{p.number}_answer" for p in builtin_personas()}
+    columns.update({m: f"{m}_answer" for m in MODELS})
+    file = pd.read_parquet(path)
+    for who, col in columns.items():
+        counts = np.bincount(file[col].to_numpy(), minlength=3)
+        assert result["counts"][who] == {"A": counts[0], "B": counts[1], "C": counts[2],
+                                         "unparsed": 0}
+        for p in builtin_personas():
+            theirs = np.bincount(file[columns[p.slug]].to_numpy(), minlength=3)
+            expected = 1 - jensenshannon(counts / counts.sum(), theirs / theirs.sum())
+            assert result["similarity"][who][p.slug] == pytest.approx(expected, abs=1e-12)
+            agree = float(np.mean(file[col].to_numpy() == file[columns[p.slug]].to_numpy()))
+            assert result["agreement"][who][p.slug] == pytest.approx(agree)
+    # fairpp's bank holds none of these answers: naming it finds nothing to compare.
+    assert run_metrics(store, "counted", builtin_personas(), bank="fairpp")["respondents"] == []
+
+
+def test_without_framing_hints_option_still_tells_every_row_apart(store, bank, tmp_path):
+    questions = pairs(bank, 10, seed=3)
+    frame, _ = official_frame(questions, hinted=False)
+    assert frame["Question"].str.contains("Assum|suppose|explanation", case=False).sum() == 0
+    report = import_fairpp(store, write(frame, tmp_path / "plain.csv"), builtin_personas())
+    assert report.problems == [] and report.added == 20
+    assert len(set(row_ids(store, questions))) == 20
+
+
+def test_rows_nothing_tells_apart_are_reported_and_none_imported(store, bank, tmp_path):
+    questions = pairs(bank, 6, seed=4)
+    frame, _ = official_frame(questions, hinted=False)
+    # Without Option, the two questions of a cell share their wording: rows 1 and 2 (and
+    # every such pair) cannot be told apart.
+    frame = frame.drop(columns=["Option"])
+    frame.loc[4:, "Question"] = [f"Assuming more, which explanation? #{i}\nA. x\nB. y\nC. N/A"
+                                 if i % 2 else f"Which rule? #{i}\nA. x\nB. y\nC. N/A"
+                                 for i in range(4, 12)]
+    report = import_fairpp(store, write(frame, tmp_path / "clash.csv"), builtin_personas())
+    assert report.problems == [
+        "row 1 and row 2 are one question "
+        f"({questions[0].topic} / {questions[0].problem} / {questions[0].group_name} / "
+        f"dimension {questions[0].dimension} / question 1): nothing in the file tells them "
+        "apart, so none of them was imported",
+        "row 3 and row 4 are one question "
+        f"({questions[2].topic} / {questions[2].problem} / {questions[2].group_name} / "
+        f"dimension {questions[2].dimension} / question 1): nothing in the file tells them "
+        "apart, so none of them was imported"]
+    assert report.added == 8 and report.records == 8 * 9
+    assert store.question_count(bank="official") == 8
+
+
+def test_the_split_column_and_dataset_folders_give_the_split(store, bank, tmp_path):
+    questions = pairs(bank, 4, seed=5)
+    frame, _ = official_frame(questions)
+    frame["split"] = ["train", "test"] * 4
+    report = import_fairpp(store, write(frame, tmp_path / "mixed.csv"), builtin_personas(),
+                           split="test")  # the column wins over the flag
+    assert report.splits == {"official/train": 4, "official/test": 4}
+
+    # A downloaded dataset repository: the files' names carry their split.
+    more = pairs(bank, 3, seed=6)
+    repo = tmp_path / "Fair-PP" / "data"
+    repo.mkdir(parents=True)
+    write(official_frame(more[:4])[0], repo / "train-00000-of-00001.parquet")
+    write(official_frame(more[4:])[0], repo / "test-00000-of-00001.parquet")
+    report = import_fairpp(store, tmp_path / "Fair-PP", builtin_personas())
+    assert report.problems == [] and report.run == "Fair-PP"
+    assert report.splits == {"official/train": 4, "official/test": 2}
+    got = [store.get_question(i).split for i in row_ids(store, more)]
+    assert got == ["train"] * 4 + ["test"] * 2
+
+
+def test_a_saved_dataset_dict_gives_its_split_names(store, bank, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    questions = pairs(bank, 3, seed=7)
+    train, _ = official_frame(questions[:2])
+    test, _ = official_frame(questions[2:])
+    folder = tmp_path / "saved"
+    datasets.DatasetDict({
+        "train": datasets.Dataset.from_pandas(train, preserve_index=False),
+        "test": datasets.Dataset.from_pandas(test, preserve_index=False),
+    }).save_to_disk(str(folder))
+    report = import_fairpp(store, folder, builtin_personas())
+    assert report.problems == [] and report.splits == {"official/train": 2, "official/test": 4}
+
+
+def test_reimport_adds_nothing_and_differences_wait_for_replace(db_path, bank, tmp_path,
+                                                                capsys):
+    questions = pairs(bank, 5, seed=8)
+    frame, _ = official_frame(questions)
+    path = write(frame, tmp_path / "again.csv")
+    args = ["--db", str(db_path), "import", "fairpp-csv", str(path), "--split", "test", "--json"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["records"] == 90 and first["added"] == 10
+    with Store(db_path) as s:
+        before = stored(s, "again"), s.question_count(bank=None)
+    assert main(args) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert (second["records"], second["unchanged"], second["added"], second["conflicting"]) == (
+        0, 90, 0, 0)
+    changed = frame.copy()
+    changed.loc[2, f"{SOURCE}_role_4_answer"] = (frame.loc[2, f"{SOURCE}_role_4_answer"] + 1) % 3
+    write(changed, path)
+    assert main(args[:-1]) == 0
+    err = capsys.readouterr().err
+    assert f"row 3, column {SOURCE}_role_4_answer: stored" in err and "--replace" in err
+    with Store(db_path) as s:
+        assert (stored(s, "again"), s.question_count(bank=None)) == before
+    assert main(args + ["--replace"]) == 0
+    third = json.loads(capsys.readouterr().out)
+    assert (third["records"], third["replaced"], third["unchanged"]) == (1, 1, 89)
+    with Store(db_path) as s:
+        qid = row_ids(s, questions)[2]
+        letter = "ABC"[changed.loc[2, f"{SOURCE}_role_4_answer"]]
+        assert stored(s, "again")[(qid, "established-liberals")]["answer"] == letter
+
+
+def test_scenario_file_links_every_row_to_its_template_row(store, bank, tmp_path):
+    questions = pairs(bank, 4, seed=9)
+    template, _ = official_frame(questions)
+    import_fairpp(store, write(template, tmp_path / "test.csv"), builtin_personas())
+    frame, answers = official_frame(questions, seed=9, scenario=True)
+    report = import_fairpp(store, write(frame, tmp_path / "simulation.csv"), builtin_personas())
+    assert report.problems == [] and (report.scenarios, report.added) == (8, 0)
+    assert report.splits == {"official/scenario": 8}
+    records = stored(store, "simulation")
+    for parent_id, given, (_, row) in zip(row_ids(store, questions), answers, frame.iterrows()):
+        s = store.get_question(qb.scenario_id(parent_id))
+        assert (s.kind, s.split, s.bank, s.parent_id) == ("scenario", "scenario", "official",
+                                                          parent_id)
+        assert s.text == SCENARIO_ASK  # the instruction is gone
+        assert list(s.options()) == [row["Option_A"], row["Option_B"], row["Option_C"]]
+        assert store.get_question(parent_id).split == "test"  # the template file's split
+        assert {r: records[(s.id, r)]["answer"] for r in given} == given
+        assert records[(s.id, "loyal-nationals")]["raw_text"] == row[f"{SOURCE}_role_5_simulation"]
+
+
+def test_no_prompt_repeats_options_or_instructions(store, bank, tmp_path):
+    questions = pairs(bank, 2, seed=10)
+    import_fairpp(store, write(official_frame(questions)[0], tmp_path / "t.csv"),
+                  builtin_personas())
+    frame, _ = official_frame(questions, scenario=True)
+    import_fairpp(store, write(frame, tmp_path / "s.csv"), builtin_personas())
+    official = store.questions(bank="official")
+    assert {q.split for q in official} == {"train", "scenario"}
+    persona = builtin_personas()[0]
+    for q in official:
+        user = build_prompt(q, persona).user
+        for letter in "ABC":
+            assert user.count(f"{letter}. ") == 1, user
+        assert user.count(TEMPLATE["instruction"]) == 1
+        assert SCENARIO_INSTRUCTION not in user and "N/A\nC." not in user
+        assert user.startswith(f"Question: {q.text}\n\nA. {q.option_a}\n")
+
+
+def test_banks_never_mix_in_a_split(store, bank, tmp_path):
+    questions = pairs(bank, 3, seed=11)
+    import_fairpp(store, write(official_frame(questions)[0], tmp_path / "x.csv"),
+                  builtin_personas(), split="test")
+    fairpp_test = store.questions("test")
+    official_test = store.questions("test", bank="official")
+    assert len(fairpp_test) == qb.TEST_SIZE and len(official_test) == 6
+    assert {q.bank for q in fairpp_test} == {"fairpp"}
+    assert store.bank_counts() == {"fairpp": {"train": 28_420 - qb.TEST_SIZE,
+                                              "test": qb.TEST_SIZE},
+                                   "official": {"test": 6}}
+    assert len(store.questions("all", bank="official")) == 6
+
+
+def test_training_data_from_an_official_run_uses_the_official_bank(store, bank, tmp_path):
+    from fairpp_app.training.data import build_training_set
+
+    questions = pairs(bank, 6, seed=12)
+    frame, answers = official_frame(questions)
+    import_fairpp(store, write(frame, tmp_path / "trainable.csv"), builtin_personas())
+    personas = builtin_personas()
+    data = build_training_set(store, "trainable", personas[5], personas, "wdpo")
+    ids = row_ids(store, questions)
+    assert sorted(e.question.id for e in data.examples) == sorted(ids)
+    assert {e.question.bank for e in data.examples} == {"official"}
+    by_id = dict(zip(ids, answers))
+    assert all(e.chosen == by_id[e.question.id][personas[5].slug] for e in data.examples)
+    with pytest.raises(Exception, match="no train-split answers"):
+        build_training_set(store, "trainable", personas[5], personas, "wdpo", bank="fairpp")
+
+
+def test_v4_database_upgrades_to_banks(tmp_path, bank):
+    path = tmp_path / "v4.db"
+    with Store(path, upgrade_to=4) as old:
+        old.upsert_questions(bank[:5])
+        assert "bank" not in {c.name for c in old.db["questions"].columns}
+    with Store(path) as new:
+        assert [q.bank for q in new.questions()] == ["fairpp"] * 5
+        assert new.questions() == bank[:5]
