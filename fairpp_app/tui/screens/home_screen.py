@@ -91,8 +91,15 @@ class HomeScreen(BaseScreen):
         table.add_column("what")
         table.add_column("count", justify="right")
         table.add_row("questions", f"{counts['questions']:,}")
-        for split in SPLITS:
-            table.add_row(f"  {split}", f"{store.question_count(split):,}")
+        banks = store.bank_counts()
+        if len(banks) <= 1:  # fairpp's own bank alone: its splits
+            for split in SPLITS:
+                table.add_row(f"  {split}", f"{store.question_count(split, bank=None):,}")
+        else:  # a split is one bank's: each bank with its own splits
+            for bank, splits in banks.items():
+                table.add_row(f"  {bank} bank", f"{sum(splits.values()):,}")
+                for split in (s for s in SPLITS if s in splits):
+                    table.add_row(f"    {split}", f"{splits[split]:,}")
         for key, label in (("personas", "personas"), ("runs", "runs"), ("records", "records"),
                            ("trainings", "trained adapters")):
             table.add_row(label, f"{counts[key]:,}")
