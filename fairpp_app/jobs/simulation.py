@@ -34,7 +34,7 @@ from fairpp_app.core.errors import (
 from fairpp_app.core.events import Event, Progress, RetryScheduled, RunEnded, RunStarted
 from fairpp_app.core.personas import Persona, resolve_many
 from fairpp_app.core.prompts import Prompt, build_prompt, template_hash
-from fairpp_app.core.questions import Question
+from fairpp_app.core.questions import DEFAULT_BANK, Question
 from fairpp_app.core.simulation_config import SimulationConfig
 from fairpp_app.store.database import Store
 
@@ -67,6 +67,8 @@ def default_run_name(config: SimulationConfig, model_name: str) -> str:
         name += f"-{config.debias}"
     if config.respondent == "model":
         name += "-model"
+    if config.bank != DEFAULT_BANK:  # one run answers one bank (see Store.run_bank)
+        name += f"-{config.bank}"
     return re.sub(r"[^A-Za-z0-9._:-]+", "-", name)
 
 
@@ -230,6 +232,10 @@ class Simulation:
                                          prompt_hash=phash, params=params)
         if run["kind"] != "simulation":
             raise UsageError(f"run '{name}' is a {run['kind']} run; choose another --run name")
+        if run["params"].get("bank", DEFAULT_BANK) != cfg.bank:
+            raise UsageError(f"run '{name}' asked the {run['params'].get('bank', DEFAULT_BANK)} "
+                             f"bank, not the {cfg.bank} one; a run answers one bank. Choose "
+                             "another --run name")
         if run["prompt_hash"] != phash:
             raise UsageError(
                 f"run '{name}' was made with a different prompt template ({run['prompt_hash']}, now "

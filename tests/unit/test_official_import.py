@@ -348,3 +348,26 @@ def test_v4_database_upgrades_to_banks(tmp_path, bank):
     with Store(path) as new:
         assert [q.bank for q in new.questions()] == ["fairpp"] * 5
         assert new.questions() == bank[:5]
+
+
+@pytest.mark.model
+def test_simulate_asks_the_official_bank_in_its_own_wording(store, bank, tmp_path):
+    """The bare embedded model answers three official test questions: its records are on the
+    official questions, in a run of its own, and the same run refuses the other bank."""
+    from fairpp_app.core.errors import UsageError
+    from fairpp_app.core.simulation_config import SimulationConfig
+    from fairpp_app.jobs.simulation import run_simulation
+
+    questions = pairs(bank, 2, seed=14)
+    import_fairpp(store, write(official_frame(questions)[0], tmp_path / "r.csv"),
+                  builtin_personas(), split="test")
+    config = SimulationConfig(respondent="model", split="test", limit=3, bank="official")
+    outcome = run_simulation(store, config, builtin_personas())
+    assert outcome.status == "finished" and outcome.run.endswith("-model-official")
+    ids = set(row_ids(store, questions))
+    records = stored(store, outcome.run)
+    assert len(records) == 3 and {qid for qid, _ in records} <= ids
+    assert store.run_bank(store.get_run(outcome.run)["id"]) == "official"
+    with pytest.raises(UsageError, match="a run answers one bank"):
+        run_simulation(store, SimulationConfig(respondent="model", split="test", limit=3,
+                                               run=outcome.run), builtin_personas())
