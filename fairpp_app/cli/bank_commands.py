@@ -29,14 +29,14 @@ def cmd_questions(args: argparse.Namespace) -> int:
                           f"({summary['added']:,} new) in {store.path}")
                 err.print(f"splits: train {summary['train']:,}, test {summary['test']:,}")
         elif args.action == "stats":
-            stats = store.question_stats()
+            stats = store.question_stats(args.bank or "fairpp")
             if args.json:
                 print_json(stats)
             elif not stats["total"]:
                 out.print("questions: 0")
                 err.print("the question bank is empty; build it with `fairpp questions build`")
             else:
-                out.print(f"questions: {stats['total']:,}")
+                out.print(f"questions: {stats['total']:,} ({stats['bank']} bank)")
                 for key in ("split", "kind", "topic", "dimension", "framing", "group_type"):
                     table = Table(title=key, show_header=False)
                     for k, n in stats[key].items():

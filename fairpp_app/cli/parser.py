@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     qb = add("build", "write the 28,420 template questions and their train/test split", qsub)
     _add_json(qb)
     qs = add("stats", "count questions per topic, category, problem, group, dimension, framing and split", qsub)
+    _add_bank(qs, "(default: fairpp)")
     _add_json(qs)
     qshow = add("show", "print one question with its options", qsub)
     qshow.add_argument("id", help="question id")

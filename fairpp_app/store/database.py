@@ -182,14 +182,17 @@ class Store:
         return {r[0] for r in self.db.execute(
             "SELECT parent_id FROM questions WHERE kind = 'scenario' AND parent_id IS NOT NULL")}
 
-    def question_stats(self) -> dict[str, dict[str, int]]:
+    def question_stats(self, bank: str = DEFAULT_BANK) -> dict[str, dict[str, int]]:
+        """Counts of one bank's questions per field; ``banks``: every bank's size."""
         fields = {"topic": "topic", "category": "category", "problem": "problem",
                   "group_type": "group_type", "group": "group_name", "dimension": "dimension",
                   "framing": "framing", "split": "split", "kind": "kind"}
-        out: dict[str, Any] = {"total": self.question_count()}
+        out: dict[str, Any] = {"total": self.question_count(bank=bank), "bank": bank}
         for label, column in fields.items():
             out[label] = {str(k): n for k, n in self.db.execute(
-                f"SELECT {column}, count(*) FROM questions GROUP BY {column} ORDER BY {column}")}
+                f"SELECT {column}, count(*) FROM questions WHERE bank = ? GROUP BY {column} "
+                f"ORDER BY {column}", [bank])}
+        out["banks"] = {b: sum(splits.values()) for b, splits in self.bank_counts().items()}
         return out
 
     # ---- personas ------------------------------------------------------------------------

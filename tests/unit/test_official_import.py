@@ -321,6 +321,9 @@ def test_banks_never_mix_in_a_split(store, bank, tmp_path):
                                               "test": qb.TEST_SIZE},
                                    "official": {"test": 6}}
     assert len(store.questions("all", bank="official")) == 6
+    stats = store.question_stats("official")
+    assert (stats["total"], stats["split"], stats["framing"]) == (6, {"test": 6}, {"1": 3, "2": 3})
+    assert stats["banks"] == {"fairpp": 28_420, "official": 6}
 
 
 def test_training_data_from_an_official_run_uses_the_official_bank(store, bank, tmp_path):
