@@ -374,3 +374,26 @@ def test_simulate_asks_the_official_bank_in_its_own_wording(store, bank, tmp_pat
     with pytest.raises(UsageError, match="a run answers one bank"):
         run_simulation(store, SimulationConfig(respondent="model", split="test", limit=3,
                                                run=outcome.run), builtin_personas())
+
+
+def test_cli_metrics_and_weights_take_a_bank(db_path, bank, tmp_path, capsys):
+    questions = pairs(bank, 6, seed=15)
+    path = write(official_frame(questions)[0], tmp_path / "cli.csv")
+    db = ["--db", str(db_path)]
+    assert main(db + ["import", "fairpp-csv", str(path), "--split", "train"]) == 0
+    capsys.readouterr()
+    assert main(db + ["metrics", "--run", "cli", "--json"]) == 0
+    auto = json.loads(capsys.readouterr().out)
+    assert main(db + ["metrics", "--run", "cli", "--bank", "official", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == auto and auto["bank"] == "official"
+    assert sum(auto["questions"].values()) == 12 * 9
+    assert main(db + ["weights", "--run", "cli", "--target", "6", "--bank", "official",
+                      "--json"]) == 0
+    weights = json.loads(capsys.readouterr().out)
+    assert sum(t["count"] for t in weights["tiers"]) == 12
+    assert main(db + ["weights", "--run", "cli", "--target", "6", "--bank", "fairpp"]) == 2
+    assert "no answers of persona 6" in capsys.readouterr().err
+    for command in ("simulate", "metrics", "weights", "train", "evaluate", "report"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "--bank" in capsys.readouterr().out, command
