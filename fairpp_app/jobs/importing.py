@@ -24,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from fairpp_app.core import questions as qb
 from fairpp_app.core.errors import ImportFileError
@@ -175,6 +176,14 @@ def _differences(q: Question, stored: dict) -> list[str]:
     return [label for key, label in names.items() if stored.get(key) != getattr(q, key)]
 
 
+class _Row(NamedTuple):
+    table: int
+    pos: int
+    label: str  # "row N" as the user counts (1 = the first data row)
+    qid: str
+    defined: list[Question]  # the questions the row defines: its own, then a scenario's parent
+
+
 def import_fairpp(store: Store, path: Path, personas: list[Persona], run_name: str | None = None,
                   progress: Callable[[int, int], None] | None = None, *,
                   split: str | None = None, replace: bool = False,
@@ -197,22 +206,30 @@ def import_fairpp(store: Store, path: Path, personas: list[Persona], run_name: s
     if run is None:
         run = store.create_run(run_name, "import", backend="import", mode="import",
                                params={"source": path.name}, status="finished")
-        stored_records: dict = {}
     elif run["kind"] != "import":
         raise ImportFileError(f"run '{run_name}' exists and is a {run['kind']} run; "
                               "choose another name with --run")
-    else:
-        stored_records = store.record_state(run["id"])
     if store.question_count() == 0:
         store.upsert_questions(qb.build_bank())
     known = store.question_ids()
     report = ImportReport(run=run_name, rows=sum(len(t.frame) for t in tables))
     report.respondents = list(dict.fromkeys(c.respondent for cols in columns for c in cols))
+    rows = _resolve(tables, known, report)
+    _write_questions(store, rows, known, report, replace)
+    _write_answers(store, run["id"], tables, columns, rows, report, replace, progress, chunk_size)
+    report.problems.sort(key=_row_number)  # stable: a row's own problem before its cells'
+    store.add_event("import", {"file": path.name, "rows": report.rows, "records": report.records,
+                               "unchanged": report.unchanged, "conflicting": report.conflicting,
+                               "replace": replace, "problems": len(report.problems)},
+                    run_id=run["id"])
+    return report
 
-    # Pass 1: which question each row is, so that rows landing on one question are found
-    # before anything is written.
+
+def _resolve(tables: list[layout.Table], known: set[str], report: ImportReport) -> list[_Row]:
+    """Which question each row is, before anything is written: rows that land on one
+    question are reported and left out, all of them."""
     tax = Taxonomy()
-    resolved: list[tuple[int, int, str, str, list[Question]]] = []
+    rows: list[_Row] = []
     owners: dict[str, list[str]] = defaultdict(list)
     first: dict[str, Question] = {}
     for ti, table in enumerate(tables):
@@ -225,7 +242,7 @@ def import_fairpp(store: Store, path: Path, personas: list[Persona], run_name: s
                 report.problems.append(f"{label}: {exc}")
                 continue
             owners[qid].append(label)
-            resolved.append((ti, pos, label, qid, defined))
+            rows.append(_Row(ti, pos, label, qid, defined))
             if defined:
                 first.setdefault(qid, defined[0])
     clashing = {qid for qid, labels in owners.items() if len(labels) > 1}
@@ -233,22 +250,26 @@ def import_fairpp(store: Store, path: Path, personas: list[Persona], run_name: s
         report.problems.append(
             f"{' and '.join(owners[qid])} are one question ({_describe(first.get(qid), qid)}): "
             "nothing in the file tells them apart, so none of them was imported")
-    resolved = [r for r in resolved if r[3] not in clashing]
+    return [r for r in rows if r.qid not in clashing]
 
+
+def _write_questions(store: Store, rows: list[_Row], known: set[str], report: ImportReport,
+                     replace: bool) -> None:
+    """Store the questions the rows define that are new (or differ, with ``replace``)."""
     own: dict[str, tuple[Question, str]] = {}
     parents: dict[str, Question] = {}
-    for _, _, label, qid, defined in resolved:
-        if defined and defined[0].id == qid:
-            own[qid] = (defined[0], label)
-        for q in defined[1:]:
+    for row in rows:
+        if row.defined and row.defined[0].id == row.qid:
+            own[row.qid] = (row.defined[0], row.label)
+        for q in row.defined[1:]:
             parents.setdefault(q.id, q)
-    stored_questions = store.question_rows({r[3] for r in resolved} & known)
+    stored = store.question_rows({r.qid for r in rows} & known)
     to_write: list[Question] = []
     for qid, (q, label) in own.items():
         if qid not in known:
             to_write.append(q)
             continue
-        differs = _differences(q, stored_questions[qid])
+        differs = _differences(q, stored[qid])
         if differs and replace:
             to_write.append(q)
         elif differs:
@@ -257,26 +278,32 @@ def import_fairpp(store: Store, path: Path, personas: list[Persona], run_name: s
     to_write += [q for qid, q in parents.items() if qid not in known and qid not in own]
     report.scenarios = sum(q.kind == "scenario" and q.id not in known for q in to_write)
     report.added = sum(q.kind != "scenario" and q.id not in known for q in to_write)
-    report.matched = sum(r[3] in known for r in resolved)
-    for _, _, _, qid, _ in resolved:
-        q = own.get(qid)
-        place = (f"{q[0].bank}/{q[0].split}" if q else
-                 f"{stored_questions[qid]['bank']}/{stored_questions[qid]['split']}")
+    report.matched = sum(r.qid in known for r in rows)
+    for row in rows:
+        q = own[row.qid][0].as_row() if row.qid in own else stored[row.qid]
+        place = f"{q['bank']}/{q['split']}"
         report.splits[place] = report.splits.get(place, 0) + 1
     if to_write:
         store.upsert_questions(to_write)
 
-    # Pass 2: the answers, column by column, then row by row in chunks (the progress bar).
+
+def _write_answers(store: Store, run_id: int, tables: list[layout.Table],
+                   columns: list[list[_Column]], rows: list[_Row], report: ImportReport,
+                   replace: bool, progress: Callable[[int, int], None] | None,
+                   chunk_size: int) -> None:
+    """The records: each answer column parsed whole, then the rows in chunks (one write and
+    one progress step each), each answer compared with the one stored for the run."""
+    stored = store.record_state(run_id)
     done = 0
-    by_table: dict[int, list] = defaultdict(list)
-    for entry in resolved:
-        by_table[entry[0]].append(entry)
+    by_table: dict[int, list[_Row]] = defaultdict(list)
+    for row in rows:
+        by_table[row.table].append(row)
     for ti, table in enumerate(tables):
         frame = table.frame
         entries = by_table.get(ti, [])
         labels: list[str | None] = [None] * len(frame)
-        for _, pos, label, _, _ in entries:
-            labels[pos] = label
+        for row in entries:
+            labels[row.pos] = row.label
         scenario_rows = [not blank(v) for v in _column_values(frame, "simulation_question")
                          or [None] * len(frame)]
         parsed = []
@@ -292,34 +319,32 @@ def import_fairpp(store: Store, path: Path, personas: list[Persona], run_name: s
             parsed.append((col, letters, plain, simulated, probs if all(
                 p is not None for p in probs) else None))
         for start in range(0, len(entries), chunk_size):
+            chunk = entries[start:start + chunk_size]
             records: list[dict] = []
-            for _, pos, label, qid, _ in entries[start:start + chunk_size]:
+            for row in chunk:
                 for col, letters, plain, simulated, probs in parsed:
-                    letter = letters[pos]
+                    letter = letters[row.pos]
                     if letter is False:
                         continue  # reported by _letters
-                    raws = simulated if scenario_rows[pos] else plain
-                    raw = cell(raws[pos]) if raws is not None else None
-                    p = [probs[k][pos] for k in range(3)] if probs else None
+                    raws = simulated if scenario_rows[row.pos] else plain
+                    raw = cell(raws[row.pos]) if raws is not None else None
+                    p = [probs[k][row.pos] for k in range(3)] if probs else None
                     p = None if p is None or any(blank(x) for x in p) else [float(x) for x in p]
                     if letter is None and raw is None and p is None:
                         continue  # this respondent did not answer this question
                     values = (letter, raw, *(p or (None, None, None)))
-                    before = stored_records.get((qid, col.respondent))
+                    before = stored.get((row.qid, col.respondent))
                     if before is not None:
                         if _same(before, values):
                             report.unchanged += 1
                             continue
                         if not replace:
-                            what = (f"stored {before[0] or 'unparsed'}, the file says "
-                                    f"{letter or 'unparsed'}" if before[0] != letter else
-                                    f"same answer {letter or 'unparsed'}, other raw text or "
-                                    "probabilities")
-                            report.conflict(f"{label}, column {col.column}: {what}")
+                            report.conflict(f"{row.label}, column {col.column}: "
+                                            f"{_change(before, values)}")
                             continue
                         report.replaced += 1
                     records.append({
-                        "run_id": run["id"], "question_id": qid, "respondent": col.respondent,
+                        "run_id": run_id, "question_id": row.qid, "respondent": col.respondent,
                         "respondent_kind": col.kind, "raw_text": raw, "answer": letter,
                         "p_a": values[2], "p_b": values[3], "p_c": values[4], "method": "import",
                     })
@@ -327,12 +352,12 @@ def import_fairpp(store: Store, path: Path, personas: list[Persona], run_name: s
             if records:
                 store.upsert_records(records)
                 report.records += len(records)
-            done += len(entries[start:start + chunk_size])
+            done += len(chunk)
             if progress:
-                progress(done, len(resolved))
-    report.problems.sort(key=_row_number)  # stable: a row's own problem before its cells'
-    store.add_event("import", {"file": path.name, "rows": report.rows, "records": report.records,
-                               "unchanged": report.unchanged, "conflicting": report.conflicting,
-                               "replace": replace, "problems": len(report.problems)},
-                    run_id=run["id"])
-    return report
+                progress(done, len(rows))
+
+
+def _change(before: tuple, after: tuple) -> str:
+    if before[0] != after[0]:
+        return f"stored {before[0] or 'unparsed'}, the file says {after[0] or 'unparsed'}"
+    return f"same answer {after[0] or 'unparsed'}, other raw text or probabilities"
