@@ -50,8 +50,11 @@ def cmd_questions(args: argparse.Namespace) -> int:
             if args.json:
                 print_json(q.as_row())
             else:
-                out.print(f"[bold]{q.id}[/] ({q.split}, {q.kind}) {q.topic} / {q.category} / "
-                          f"{q.problem} / {q.group_name} / dimension {q.dimension}, framing {q.framing}")
+                out.print(f"[bold]{q.id}[/] ({q.bank} {q.split}, {q.kind}) {q.topic} / "
+                          f"{q.category} / {q.problem} / {q.group_name} / dimension "
+                          f"{q.dimension}, framing {q.framing}")
+                if q.twin_id:
+                    out.print(f"fairpp's wording of the same question: {q.twin_id}")
                 out.print(q.text)
                 for letter, text in zip("ABC", q.options()):
                     out.print(f"  {letter}. {text}")

@@ -397,3 +397,18 @@ def test_cli_metrics_and_weights_take_a_bank(db_path, bank, tmp_path, capsys):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert "--bank" in capsys.readouterr().out, command
+
+
+def test_progress_reaches_every_row_and_show_names_the_twin(db_path, bank, tmp_path, capsys):
+    questions = pairs(bank, 5, seed=16)
+    path = write(official_frame(questions)[0], tmp_path / "steps.csv")
+    steps = []
+    with Store(db_path) as store:
+        import_fairpp(store, path, builtin_personas(), progress=lambda d, t: steps.append((d, t)),
+                      chunk_size=3)
+        qid = row_ids(store, questions)[1]
+    assert steps == [(3, 10), (6, 10), (9, 10), (10, 10)]
+    assert main(["--db", str(db_path), "questions", "show", qid]) == 0
+    shown = capsys.readouterr().out
+    assert "(official train, template)" in shown and questions[1].id in shown
+    assert wording(questions[1])[0] in shown
