@@ -228,7 +228,8 @@ def read_tables(path: Path, split: str | None = None) -> list[Table]:
             tables.append(Table(_checked(part.to_pandas(), where), named, where))
         return tables
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in (
-        ".csv", ".parquet", ".pq", ".jsonl") and not any(s.startswith(".") for s in p.parts))
+        ".csv", ".parquet", ".pq", ".jsonl") and not any(
+            s.startswith(".") for s in p.relative_to(path).parts))
     if not files:
         raise ImportFileError(f"{path}: a folder without CSV, parquet or JSON-lines files "
                               "or a saved dataset")

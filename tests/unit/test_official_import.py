@@ -214,11 +214,15 @@ def test_the_split_column_and_dataset_folders_give_the_split(store, bank, tmp_pa
 
     # A downloaded dataset repository: the files' names carry their split.
     more = pairs(bank, 3, seed=6)
-    repo = tmp_path / "Fair-PP" / "data"
+    # (Under a hidden folder, as in the Hugging Face cache; its own hidden files are skipped.)
+    top = tmp_path / ".cache" / "Fair-PP"
+    repo = top / "data"
     repo.mkdir(parents=True)
     write(official_frame(more[:4])[0], repo / "train-00000-of-00001.parquet")
     write(official_frame(more[4:])[0], repo / "test-00000-of-00001.parquet")
-    report = import_fairpp(store, tmp_path / "Fair-PP", builtin_personas())
+    (top / ".git").mkdir()
+    (top / ".git" / "stale-test.csv").write_text("not, a, release\n")
+    report = import_fairpp(store, top, builtin_personas())
     assert report.problems == [] and report.run == "Fair-PP"
     assert report.splits == {"official/train": 4, "official/test": 2}
     got = [store.get_question(i).split for i in row_ids(store, more)]
