@@ -116,13 +116,18 @@ class Store:
 
     # ---- questions -----------------------------------------------------------------------
 
-    def upsert_questions(self, questions: Iterable[Question], batch_size: int = 2000) -> int:
+    def upsert_questions(self, questions: Iterable[Question]) -> int:
         # Only the columns this file has: a store opened at an older version (upgrade_to)
-        # still takes questions, without the fields later versions added.
-        columns = set(self.db["questions"].columns_dict)
-        rows = [{k: v for k, v in q.as_row().items() if k in columns} for q in questions]
+        # still takes questions, without the fields later versions added. One executemany:
+        # a release import writes 34,089 questions and sqlite-utils' upsert_all took seconds.
+        have = set(self.db["questions"].columns_dict)
+        columns = [name for name in Question.__dataclass_fields__ if name in have]
+        sql = (f"INSERT INTO questions ({', '.join(columns)}) "
+               f"VALUES ({', '.join('?' * len(columns))}) ON CONFLICT (id) DO UPDATE SET "
+               + ", ".join(f"{c} = excluded.{c}" for c in columns if c != "id"))
+        rows = [tuple(getattr(q, c) for c in columns) for q in questions]
         with self.transaction():
-            self.db["questions"].upsert_all(rows, pk="id", batch_size=batch_size)
+            self.db.conn.executemany(sql, rows)
         return len(rows)
 
     def question_count(self, split: str | None = None, bank: str | None = DEFAULT_BANK) -> int:
