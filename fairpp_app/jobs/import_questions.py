@@ -63,9 +63,10 @@ def official_question(row, tax: Taxonomy, split: str) -> Question:
     text = cell(row.get("Question"))
     pole = cell(row.get("Option"))
     poles = qb.dimension_poles(dimension)
-    framing, told = layout.infer_framing(pole, poles, cell(row.get("Framing")), text)
+    framing, _ = layout.infer_framing(pole, poles, cell(row.get("Framing")), text)
     # A pole the dimension does not have (a user's own templates) still tells rows apart.
-    option_key = str(framing) if told or not pole else f"option:{pole.lower()}"
+    known_pole = pole is None or pole.lower() in (p.lower() for p in poles)
+    option_key = str(framing) if known_pole else f"option:{pole.lower()}"
     key = [v if in_taxonomy else v.lower() for v in (topic, category, problem, group_type, group)]
     qid = qb.official_id(*key, str(dimension), option_key)
     parsed = layout.split_options(text)

@@ -416,3 +416,13 @@ def test_progress_reaches_every_row_and_show_names_the_twin(db_path, bank, tmp_p
     shown = capsys.readouterr().out
     assert "(official train, template)" in shown and questions[1].id in shown
     assert wording(questions[1])[0] in shown
+
+
+def test_poles_of_a_user_s_own_templates_still_tell_rows_apart(store, bank, tmp_path):
+    questions = pairs(bank, 3, seed=17)
+    frame, _ = official_frame(questions, hinted=False)
+    frame["Option"] = ["first lens", "second lens"] * 3  # not the taxonomy's poles
+    frame["Framing"] = 1  # and a Framing column that says nothing useful
+    report = import_fairpp(store, write(frame, tmp_path / "own.csv"), builtin_personas())
+    assert report.problems == [] and report.added == 6
+    assert store.question_count(bank="official") == 6
