@@ -25,7 +25,7 @@ import sqlite_utils
 from fairpp_app.core.errors import DatabaseError, NotFoundError, UsageError
 from fairpp_app.core.events import RunCrashed
 from fairpp_app.core.personas import Persona
-from fairpp_app.core.questions import Question
+from fairpp_app.core.questions import LETTERS, Question
 from fairpp_app.store.migrations import (  # noqa: F401  (re-exported: tests and tools use them)
     APPLICATION_ID,
     MIGRATIONS,
@@ -636,8 +636,148 @@ class Store:
         }
 
 
+    # ---- human reference surveys (jobs/survey.py) -------------------------------------------
+
+    def save_survey(self, name: str, source: str, segments: dict[str, str],
+                    rows: list[dict]) -> int:
+        """Store a survey under ``name``, replacing one of that name, in one transaction.
+
+        ``segments`` maps each segment to a persona slug; each row has ``segment``,
+        ``question_id`` or ``topic`` and ``dimension``, ``share_a/b/c`` and ``n``."""
+        with self.transaction():
+            self.db.execute("DELETE FROM surveys WHERE name = ?", [name])
+            survey_id = self.db.execute(
+                "INSERT INTO surveys (name, source, created_at) VALUES (?, ?, ?)",
+                [name, source, _now()]).lastrowid
+            self.db.conn.executemany(
+                "INSERT INTO survey_segments (survey_id, segment, persona) VALUES (?, ?, ?)",
+                [(survey_id, seg, persona) for seg, persona in segments.items()])
+            self.db.conn.executemany(
+                "INSERT INTO survey_shares (survey_id, segment, question_id, topic, dimension, "
+                "share_a, share_b, share_c, n) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(survey_id, r["segment"], r.get("question_id"), r.get("topic"),
+                  r.get("dimension"), r["share_a"], r["share_b"], r["share_c"], r["n"])
+                 for r in rows])
+        return survey_id
+
+    def get_survey(self, name: str) -> dict:
+        """A survey with its ``segments`` (segment -> persona slug); NotFoundError names the
+        surveys there are."""
+        rows = list(self.db.query("SELECT * FROM surveys WHERE name = ?", [name]))
+        if not rows:
+            known = [r["name"] for r in self.db.query("SELECT name FROM surveys ORDER BY id")]
+            hint = (f"; surveys here: {', '.join(known)}" if known else
+                    "; import one with `fairpp import survey FILE --name NAME`")
+            raise NotFoundError(f"no survey named '{name}'{hint}")
+        survey = rows[0]
+        survey["segments"] = {seg: persona for seg, persona in self.db.execute(
+            "SELECT segment, persona FROM survey_segments WHERE survey_id = ? ORDER BY rowid",
+            [survey["id"]])}
+        return survey
+
+    def list_surveys(self) -> list[dict]:
+        return list(self.db.query("""
+            SELECT s.id, s.name, s.source, s.created_at,
+                   (SELECT count(*) FROM survey_segments g WHERE g.survey_id = s.id) AS segments,
+                   (SELECT count(*) FROM survey_shares h WHERE h.survey_id = s.id) AS rows
+            FROM surveys s ORDER BY s.id"""))
+
+    def survey_shares(self, survey_id: int) -> list[dict]:
+        """Every share row of a survey, in the order it was imported."""
+        return list(self.db.query(
+            "SELECT segment, question_id, topic, dimension, share_a, share_b, share_c, n "
+            "FROM survey_shares WHERE survey_id = ? ORDER BY id", [survey_id]))
+
+    def question_survey_shares(self, qid: str) -> list[dict]:
+        """Human shares stored for one question, in every survey: the inspector shows them."""
+        return list(self.db.query(
+            "SELECT s.name AS survey, h.segment, g.persona, h.share_a, h.share_b, h.share_c, h.n "
+            "FROM survey_shares h JOIN surveys s ON s.id = h.survey_id "
+            "JOIN survey_segments g ON g.survey_id = h.survey_id AND g.segment = h.segment "
+            "WHERE h.question_id = ? ORDER BY s.id, h.id", [qid]))
+
+    def questions_by_cell(self, run_id: int, split: str = "all") -> dict[tuple[str, int], list[str]]:
+        """(topic, dimension) -> ids of the questions a run answered in that cell."""
+        sql = ("SELECT DISTINCT q.topic, q.dimension, q.id FROM records r "
+               "JOIN questions q ON q.id = r.question_id WHERE r.run_id = ?")
+        args: list[Any] = [run_id]
+        if split != "all":
+            sql += " AND q.split = ?"
+            args.append(split)
+        out: dict[tuple[str, int], list[str]] = {}
+        for topic, dimension, qid in self.db.execute(sql, args):
+            out.setdefault((topic, dimension), []).append(qid)
+        return out
+
+    # ---- answer consistency (core/consistency.py) -----------------------------------------
+
+    def order_probabilities(self, run_id: int, split: str = "all"):
+        """Records scored in both option orders, as a DataFrame: question_id, respondent,
+        ``fwd`` (the order shown) and ``swap`` (A and B swapped, mapped back) per letter."""
+        import pandas as pd
+
+        sql = ("SELECT r.question_id, r.respondent, r.p_a_fwd, r.p_b_fwd, r.p_c_fwd, "
+               "r.p_a_swap, r.p_b_swap, r.p_c_swap FROM records r "
+               "JOIN questions q ON q.id = r.question_id "
+               "WHERE r.run_id = ? AND r.p_a_fwd IS NOT NULL AND r.p_a_swap IS NOT NULL")
+        args: list[Any] = [run_id]
+        if split != "all":
+            sql += " AND q.split = ?"
+            args.append(split)
+        return pd.read_sql_query(sql, self.db.conn, params=args)
+
+    #: Two questions are one question in its two framings when these fields agree.
+    _TWIN_FIELDS = ("kind", "topic", "category", "problem", "group_type", "group_name",
+                    "dimension")
+
+    def framing_twins(self, run_id: int) -> list[tuple[str, str]]:
+        """(framing 1 id, framing 2 id) of every question a run answered in both framings."""
+        same = " AND ".join(f"q2.{c} = q1.{c}" for c in self._TWIN_FIELDS)
+        return [tuple(row) for row in self.db.execute(f"""
+            WITH answered AS (SELECT DISTINCT question_id FROM records WHERE run_id = ?)
+            SELECT q1.id, q2.id FROM questions q1
+            JOIN questions q2 ON {same} AND q2.framing = 2
+            WHERE q1.framing = 1 AND q1.id IN answered AND q2.id IN answered
+            ORDER BY q1.rowid""", [run_id])]
+
+    def framing_twin(self, qid: str) -> str | None:
+        """The id of the same question in its other framing, None when there is none."""
+        same = " AND ".join(f"q2.{c} = q1.{c}" for c in self._TWIN_FIELDS)
+        row = self.db.execute(
+            f"SELECT q2.id FROM questions q1 JOIN questions q2 ON {same} "
+            "AND q2.framing != q1.framing WHERE q1.id = ? ORDER BY q2.rowid LIMIT 1",
+            [qid]).fetchone()
+        return row[0] if row else None
+
+    def question_consistency(self, run_id: int, qid: str) -> dict[str, dict]:
+        """Per respondent of one question: the letter chosen in each option order (``fwd``,
+        ``swap``; None when scored once) and its answer to the other framing (``twin``)."""
+        out: dict[str, dict] = {}
+        for resp, *probs in self.db.execute(
+                "SELECT respondent, p_a_fwd, p_b_fwd, p_c_fwd, p_a_swap, p_b_swap, p_c_swap "
+                "FROM records WHERE run_id = ? AND question_id = ?", [run_id, qid]):
+            fwd, swap = probs[:3], probs[3:]
+            out[resp] = {"fwd": _argmax_letter(fwd), "swap": _argmax_letter(swap), "twin": None}
+        twin = self.framing_twin(qid)
+        if twin is not None:
+            for resp, answer in self.db.execute(
+                    "SELECT respondent, answer FROM records WHERE run_id = ? AND question_id = ?",
+                    [run_id, twin]):
+                out.setdefault(resp, {"fwd": None, "swap": None, "twin": None})["twin"] = answer
+        return out
+
+
+def _argmax_letter(probs) -> str | None:
+    """The letter of the largest probability (the first on a tie, as ``OptionScores.answer``)."""
+    if any(p is None for p in probs):
+        return None
+    return LETTERS[max(range(3), key=lambda i: probs[i])]
+
+
 RECORD_COLUMNS = ("run_id", "question_id", "respondent", "respondent_kind", "raw_text", "answer",
-                  "p_a", "p_b", "p_c", "other_mass", "method", "latency_ms", "created_at")
+                  "p_a", "p_b", "p_c", "other_mass", "method", "latency_ms", "created_at",
+                  # both option orders of a --debias permute record (schema v6); None otherwise
+                  "p_a_fwd", "p_b_fwd", "p_c_fwd", "p_a_swap", "p_b_swap", "p_c_swap")
 
 _UPSERT_RECORD = (
     f"INSERT INTO records ({', '.join(RECORD_COLUMNS)}) VALUES ({', '.join('?' * len(RECORD_COLUMNS))}) "
