@@ -237,28 +237,26 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     numbers = {p.slug: str(p.number) for p in personas}
     for key, title in (("similarity", "similarity (1 - JS distance of A/B/C shares)"),
                        ("agreement", "per-question agreement")):
-        extra = ("JS to uniform",) if key == "similarity" else ()
+        extra = ("unif",) if key == "similarity" else ()
         table = Table("respondent", *[f"P{numbers[s]}" for s in slugs], *extra, title=title)
         for r in result["respondents"]:
             beside = (fmt(result["uniform_distance"][r]["shares"]),) if extra else ()
             table.add_row(r, *[fmt(result[key][r].get(s)) for s in slugs], *beside)
         out.print(table)
-    _print_consistency(result)
-    if "reference" in result:
-        _print_reference(result["reference"], numbers)
     counts = Table("respondent", "A", "B", "C", "unparsed", title="answers")
     for r, c in result["counts"].items():
         counts.add_row(r, *(f"{c[k]:,}" for k in ("A", "B", "C", "unparsed")))
     out.print(counts)
     out.print("persona columns: " + ", ".join(f"P{numbers[s]}={s}" for s in slugs))
+    _print_consistency(result)
+    if "reference" in result:
+        _print_reference(result["reference"], numbers)
     return 0
 
 
 def _print_consistency(result: dict) -> None:
-    table = Table("respondent", "order kept", "order flips", "questions", "framing same",
-                  "framing flips", "pairs", "uniform (shares)", "uniform (probs)",
-                  title="consistency: the same answer with options A/B swapped and in both "
-                        "framings; JS distance from uniform")
+    table = Table("respondent", "order", "flips", "n", "framing", "flips", "pairs", "unif",
+                  "unif p", title="answer consistency")
     for r in result["respondents"]:
         c, u = result["consistency"][r], result["uniform_distance"][r]
         order, framing = c["order"] or {}, c["framing"] or {}
@@ -267,6 +265,10 @@ def _print_consistency(result: dict) -> None:
                       fmt(framing.get("flips")), str(framing.get("pairs", "-")),
                       fmt(u["shares"]), fmt(u["probabilities"]))
     out.print(table)
+    out.print("order: share of questions answered the same with options A and B swapped (n "
+              "questions); framing: share of framing 1/2 pairs answered the same; flips: A in "
+              "one, B in the other; unif: JS distance of the answer shares from uniform (unif "
+              "p: mean over questions, from the option probabilities)")
     if not any(result["consistency"][r]["order"] for r in result["respondents"]):
         err.print("option order: no record scored in both orders (simulate with --debias "
                   "permute; runs from before schema 6 kept only the average)")

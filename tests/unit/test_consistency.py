@@ -185,4 +185,4 @@ def test_permute_run_of_the_embedded_model_keeps_both_orders(store, capsys, db_p
     assert printed["consistency"] == json.loads(json.dumps(result["consistency"]))
     assert main(["--db", str(db_path), "metrics", "--run", "perm"]) == 0
     text = capsys.readouterr().out
-    assert "order kept" in text and "JS to uniform" in text
+    assert "answer consistency" in text and "unif p" in text
