@@ -324,8 +324,8 @@ def _compare_one(human: np.ndarray, sampled: np.ndarray, own: np.ndarray) -> dic
     valid = ~np.isnan(own).any(axis=1)
     result = {"items": int(valid.sum())}
     if not valid.any():
-        return {**result, **{k: None for k in ("similarity", "similarity_ci", "agreement",
-                                                "agreement_ci", "match", "match_ci")}}
+        return {**result, **dict.fromkeys(("similarity", "similarity_ci", "agreement",
+                                            "agreement_ci", "match", "match_ci"))}
     own, human, sampled = own[valid], human[valid], sampled[:, valid]
     mean_own = own.mean(axis=0)
     own_top = own.argmax(axis=1)

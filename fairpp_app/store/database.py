@@ -35,6 +35,9 @@ from fairpp_app.store.migrations import (  # noqa: F401  (re-exported: tests and
     validate_and_upgrade,
 )
 
+#: Two questions are one question in its two framings when these fields agree.
+TWIN_FIELDS = ("kind", "topic", "category", "problem", "group_type", "group_name", "dimension")
+
 #: How a table's rows are named in messages.
 _NOUN = {"runs": "run", "trainings": "training"}
 
@@ -670,9 +673,9 @@ class Store:
                     "; import one with `fairpp import survey FILE --name NAME`")
             raise NotFoundError(f"no survey named '{name}'{hint}")
         survey = rows[0]
-        survey["segments"] = {seg: persona for seg, persona in self.db.execute(
+        survey["segments"] = dict(self.db.execute(
             "SELECT segment, persona FROM survey_segments WHERE survey_id = ? ORDER BY rowid",
-            [survey["id"]])}
+            [survey["id"]]).fetchall())
         return survey
 
     def list_surveys(self) -> list[dict]:
@@ -726,13 +729,9 @@ class Store:
             args.append(split)
         return pd.read_sql_query(sql, self.db.conn, params=args)
 
-    #: Two questions are one question in its two framings when these fields agree.
-    _TWIN_FIELDS = ("kind", "topic", "category", "problem", "group_type", "group_name",
-                    "dimension")
-
     def framing_twins(self, run_id: int) -> list[tuple[str, str]]:
         """(framing 1 id, framing 2 id) of every question a run answered in both framings."""
-        same = " AND ".join(f"q2.{c} = q1.{c}" for c in self._TWIN_FIELDS)
+        same = " AND ".join(f"q2.{c} = q1.{c}" for c in TWIN_FIELDS)
         return [tuple(row) for row in self.db.execute(f"""
             WITH answered AS (SELECT DISTINCT question_id FROM records WHERE run_id = ?)
             SELECT q1.id, q2.id FROM questions q1
@@ -742,7 +741,7 @@ class Store:
 
     def framing_twin(self, qid: str) -> str | None:
         """The id of the same question in its other framing, None when there is none."""
-        same = " AND ".join(f"q2.{c} = q1.{c}" for c in self._TWIN_FIELDS)
+        same = " AND ".join(f"q2.{c} = q1.{c}" for c in TWIN_FIELDS)
         row = self.db.execute(
             f"SELECT q2.id FROM questions q1 JOIN questions q2 ON {same} "
             "AND q2.framing != q1.framing WHERE q1.id = ? ORDER BY q2.rowid LIMIT 1",
