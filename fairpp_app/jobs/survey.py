@@ -270,14 +270,15 @@ def compare(store: Store, run_name: str, survey_name: str, personas: list[Person
         keys = [_key(i) for i in mine]
         human = np.array([[i["share_a"], i["share_b"], i["share_c"]] for i in mine])
         n = np.array([i["n"] for i in mine], dtype=float)
-        sampled = _posterior_draws(rng, human, n, draws)
         out["segments"].append({
             "segment": segment, "persona": persona, "items": len(mine),
             "people": {"min": int(n.min()), "median": float(np.median(n)), "max": int(n.max())},
             "uniform_distance": float(metrics.distance_from_uniform(human.mean(axis=0))[0])})
+        owns = {r: np.array([answers[r].get(k, (np.nan,) * 3) for k in keys], dtype=float)
+                for r in respondents}
+        spreads = _spreads(rng, human, n, owns, draws)
         for r in respondents:
-            own = np.array([answers[r].get(k, (np.nan,) * 3) for k in keys], dtype=float)
-            out["comparison"][r][segment] = _compare_one(human, sampled, own)
+            out["comparison"][r][segment] = _summary(human, owns[r], spreads[r])
         scored = [(out["comparison"][s][segment]["similarity"], s) for s in respondents
                   if s in slugs and out["comparison"][s][segment]["similarity"] is not None]
         out["closest_persona"][segment] = max(scored)[1] if scored else None
@@ -320,25 +321,44 @@ def _posterior_draws(rng: np.random.Generator, shares: np.ndarray, n: np.ndarray
     return gamma / gamma.sum(axis=-1, keepdims=True)
 
 
-def _compare_one(human: np.ndarray, sampled: np.ndarray, own: np.ndarray) -> dict:
+#: Draws are made in chunks of at most this many numbers, so a survey of every question of
+#: the bank (28,420 items x 1,000 draws x 3 shares) never sits in memory at once.
+CHUNK = 3_000_000
+FIGURES = ("similarity", "agreement", "match")
+
+
+def _figures(shares: np.ndarray, own: np.ndarray) -> dict[str, np.ndarray]:
+    """The three figures of answers ``own`` (items, 3) against ``shares`` (items, 3), or
+    against many draws of them at once (draws, items, 3)."""
+    top = own.argmax(axis=1)
+    return {"similarity": 1.0 - metrics.js_distance_rows(shares.mean(axis=-2), own.mean(axis=0)),
+            "agreement": np.mean(shares.argmax(axis=-1) == top, axis=-1),
+            "match": np.mean(np.sum(shares * own, axis=-1), axis=-1)}
+
+
+def _spreads(rng: np.random.Generator, human: np.ndarray, n: np.ndarray,
+             owns: dict[str, np.ndarray], draws: int) -> dict[str, dict[str, list]]:
+    """Per respondent, each figure under every draw of the segment's shares."""
+    out: dict[str, dict[str, list]] = {r: {k: [] for k in FIGURES} for r in owns}
+    valid = {r: ~np.isnan(own).any(axis=1) for r, own in owns.items()}
+    step = max(1, CHUNK // (3 * len(human)))
+    for start in range(0, draws, step):
+        sampled = _posterior_draws(rng, human, n, min(step, draws - start))
+        for r, own in owns.items():
+            if valid[r].any():
+                for k, v in _figures(sampled[:, valid[r]], own[valid[r]]).items():
+                    out[r][k].append(v)
+    return out
+
+
+def _summary(human: np.ndarray, own: np.ndarray, spread: dict[str, list]) -> dict:
     valid = ~np.isnan(own).any(axis=1)
-    result = {"items": int(valid.sum())}
+    result: dict = {"items": int(valid.sum())}
     if not valid.any():
-        return {**result, **dict.fromkeys(("similarity", "similarity_ci", "agreement",
-                                            "agreement_ci", "match", "match_ci"))}
-    own, human, sampled = own[valid], human[valid], sampled[:, valid]
-    mean_own = own.mean(axis=0)
-    own_top = own.argmax(axis=1)
-    figures = {
-        "similarity": (1.0 - metrics.js_distance_rows(human.mean(axis=0), mean_own),
-                       1.0 - metrics.js_distance_rows(sampled.mean(axis=1), mean_own)),
-        "agreement": (np.mean(human.argmax(axis=1) == own_top),
-                      np.mean(sampled.argmax(axis=2) == own_top, axis=1)),
-        "match": (np.mean(np.sum(human * own, axis=1)),
-                  np.mean(np.sum(sampled * own, axis=2), axis=1)),
-    }
-    for name, (point, spread) in figures.items():
-        lo, hi = np.percentile(spread, [2.5, 97.5])
-        result[name] = float(point)
-        result[f"{name}_ci"] = [float(lo), float(hi)]
+        return {**result, **dict.fromkeys(k + s for k in FIGURES for s in ("", "_ci"))}
+    point = _figures(human[valid], own[valid])
+    for k in FIGURES:
+        lo, hi = np.percentile(np.concatenate(spread[k]), [2.5, 97.5])
+        result[k] = float(point[k])
+        result[f"{k}_ci"] = [float(lo), float(hi)]
     return result

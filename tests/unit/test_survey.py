@@ -237,3 +237,31 @@ def test_rows_count_like_the_importer(store, tmp_path):
     rows[k] = {**rows[k], "segment": ""}
     with pytest.raises(ImportFileError, match=f"row {k + 1}: empty segment"):
         import_survey(store, _write(tmp_path / "e.csv", rows), "e", builtin_personas())
+
+
+def test_chunked_draws_give_the_same_intervals(surveyed, monkeypatch):
+    """A survey too big to draw at once is drawn in chunks: the intervals stay put."""
+    from fairpp_app.jobs import survey
+
+    store = surveyed[0]
+    whole = compare(store, RUN, "bsa", builtin_personas())["comparison"]
+    monkeypatch.setattr(survey, "CHUNK", 3 * 30 * 7)  # 7 draws of the ~30 items per chunk
+    chunked = compare(store, RUN, "bsa", builtin_personas())["comparison"]
+    for r in whole:
+        for s in whole[r]:
+            assert chunked[r][s]["similarity"] == whole[r][s]["similarity"]
+            for k in ("similarity_ci", "match_ci"):
+                assert chunked[r][s][k] == pytest.approx(whole[r][s][k], abs=0.03)
+
+
+def test_the_readme_example_imports(store, tmp_path):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("```\nsegment,persona,question_id", 1)[1].split("```", 1)[0]
+    path = tmp_path / "readme.csv"
+    path.write_text("segment,persona,question_id" + block)
+    report = import_survey(store, path, "readme", builtin_personas())
+    assert (report.questions, report.cells) == (2, 1)
+    assert report.segments == {"Progressive Activists": "progressive-activists",
+                               "Loyal Nationals": "loyal-nationals"}
