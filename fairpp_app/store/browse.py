@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from fairpp_app.store.database import TWIN_FIELDS, Store
+from fairpp_app.store.database import Store, twin_sql
 
 #: Filter field -> question column, in the order the TUI shows them.
 FILTER_COLUMNS: dict[str, str] = {
@@ -209,19 +209,20 @@ def next_inconsistent(store: Store, flt: QuestionFilter, qid: str | None,
     """The next question after ``qid`` in the filter where, in run ``run_id``, a respondent
     changed its answer when options A and B were swapped, or answered the same question in
     its other framing differently (core/consistency.py defines both checks)."""
-    twin = " AND ".join(f"t.{c} = q.{c}" for c in TWIN_FIELDS)
     start = _rowid(store, qid) if qid else 0
     where, args = flt.where("q")
+    table, same = twin_sql("t", "q")
+    # CROSS JOIN keeps the questions outside, in rowid order: the first match ends the search.
     row = store.db.execute(
         f"""SELECT q.id FROM questions q
-            JOIN records r ON r.question_id = q.id AND r.run_id = ?
+            CROSS JOIN records r ON r.question_id = q.id AND r.run_id = ?
             WHERE q.rowid > ? AND {where} AND (
               (r.p_a_fwd IS NOT NULL AND r.p_a_swap IS NOT NULL
                AND {_argmax_sql('r.', 'fwd')} != {_argmax_sql('r.', 'swap')})
               OR (r.answer IS NOT NULL AND EXISTS (
-                SELECT 1 FROM questions t JOIN records o ON o.question_id = t.id
+                SELECT 1 FROM {table} JOIN records o ON o.question_id = t.id
                  AND o.run_id = r.run_id AND o.respondent = r.respondent
-                WHERE {twin} AND t.framing != q.framing AND o.answer IS NOT NULL
+                WHERE {same} AND t.framing != q.framing AND o.answer IS NOT NULL
                   AND o.answer != r.answer)))
             ORDER BY q.rowid LIMIT 1""", [run_id, start or 0, *args]).fetchone()
     return row[0] if row else None

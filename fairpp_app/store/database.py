@@ -38,6 +38,14 @@ from fairpp_app.store.migrations import (  # noqa: F401  (re-exported: tests and
 #: Two questions are one question in its two framings when these fields agree.
 TWIN_FIELDS = ("kind", "topic", "category", "problem", "group_type", "group_name", "dimension")
 
+
+def twin_sql(t: str, q: str) -> tuple[str, str]:
+    """``(table, condition)`` that make ``questions`` alias ``t`` the same question as alias
+    ``q`` in any framing (the caller adds which), through the index made for it (schema 6),
+    which SQLite would not always pick by itself without statistics."""
+    return (f"questions {t} INDEXED BY idx_questions_twin",
+            " AND ".join(f"{t}.{c} = {q}.{c}" for c in TWIN_FIELDS))
+
 #: How a table's rows are named in messages.
 _NOUN = {"runs": "run", "trainings": "training"}
 
@@ -731,19 +739,21 @@ class Store:
 
     def framing_twins(self, run_id: int) -> list[tuple[str, str]]:
         """(framing 1 id, framing 2 id) of every question a run answered in both framings."""
-        same = " AND ".join(f"q2.{c} = q1.{c}" for c in TWIN_FIELDS)
-        return [tuple(row) for row in self.db.execute(f"""
-            WITH answered AS (SELECT DISTINCT question_id FROM records WHERE run_id = ?)
-            SELECT q1.id, q2.id FROM questions q1
-            JOIN questions q2 ON {same} AND q2.framing = 2
-            WHERE q1.framing = 1 AND q1.id IN answered AND q2.id IN answered
-            ORDER BY q1.rowid""", [run_id])]
+        # Paired here rather than by a self-join: without statistics SQLite joins on the
+        # least selective index (dimension), thousands of rows per question.
+        sql = (f"SELECT q.id, q.framing, {', '.join('q.' + c for c in TWIN_FIELDS)} "
+               "FROM questions q WHERE q.id IN (SELECT DISTINCT question_id FROM records "
+               "WHERE run_id = ?) ORDER BY q.rowid")
+        by_key: dict[tuple, dict[int, str]] = {}
+        for qid, framing, *key in self.db.execute(sql, [run_id]):
+            by_key.setdefault(tuple(key), {})[framing] = qid
+        return [(pair[1], pair[2]) for pair in by_key.values() if 1 in pair and 2 in pair]
 
     def framing_twin(self, qid: str) -> str | None:
         """The id of the same question in its other framing, None when there is none."""
-        same = " AND ".join(f"q2.{c} = q1.{c}" for c in TWIN_FIELDS)
+        table, same = twin_sql("q2", "q1")
         row = self.db.execute(
-            f"SELECT q2.id FROM questions q1 JOIN questions q2 ON {same} "
+            f"SELECT q2.id FROM questions q1 JOIN {table} ON {same} "
             "AND q2.framing != q1.framing WHERE q1.id = ? ORDER BY q2.rowid LIMIT 1",
             [qid]).fetchone()
         return row[0] if row else None

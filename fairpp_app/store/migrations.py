@@ -161,7 +161,7 @@ def _v6(db: sqlite_utils.Database) -> None:
 
     A survey holds human answer shares per segment, for one question or for a (topic,
     dimension) cell, with the number of people behind each share; each segment is mapped to
-    the persona that stands for it.
+    the persona that stands for it. The twin index finds a question's other framing.
     """
     for order in ("fwd", "swap"):
         for letter in "abc":
@@ -196,6 +196,8 @@ def _v6(db: sqlite_utils.Database) -> None:
                "(survey_id, segment, coalesce(question_id, ''), coalesce(topic, ''), "
                "coalesce(dimension, 0))")
     db.execute("CREATE INDEX idx_survey_shares_question ON survey_shares(question_id)")
+    # A question's other framing in one lookup (answer consistency, the inspector's `i`).
+    db.execute("CREATE INDEX idx_questions_twin ON questions(problem, group_name, dimension, kind)")
 
 
 # _v5 (written on another branch) goes before _v6 when the branches meet; each step is
