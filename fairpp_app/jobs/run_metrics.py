@@ -117,7 +117,7 @@ def _add_consistency(result: dict, store: Store, grid: _AnswerGrid,
     for run_id, members in sources:
         twins += [(grid.row[a], grid.row[b]) for a, b in store.framing_twins(run_id)
                   if a in grid.row and b in grid.row]
-        frame = store.order_probabilities(run_id, split)
+        frame = store.order_probabilities(run_id, split, sorted(members))
         for resp, part in frame.groupby("respondent"):
             if resp in members:
                 orders[resp] = (part[["p_a_fwd", "p_b_fwd", "p_c_fwd"]].to_numpy(dtype=float),
@@ -138,6 +138,19 @@ def _add_consistency(result: dict, store: Store, grid: _AnswerGrid,
             "framing": consistency.pair_consistency(codes[first], codes[second]),
             "wording": None,  # needs answers to the official bank: see pair_consistency
         }
+
+
+def respondent_consistency(store: Store, run_name: str, respondent: str,
+                           split: str = "all") -> dict:
+    """One respondent's ``consistency`` and ``uniform_distance``, as ``run_metrics`` reports
+    them, without the rest of the run (the inspector shows the target persona's)."""
+    run = store.get_run(run_name)
+    frame = store.record_frame(run["id"], split, respondents=[respondent])
+    result: dict = {"respondents": [respondent]}
+    _add_consistency(result, store, _AnswerGrid(frame, [respondent]), [(run["id"], {respondent})],
+                     split)
+    return {"consistency": result["consistency"][respondent],
+            "uniform_distance": result["uniform_distance"][respondent]}
 
 
 def _finite(x: float) -> float | None:

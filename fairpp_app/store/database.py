@@ -722,7 +722,8 @@ class Store:
 
     # ---- answer consistency (core/consistency.py) -----------------------------------------
 
-    def order_probabilities(self, run_id: int, split: str = "all"):
+    def order_probabilities(self, run_id: int, split: str = "all",
+                            respondents: list[str] | None = None):
         """Records scored in both option orders, as a DataFrame: question_id, respondent,
         ``fwd`` (the order shown) and ``swap`` (A and B swapped, mapped back) per letter."""
         import pandas as pd
@@ -735,6 +736,9 @@ class Store:
         if split != "all":
             sql += " AND q.split = ?"
             args.append(split)
+        if respondents:
+            sql += f" AND r.respondent IN ({','.join('?' * len(respondents))})"
+            args.extend(respondents)
         return pd.read_sql_query(sql, self.db.conn, params=args)
 
     def framing_twins(self, run_id: int) -> list[tuple[str, str]]:

@@ -109,6 +109,7 @@ async def test_without_a_run_it_says_what_to_do(store, make_app):
 async def test_next_inconsistent_answer_and_the_other_column(store, make_app):
     """`i` stops where a respondent changed its answer with options A/B swapped or in the
     other framing; the "other" column shows both, and imported human shares are summarised."""
+    from fairpp_app.core import metrics
     from fairpp_app.core.personas import builtin_personas
     from fairpp_app.store.database import TWIN_FIELDS
 
@@ -143,9 +144,16 @@ async def test_next_inconsistent_answer_and_the_other_column(store, make_app):
         battlers = next(line for line in lines if "P3 Disengaged Battlers" in line)
         assert "swap B" in battlers
         assert "swap A" in next(line for line in lines if "P4 Established Liberals" in line)
+        await until(pilot, lambda: "order kept" in plain(screen.query_one("#q-summary", Static)),
+                    "the target's consistency")
         summary = plain(screen.query_one("#q-summary", Static))
         assert "humans, survey bsa: Loyal Nationals (loyal-nationals) A 25% B 50% C 25% of 1,200" \
             in summary
+        # The target persona (6) kept every answer; its pairs are the run's.
+        pairs = len(store.framing_twins(run["id"]))
+        onehot = metrics.distance_from_uniform([1, 0, 0])[0]
+        assert (f"target {app.target} in this run: order kept 1.00 of 60 · framing same 1.00 of "
+                f"{pairs} pairs · JS from uniform {onehot:.3f}") in summary, summary
         await pilot.press("i")
         await until(pilot, lambda: any("no further answer" in n.message
                                        for n in app._notifications), "the last one")

@@ -75,6 +75,8 @@ class InspectorScreen(BaseScreen):
         self.question: Question | None = None
         self.records: list[dict] = []
         self.consistency: dict[str, dict] = {}
+        self.run_consistency: dict[tuple[int, str], dict] = {}  # (run, respondent) -> figures
+        self._consistency_pending: set[tuple[int, str]] = set()
 
     def compose(self) -> ComposeResult:
         app = self.app
@@ -223,6 +225,7 @@ class InspectorScreen(BaseScreen):
                       + (f"{w[1]:.6f} ({source}, split {self.question.split})" if w else "-"))
         summary.add_row(maj)
         summary.add_row(tw)
+        summary.add_row(self._target_consistency(run, target))
         for h in self.app.store.question_survey_shares(self.qid):
             summary.add_row(Text(f"humans, survey {h['survey']}: {h['segment']} ({h['persona']}) "
                                  f"A {h['share_a']:.0%} B {h['share_b']:.0%} C {h['share_c']:.0%}"
@@ -230,6 +233,36 @@ class InspectorScreen(BaseScreen):
         summary.add_row(Text(f"run {run['name']}: {len(self.records) - len(models)} persona and "
                              f"{len(models)} model answers", style="dim"))
         self.query_one("#q-summary", Static).update(summary)
+
+    def _target_consistency(self, run: dict, target: str) -> Text:
+        key = (run["id"], target)
+        figures = self.run_consistency.get(key)
+        if figures is None:
+            if key not in self._consistency_pending:
+                self._consistency_pending.add(key)
+                self.load_consistency(run["id"], run["name"], target)
+            return Text(f"target {target} in this run: consistency computing…", style="dim")
+        order, framing = figures["consistency"]["order"], figures["consistency"]["framing"]
+        uniform = figures["uniform_distance"]["shares"]
+        parts = [f"order kept {order['share']:.2f} of {order['questions']:,}" if order
+                 else "order: scored in one order",
+                 f"framing same {framing['share']:.2f} of {framing['pairs']:,} pairs" if framing
+                 else "framing: no pair",
+                 "JS from uniform " + ("-" if uniform is None else f"{uniform:.3f}")]
+        return Text(f"target {target} in this run: " + " · ".join(parts) + " (i: next inconsistent)")
+
+    @work(thread=True, exit_on_error=False, group="consistency")
+    def load_consistency(self, run_id: int, run_name: str, respondent: str) -> None:
+        from fairpp_app.store.database import Store
+
+        key = (run_id, respondent)
+        try:  # a failure goes to the app's worker handler; the key is free to retry
+            with Store(self.app.db_path) as store:
+                self.run_consistency[key] = run_metrics.respondent_consistency(
+                    store, run_name, respondent)
+        finally:
+            self._consistency_pending.discard(key)
+        self.app.call_from_thread(self._draw_summary)
 
     # Not exclusive: each (run, target, split) is loaded once, and asking for another one
     # must not cancel a load under way (its result fills the app's cache).
