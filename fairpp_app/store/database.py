@@ -686,13 +686,6 @@ class Store:
             [survey["id"]]).fetchall())
         return survey
 
-    def list_surveys(self) -> list[dict]:
-        return list(self.db.query("""
-            SELECT s.id, s.name, s.source, s.created_at,
-                   (SELECT count(*) FROM survey_segments g WHERE g.survey_id = s.id) AS segments,
-                   (SELECT count(*) FROM survey_shares h WHERE h.survey_id = s.id) AS rows
-            FROM surveys s ORDER BY s.id"""))
-
     def survey_shares(self, survey_id: int) -> list[dict]:
         """Every share row of a survey, in the order it was imported."""
         return list(self.db.query(
