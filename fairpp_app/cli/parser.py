@@ -83,6 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="let the file's answers and wording replace stored ones that differ "
                          "(default: keep the stored ones and report each difference)")
     _add_json(ic)
+    isv = add("survey", "import human answer shares per segment (a CSV in the layout the README "
+              "describes) as reference data for `fairpp metrics --reference`; any bad row "
+              "imports nothing", isub)
+    isv.add_argument("file", type=Path, help="CSV file: segment, persona, question_id (or the "
+                     "question's fields, or topic and dimension), share_a, share_b, share_c, n")
+    isv.add_argument("--name", required=True, help="name to store the survey under (an "
+                     "existing survey of that name is replaced)")
+    isv.add_argument("--map", metavar="SEGMENT=PERSONA", action="append", default=[],
+                     help="map a segment to a persona (number or slug) instead of, or over, the "
+                          "file's persona column; repeat for several segments")
+    _add_json(isv)
 
     ex = add("export", "export a run's questions with every respondent's answers")
     ex.add_argument("--run", required=True, help="run to export")
@@ -95,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--split", default="all", choices=("all", "train", "test", "scenario"))
     m.add_argument("--persona-run", help="take the personas' answers from this run instead")
     _add_bank(m)
+    m.add_argument("--reference", metavar="NAME",
+                   help="also compare every respondent with every segment of the survey NAME "
+                        "(imported with `fairpp import survey`), with 95%% intervals from its "
+                        "sample sizes")
     _add_json(m)
 
     w = add("weights", "the paper's sample weights for a target persona")

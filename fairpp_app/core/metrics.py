@@ -97,3 +97,32 @@ def soft_agreement(px: np.ndarray, py: np.ndarray) -> float | None:
     if len(px) == 0 or len(px) != len(py):
         return None
     return float(np.mean(np.sum(px * py, axis=1)))
+
+
+
+def js_distance_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """JS distance (natural log) between matching rows of ``p`` and ``q`` (counts or
+    probabilities over A/B/C, broadcast against each other); NaN where a row has no mass.
+    The vectorised form of ``js_similarity``'s distance, for many pairs at once."""
+    p = np.asarray(p, dtype=float)
+    q = np.asarray(q, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = p / p.sum(axis=-1, keepdims=True)
+        q = q / q.sum(axis=-1, keepdims=True)
+        m = (p + q) / 2.0
+        kl_p = np.where(p > 0, p * np.log(p / m), 0.0).sum(axis=-1)
+        kl_q = np.where(q > 0, q * np.log(q / m), 0.0).sum(axis=-1)
+        out = np.sqrt(np.maximum(0.0, (kl_p + kl_q) / 2.0))
+    bad = np.isnan(p).any(axis=-1) | np.isnan(q).any(axis=-1)
+    return np.where(bad, np.nan, out)
+
+
+def distance_from_uniform(p: np.ndarray) -> np.ndarray:
+    """JS distance (natural log) of each row of ``p`` (counts or probabilities over A/B/C)
+    to the uniform distribution; NaN for a row without mass.
+
+    Shown beside a similarity: a respondent close to uniform is close to every persona
+    whose shares are mixed, so its similarity says little about whom it resembles. The
+    largest possible value, for a one-hot row, is about 0.56.
+    """
+    return js_distance_rows(np.asarray(p, dtype=float).reshape(-1, 3), np.full(3, 1.0 / 3.0))

@@ -12,7 +12,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from fairpp_app.core import metrics
+from fairpp_app.core import consistency, metrics
 from fairpp_app.core.personas import Persona
 from fairpp_app.core.weighting import compute_weights
 from fairpp_app.store.database import Store
@@ -38,11 +38,30 @@ def prob_maps(frame) -> dict[str, dict[str, np.ndarray]]:
     return dict(out)
 
 
-def _ordered_respondents(frame, persona_slugs: list[str]) -> list[str]:
+def ordered_respondents(frame, persona_slugs: list[str]) -> list[str]:
+    """The personas first, in persona order, then the other respondents by name."""
     present = list(dict.fromkeys(frame["respondent"]))
     personas = [s for s in persona_slugs if s in present]
     others = sorted(r for r in present if r not in persona_slugs)
     return personas + others
+
+
+def run_frame(store: Store, run_name: str, slugs: list[str], split: str = "all",
+              persona_run: str | None = None, bank: str | None = None):
+    """The records a run's metrics read: the run's own, with the personas' taken from
+    ``persona_run`` when one is given. ``bank``: the question bank compared (default: the
+    run's own, ``Store.run_bank``)."""
+    run = store.get_run(run_name)
+    bank = bank or store.run_bank(run["id"])
+    frame = store.record_frame(run["id"], split, bank=bank)
+    if persona_run and persona_run != run_name:
+        import pandas as pd
+
+        ref = store.record_frame(store.get_run(persona_run)["id"], split, bank=bank)
+        ref = ref[ref["respondent"].isin(slugs)]
+        frame = frame[~frame["respondent"].isin(slugs)]
+        frame = pd.concat([ref, frame], ignore_index=True)
+    return frame
 
 
 def run_metrics(store: Store, run_name: str, personas: list[Persona], split: str = "all",
@@ -50,15 +69,9 @@ def run_metrics(store: Store, run_name: str, personas: list[Persona], split: str
     """``bank``: the question bank compared (default: the run's own, ``Store.run_bank``)."""
     run = store.get_run(run_name)
     bank = bank or store.run_bank(run["id"])
-    frame = store.record_frame(run["id"], split, bank=bank)
     slugs = [p.slug for p in personas]
-    if persona_run and persona_run != run_name:
-        ref = store.record_frame(store.get_run(persona_run)["id"], split, bank=bank)
-        ref = ref[ref["respondent"].isin(slugs)]
-        frame = frame[~frame["respondent"].isin(slugs)]
-        import pandas as pd
-        frame = pd.concat([ref, frame], ignore_index=True)
-    respondents = _ordered_respondents(frame, slugs)
+    frame = run_frame(store, run_name, slugs, split, persona_run, bank)
+    respondents = ordered_respondents(frame, slugs)
     target_personas = [s for s in slugs if s in respondents]
     grid = _AnswerGrid(frame, respondents)
 
@@ -92,7 +105,61 @@ def run_metrics(store: Store, run_name: str, personas: list[Persona], split: str
             result["soft_similarity"][r] = soft_s
             result["soft_agreement"][r] = soft_a
         result["by_dimension"][r] = by_dim
+    sources = ([(store.get_run(persona_run)["id"], set(target_personas)),
+                (run["id"], set(respondents) - set(target_personas))]
+               if persona_run and persona_run != run_name else [(run["id"], set(respondents))])
+    _add_consistency(result, store, grid, sources, split)
     return result
+
+
+def _add_consistency(result: dict, store: Store, grid: _AnswerGrid,
+                     sources: list[tuple[int, set[str]]], split: str) -> None:
+    """Each respondent's distance from uniform and answer consistency (core/consistency),
+    read from the run its answers come from."""
+    result["uniform_distance"], result["consistency"] = {}, {}
+    twins: list[tuple[int, int]] = []
+    orders: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for run_id, members in sources:
+        twins += [(grid.row[a], grid.row[b]) for a, b in store.framing_twins(run_id)
+                  if a in grid.row and b in grid.row]
+        frame = store.order_probabilities(run_id, split, sorted(members))
+        for resp, part in frame.groupby("respondent"):
+            if resp in members:
+                orders[resp] = (part[["p_a_fwd", "p_b_fwd", "p_c_fwd"]].to_numpy(dtype=float),
+                                part[["p_a_swap", "p_b_swap", "p_c_swap"]].to_numpy(dtype=float))
+    first = np.array([a for a, _ in twins], dtype=np.int64)
+    second = np.array([b for _, b in twins], dtype=np.int64)
+    for r in result["respondents"]:
+        codes = grid.codes[:, grid.col[r]]
+        probs = grid.probs[:, grid.col[r]]
+        probs = probs[~np.isnan(probs).any(axis=1)]
+        shares = np.bincount(codes[codes >= 0], minlength=3)
+        result["uniform_distance"][r] = {
+            "shares": _finite(metrics.distance_from_uniform(shares)[0]),
+            "probabilities": _finite(np.mean(metrics.distance_from_uniform(probs)))
+            if len(probs) else None}
+        result["consistency"][r] = {
+            "order": consistency.order_consistency(*orders[r]) if r in orders else None,
+            "framing": consistency.pair_consistency(codes[first], codes[second]),
+            "wording": None,  # needs answers to the official bank: see pair_consistency
+        }
+
+
+def respondent_consistency(store: Store, run_name: str, respondent: str,
+                           split: str = "all") -> dict:
+    """One respondent's ``consistency`` and ``uniform_distance``, as ``run_metrics`` reports
+    them, without the rest of the run (the inspector shows the target persona's)."""
+    run = store.get_run(run_name)
+    frame = store.record_frame(run["id"], split, respondents=[respondent])
+    result: dict = {"respondents": [respondent]}
+    _add_consistency(result, store, _AnswerGrid(frame, [respondent]), [(run["id"], {respondent})],
+                     split)
+    return {"consistency": result["consistency"][respondent],
+            "uniform_distance": result["uniform_distance"][respondent]}
+
+
+def _finite(x: float) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
 
 
 _ABSENT, _UNPARSED = -2, -1
@@ -112,6 +179,7 @@ class _AnswerGrid:
     def __init__(self, frame, respondents: list[str]) -> None:
         qids = list(dict.fromkeys(frame["question_id"]))
         row = {q: i for i, q in enumerate(qids)}
+        self.row = row
         self.col = {r: j for j, r in enumerate(respondents)}
         self.codes = np.full((len(qids), len(respondents)), _ABSENT, dtype=np.int64)
         self.probs = np.full((len(qids), len(respondents), 3), np.nan)

@@ -299,13 +299,17 @@ class Simulation:
             scores = self._with_retries(lambda: backend.score_options(
                 [t.prompt(cfg.calibrate) for t in tasks]))
             method = record_method(cfg)
+            orders: list = [None] * len(tasks)
             if cfg.debias == "permute":
                 swapped = self._with_retries(lambda: backend.score_options(
                     [t.prompt(cfg.calibrate, swap=True) for t in tasks]))
+                # Both orders are kept beside their average: answer consistency reads them.
+                orders = [(s.probs, w.swapped_ab().probs) for s, w in zip(scores, swapped)]
                 scores = [ans.average(s, w.swapped_ab()) for s, w in zip(scores, swapped)]
             elapsed = (time.perf_counter() - started) * 1000 / len(tasks)
-            for t, s in zip(tasks, scores):
-                rows.append(self._row(t, None, s.answer, s.probs, s.other_mass, method, elapsed))
+            for t, s, both in zip(tasks, scores, orders):
+                rows.append(self._row(t, None, s.answer, s.probs, s.other_mass, method, elapsed,
+                                      both))
         else:
             texts = self._with_retries(lambda: backend.generate(
                 [t.prompt(cfg.calibrate) for t in tasks], cfg.max_tokens))
@@ -314,14 +318,18 @@ class Simulation:
                 rows.append(self._row(t, text, ans.parse_letter(text), None, None, "text", elapsed))
         return rows
 
-    def _row(self, task: Task, raw, letter, probs, other, method, latency_ms) -> dict:
+    def _row(self, task: Task, raw, letter, probs, other, method, latency_ms,
+             orders: tuple | None = None) -> dict:
+        fwd, swap = orders if orders else ((None,) * 3, (None,) * 3)
         return {"run_id": self.run["id"], "question_id": task.question.id,
                 "respondent": task.respondent,
                 "respondent_kind": "model" if task.persona is None else "persona",
                 "raw_text": raw, "answer": letter,
                 "p_a": probs[0] if probs else None, "p_b": probs[1] if probs else None,
                 "p_c": probs[2] if probs else None, "other_mass": other, "method": method,
-                "latency_ms": round(latency_ms, 2)}
+                "latency_ms": round(latency_ms, 2),
+                **{f"p_{x}_fwd": p for x, p in zip("abc", fwd)},
+                **{f"p_{x}_swap": p for x, p in zip("abc", swap)}}
 
     def execute(self) -> Outcome:
         cfg = self.config

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from fairpp_app.store.database import Store
+from fairpp_app.store.database import Store, twin_sql
 
 #: Filter field -> question column, in the order the TUI shows them.
 FILTER_COLUMNS: dict[str, str] = {
@@ -195,3 +195,34 @@ def question_tier(records: list[dict], target: str) -> int | None:
         return None
     return tier_of(persona[target], [a for s, a in persona.items() if s != target])
 
+
+
+def _argmax_sql(prefix: str, order: str) -> str:
+    """SQL for the winning letter's index of one option order (ties to the first letter, as
+    ``OptionScores.answer`` breaks them)."""
+    a, b, c = (f"{prefix}p_{x}_{order}" for x in "abc")
+    return f"(CASE WHEN {a} >= {b} AND {a} >= {c} THEN 0 WHEN {b} >= {c} THEN 1 ELSE 2 END)"
+
+
+def next_inconsistent(store: Store, flt: QuestionFilter, qid: str | None,
+                      run_id: int) -> str | None:
+    """The next question after ``qid`` in the filter where, in run ``run_id``, a respondent
+    changed its answer when options A and B were swapped, or answered the same question in
+    its other framing differently (core/consistency.py defines both checks)."""
+    start = _rowid(store, qid) if qid else 0
+    where, args = flt.where("q")
+    table, same = twin_sql("t", "q")
+    # CROSS JOIN keeps the questions outside, in rowid order: the first match ends the search.
+    row = store.db.execute(
+        f"""SELECT q.id FROM questions q
+            CROSS JOIN records r ON r.question_id = q.id AND r.run_id = ?
+            WHERE q.rowid > ? AND {where} AND (
+              (r.p_a_fwd IS NOT NULL AND r.p_a_swap IS NOT NULL
+               AND {_argmax_sql('r.', 'fwd')} != {_argmax_sql('r.', 'swap')})
+              OR (r.answer IS NOT NULL AND EXISTS (
+                SELECT 1 FROM {table} JOIN records o ON o.question_id = t.id
+                 AND o.run_id = r.run_id AND o.respondent = r.respondent
+                WHERE {same} AND t.framing != q.framing AND o.answer IS NOT NULL
+                  AND o.answer != r.answer)))
+            ORDER BY q.rowid LIMIT 1""", [run_id, start or 0, *args]).fetchone()
+    return row[0] if row else None

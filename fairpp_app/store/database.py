@@ -25,7 +25,7 @@ import sqlite_utils
 from fairpp_app.core.errors import DatabaseError, NotFoundError, UsageError
 from fairpp_app.core.events import RunCrashed
 from fairpp_app.core.personas import Persona
-from fairpp_app.core.questions import DEFAULT_BANK, Question
+from fairpp_app.core.questions import DEFAULT_BANK, LETTERS, Question
 from fairpp_app.store.migrations import (  # noqa: F401  (re-exported: tests and tools use them)
     APPLICATION_ID,
     MIGRATIONS,
@@ -34,6 +34,17 @@ from fairpp_app.store.migrations import (  # noqa: F401  (re-exported: tests and
     schema_version,
     validate_and_upgrade,
 )
+
+#: Two questions are one question in its two framings when these fields agree.
+TWIN_FIELDS = ("kind", "topic", "category", "problem", "group_type", "group_name", "dimension")
+
+
+def twin_sql(t: str, q: str) -> tuple[str, str]:
+    """``(table, condition)`` that make ``questions`` alias ``t`` the same question as alias
+    ``q`` in any framing (the caller adds which), through the index made for it (schema 6),
+    which SQLite would not always pick by itself without statistics."""
+    return (f"questions {t} INDEXED BY idx_questions_twin",
+            " AND ".join(f"{t}.{c} = {q}.{c}" for c in TWIN_FIELDS))
 
 #: How a table's rows are named in messages.
 _NOUN = {"runs": "run", "trainings": "training"}
@@ -686,8 +697,143 @@ class Store:
         }
 
 
+    # ---- human reference surveys (jobs/survey.py) -------------------------------------------
+
+    def save_survey(self, name: str, source: str, segments: dict[str, str],
+                    rows: list[dict]) -> int:
+        """Store a survey under ``name``, replacing one of that name, in one transaction.
+
+        ``segments`` maps each segment to a persona slug; each row has ``segment``,
+        ``question_id`` or ``topic`` and ``dimension``, ``share_a/b/c`` and ``n``."""
+        with self.transaction():
+            self.db.execute("DELETE FROM surveys WHERE name = ?", [name])
+            survey_id = self.db.execute(
+                "INSERT INTO surveys (name, source, created_at) VALUES (?, ?, ?)",
+                [name, source, _now()]).lastrowid
+            self.db.conn.executemany(
+                "INSERT INTO survey_segments (survey_id, segment, persona) VALUES (?, ?, ?)",
+                [(survey_id, seg, persona) for seg, persona in segments.items()])
+            self.db.conn.executemany(
+                "INSERT INTO survey_shares (survey_id, segment, question_id, topic, dimension, "
+                "share_a, share_b, share_c, n) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(survey_id, r["segment"], r.get("question_id"), r.get("topic"),
+                  r.get("dimension"), r["share_a"], r["share_b"], r["share_c"], r["n"])
+                 for r in rows])
+        return survey_id
+
+    def get_survey(self, name: str) -> dict:
+        """A survey with its ``segments`` (segment -> persona slug); NotFoundError names the
+        surveys there are."""
+        rows = list(self.db.query("SELECT * FROM surveys WHERE name = ?", [name]))
+        if not rows:
+            known = [r["name"] for r in self.db.query("SELECT name FROM surveys ORDER BY id")]
+            hint = (f"; surveys here: {', '.join(known)}" if known else
+                    "; import one with `fairpp import survey FILE --name NAME`")
+            raise NotFoundError(f"no survey named '{name}'{hint}")
+        survey = rows[0]
+        survey["segments"] = dict(self.db.execute(
+            "SELECT segment, persona FROM survey_segments WHERE survey_id = ? ORDER BY rowid",
+            [survey["id"]]).fetchall())
+        return survey
+
+    def survey_shares(self, survey_id: int) -> list[dict]:
+        """Every share row of a survey, in the order it was imported."""
+        return list(self.db.query(
+            "SELECT segment, question_id, topic, dimension, share_a, share_b, share_c, n "
+            "FROM survey_shares WHERE survey_id = ? ORDER BY id", [survey_id]))
+
+    def question_survey_shares(self, qid: str) -> list[dict]:
+        """Human shares stored for one question, in every survey: the inspector shows them."""
+        return list(self.db.query(
+            "SELECT s.name AS survey, h.segment, g.persona, h.share_a, h.share_b, h.share_c, h.n "
+            "FROM survey_shares h JOIN surveys s ON s.id = h.survey_id "
+            "JOIN survey_segments g ON g.survey_id = h.survey_id AND g.segment = h.segment "
+            "WHERE h.question_id = ? ORDER BY s.id, h.id", [qid]))
+
+    def questions_by_cell(self, run_id: int, split: str = "all") -> dict[tuple[str, int], list[str]]:
+        """(topic, dimension) -> ids of the questions a run answered in that cell."""
+        sql = ("SELECT DISTINCT q.topic, q.dimension, q.id FROM records r "
+               "JOIN questions q ON q.id = r.question_id WHERE r.run_id = ?")
+        args: list[Any] = [run_id]
+        if split != "all":
+            sql += " AND q.split = ?"
+            args.append(split)
+        out: dict[tuple[str, int], list[str]] = {}
+        for topic, dimension, qid in self.db.execute(sql, args):
+            out.setdefault((topic, dimension), []).append(qid)
+        return out
+
+    # ---- answer consistency (core/consistency.py) -----------------------------------------
+
+    def order_probabilities(self, run_id: int, split: str = "all",
+                            respondents: list[str] | None = None):
+        """Records scored in both option orders, as a DataFrame: question_id, respondent,
+        ``fwd`` (the order shown) and ``swap`` (A and B swapped, mapped back) per letter."""
+        import pandas as pd
+
+        sql = ("SELECT r.question_id, r.respondent, r.p_a_fwd, r.p_b_fwd, r.p_c_fwd, "
+               "r.p_a_swap, r.p_b_swap, r.p_c_swap FROM records r "
+               "JOIN questions q ON q.id = r.question_id "
+               "WHERE r.run_id = ? AND r.p_a_fwd IS NOT NULL AND r.p_a_swap IS NOT NULL")
+        args: list[Any] = [run_id]
+        if split != "all":
+            sql += " AND q.split = ?"
+            args.append(split)
+        if respondents:
+            sql += f" AND r.respondent IN ({','.join('?' * len(respondents))})"
+            args.extend(respondents)
+        return pd.read_sql_query(sql, self.db.conn, params=args)
+
+    def framing_twins(self, run_id: int) -> list[tuple[str, str]]:
+        """(framing 1 id, framing 2 id) of every question a run answered in both framings."""
+        # Paired here rather than by a self-join: without statistics SQLite joins on the
+        # least selective index (dimension), thousands of rows per question.
+        sql = (f"SELECT q.id, q.framing, {', '.join('q.' + c for c in TWIN_FIELDS)} "
+               "FROM questions q WHERE q.id IN (SELECT DISTINCT question_id FROM records "
+               "WHERE run_id = ?) ORDER BY q.rowid")
+        by_key: dict[tuple, dict[int, str]] = {}
+        for qid, framing, *key in self.db.execute(sql, [run_id]):
+            by_key.setdefault(tuple(key), {})[framing] = qid
+        return [(pair[1], pair[2]) for pair in by_key.values() if 1 in pair and 2 in pair]
+
+    def framing_twin(self, qid: str) -> str | None:
+        """The id of the same question in its other framing, None when there is none."""
+        table, same = twin_sql("q2", "q1")
+        row = self.db.execute(
+            f"SELECT q2.id FROM questions q1 JOIN {table} ON {same} "
+            "AND q2.framing != q1.framing WHERE q1.id = ? ORDER BY q2.rowid LIMIT 1",
+            [qid]).fetchone()
+        return row[0] if row else None
+
+    def question_consistency(self, run_id: int, qid: str) -> dict[str, dict]:
+        """Per respondent of one question: the letter chosen in each option order (``fwd``,
+        ``swap``; None when scored once) and its answer to the other framing (``twin``)."""
+        out: dict[str, dict] = {}
+        for resp, *probs in self.db.execute(
+                "SELECT respondent, p_a_fwd, p_b_fwd, p_c_fwd, p_a_swap, p_b_swap, p_c_swap "
+                "FROM records WHERE run_id = ? AND question_id = ?", [run_id, qid]):
+            fwd, swap = probs[:3], probs[3:]
+            out[resp] = {"fwd": _argmax_letter(fwd), "swap": _argmax_letter(swap), "twin": None}
+        twin = self.framing_twin(qid)
+        if twin is not None:
+            for resp, answer in self.db.execute(
+                    "SELECT respondent, answer FROM records WHERE run_id = ? AND question_id = ?",
+                    [run_id, twin]):
+                out.setdefault(resp, {"fwd": None, "swap": None, "twin": None})["twin"] = answer
+        return out
+
+
+def _argmax_letter(probs) -> str | None:
+    """The letter of the largest probability (the first on a tie, as ``OptionScores.answer``)."""
+    if any(p is None for p in probs):
+        return None
+    return LETTERS[max(range(3), key=lambda i: probs[i])]
+
+
 RECORD_COLUMNS = ("run_id", "question_id", "respondent", "respondent_kind", "raw_text", "answer",
-                  "p_a", "p_b", "p_c", "other_mass", "method", "latency_ms", "created_at")
+                  "p_a", "p_b", "p_c", "other_mass", "method", "latency_ms", "created_at",
+                  # both option orders of a --debias permute record (schema v6); None otherwise
+                  "p_a_fwd", "p_b_fwd", "p_c_fwd", "p_a_swap", "p_b_swap", "p_c_swap")
 
 _UPSERT_RECORD = (
     f"INSERT INTO records ({', '.join(RECORD_COLUMNS)}) VALUES ({', '.join('?' * len(RECORD_COLUMNS))}) "

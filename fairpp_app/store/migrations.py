@@ -162,7 +162,58 @@ def _v5(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_questions_bank_split ON questions(bank, split)")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
+
+
+def _v6(db: sqlite_utils.Database) -> None:
+    """Both option orders of a ``--debias permute`` record, and human reference surveys.
+
+    ``records.p_*`` stays the average of the two orders, so every reader of an old run (or
+    of a run in one order) reads as before; the ``*_fwd`` columns hold the order as shown
+    and the ``*_swap`` columns the order with A and B swapped, mapped back onto the original
+    options, so the two compare option by option. NULL where a record was scored once.
+
+    A survey holds human answer shares per segment, for one question or for a (topic,
+    dimension) cell, with the number of people behind each share; each segment is mapped to
+    the persona that stands for it. The twin index finds a question's other framing.
+    """
+    for order in ("fwd", "swap"):
+        for letter in "abc":
+            db.execute(f"ALTER TABLE records ADD COLUMN p_{letter}_{order} REAL")
+    db.execute("""
+        CREATE TABLE surveys (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            source TEXT,
+            created_at REAL NOT NULL
+        )""")
+    db.execute("""
+        CREATE TABLE survey_segments (
+            survey_id INTEGER NOT NULL REFERENCES surveys(id) ON DELETE CASCADE,
+            segment TEXT NOT NULL,
+            persona TEXT NOT NULL,
+            PRIMARY KEY (survey_id, segment)
+        )""")
+    db.execute("""
+        CREATE TABLE survey_shares (
+            id INTEGER PRIMARY KEY,
+            survey_id INTEGER NOT NULL REFERENCES surveys(id) ON DELETE CASCADE,
+            segment TEXT NOT NULL,
+            question_id TEXT REFERENCES questions(id),
+            topic TEXT,
+            dimension INTEGER,
+            share_a REAL NOT NULL, share_b REAL NOT NULL, share_c REAL NOT NULL,
+            n INTEGER NOT NULL CHECK (n > 0),
+            CHECK ((question_id IS NULL) != (topic IS NULL AND dimension IS NULL))
+        )""")
+    db.execute("CREATE UNIQUE INDEX idx_survey_shares_item ON survey_shares "
+               "(survey_id, segment, coalesce(question_id, ''), coalesce(topic, ''), "
+               "coalesce(dimension, 0))")
+    db.execute("CREATE INDEX idx_survey_shares_question ON survey_shares(question_id)")
+    # A question's other framing in one lookup (answer consistency, the inspector's `i`).
+    db.execute("CREATE INDEX idx_questions_twin ON questions(problem, group_name, dimension, kind)")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -8,7 +8,7 @@ from textual.widgets import Static
 from fairpp_app.jobs import run_metrics
 from fairpp_app.store import browse
 from fairpp_app.tui.screens.inspector_screen import InspectorScreen
-from tests.support.tui_data import MODEL, RUN, SIZE, plain, wait_for_workers
+from tests.support.tui_data import MODEL, RUN, SIZE, plain, until, wait_for_workers
 
 pytestmark = pytest.mark.asyncio
 TEST_SPLIT = browse.QuestionFilter(split="test")
@@ -104,3 +104,63 @@ async def test_without_a_run_it_says_what_to_do(store, make_app):
         assert "No run with answers yet" in plain(screen.query_one("#q-summary", Static))
         await pilot.press("d")
         assert any("choose a run" in n.message for n in app._notifications)
+
+
+async def test_next_inconsistent_answer_and_the_other_column(store, make_app):
+    """`i` stops where a respondent changed its answer with options A/B swapped or in the
+    other framing; the "other" column shows both, and imported human shares are summarised."""
+    from fairpp_app.core import metrics
+    from fairpp_app.core.personas import builtin_personas
+    from fairpp_app.store.database import TWIN_FIELDS
+
+    personas = builtin_personas()
+    qs = store.questions("test", limit=60)
+    keys = [tuple(getattr(q, f) for f in TWIN_FIELDS) for q in qs]
+    i, j = next((a, b) for a in range(len(qs)) for b in range(a + 1, len(qs))
+                if keys[a] == keys[b])
+    k = j + 1 + (keys[j + 1] == keys[j + 2])  # a question whose twin stays consistent
+    run = store.create_run("steady", "simulation", mode="logprob", status="finished")
+    steady = {"p_a": 0.6, "p_b": 0.3, "p_c": 0.1, "p_a_fwd": 0.6, "p_b_fwd": 0.3, "p_c_fwd": 0.1,
+              "p_a_swap": 0.6, "p_b_swap": 0.3, "p_c_swap": 0.1}
+    rows = [{"run_id": run["id"], "question_id": q.id, "respondent": p.slug, "answer": "A",
+             "method": "logprob+permute", **steady} for q in qs for p in personas]
+    for row in rows:
+        if row["question_id"] == qs[j].id and row["respondent"] == personas[1].slug:
+            row["answer"] = "B"  # framing: A in one framing, B in the other
+        if row["question_id"] == qs[k].id and row["respondent"] == personas[2].slug:
+            row.update(p_a_swap=0.2, p_b_swap=0.7)  # order: B wins once A and B swap
+    store.upsert_records(rows)
+    store.save_survey("bsa", "bsa.csv", {"Loyal Nationals": "loyal-nationals"},
+                      [{"segment": "Loyal Nationals", "question_id": qs[k].id, "share_a": 0.25,
+                        "share_b": 0.5, "share_c": 0.25, "n": 1200}])
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        app.run_name = "steady"
+        screen = await _inspect(app, pilot, qs[0].id)
+        for expected in [n for n in (i, j, k) if n != 0]:
+            await pilot.press("i")
+            await until(pilot, lambda e=expected: screen.qid == qs[e].id, f"question {expected}")
+        lines = plain(screen.query_one("#answers", Static)).splitlines()
+        battlers = next(line for line in lines if "P3 Disengaged Battlers" in line)
+        assert "swap B" in battlers
+        assert "swap A" in next(line for line in lines if "P4 Established Liberals" in line)
+        await until(pilot, lambda: "order kept" in plain(screen.query_one("#q-summary", Static)),
+                    "the target's consistency")
+        summary = plain(screen.query_one("#q-summary", Static))
+        assert "humans, survey bsa: Loyal Nationals (loyal-nationals) A 25% B 50% C 25% of 1,200" \
+            in summary
+        # The target persona (6) kept every answer; its pairs are the run's.
+        pairs = len(store.framing_twins(run["id"]))
+        onehot = metrics.distance_from_uniform([1, 0, 0])[0]
+        assert (f"target {app.target} in this run: order kept 1.00 of 60 · framing same 1.00 of "
+                f"{pairs} pairs · JS from uniform {onehot:.3f}") in summary, summary
+        await pilot.press("i")
+        await until(pilot, lambda: any("no further answer" in n.message
+                                       for n in app._notifications), "the last one")
+        assert screen.qid == qs[k].id
+        await pilot.press("p")
+        await until(pilot, lambda: screen.qid != qs[k].id, "a step back")
+        screen.show(qs[j].id)
+        pragmatists = next(line for line in plain(screen.query_one("#answers", Static)).splitlines()
+                           if "P2 Civic Pragmatists" in line)
+        assert f"f{qs[i].framing} A" in pragmatists

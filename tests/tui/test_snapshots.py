@@ -71,9 +71,10 @@ def test_home_first_steps(tmp_path, template_db, monkeypatch, snap_compare):
 def test_inspector(snap_db, snap_compare):
     """The inspector on the third test question of the synthetic run: its metadata, text and
     A/B/C options; majority A with one persona (3, Disengaged Battlers) on B, so tier 2 for
-    the target persona 6 with its computed weight; the answers table with seven personas and
+    the target persona 6 with its computed weight, and its consistency in the run (scored in
+    one order; the share of framing pairs answered alike); the answers table with seven personas and
     the model 'tiny-model', each with a letter, small probability bars with their figures
-    (0.00-1.00), the text of the option it chose, and a latency."""
+    (0.00-1.00), the text of the option it chose, and a latency; `i Inconsistent` in the footer."""
     path, questions = snap_db
 
     async def open_inspector(pilot) -> None:

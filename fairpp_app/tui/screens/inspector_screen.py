@@ -1,11 +1,16 @@
 """Inspector: one question, and how every respondent of a run answered it.
 
-Stepping (previous/next, next disagreement, next unparsed) follows the filter the
-questions screen had when the inspector opened, with keyset queries from ``browse``, so a
+Stepping (previous/next, next disagreement, next unparsed, next inconsistent answer)
+follows the filter the questions screen had when the inspector opened, with keyset queries from ``browse``, so a
 step costs a few indexed lookups. The tier of the question for the target persona comes
 from its own records; the weight needs the tier sizes of the whole split, so it is read
 from stored weights or computed once per (run, target, split) in a thread worker and
 cached on the app.
+
+Beside each answer, the "other" column shows what the same respondent chose with options A
+and B swapped (runs simulated with ``--debias permute``) and in the question's other
+framing, in red where that differs; human answer shares of imported surveys, where they
+cover the question, are part of the summary.
 """
 
 from __future__ import annotations
@@ -26,6 +31,22 @@ from fairpp_app.tui.screens.base_screen import BaseScreen
 from fairpp_app.tui.widgets.bars import LETTER_COLOURS, prob_bars
 
 PROBS_WIDTH = len(prob_bars((1.0, 0.0, 0.0)).plain.rstrip())
+OTHER_WIDTH = 13  # "swap B · f2 A"
+
+
+def _other(answer: str | None, seen: dict, twin_label: str) -> Text:
+    """What the respondent chose with A/B swapped (red when not its choice in the order shown)
+    and in the other framing (red when not ``answer``)."""
+    out = Text()
+    for label, letter, own in (("swap", seen.get("swap"), seen.get("fwd")),
+                               (twin_label, seen.get("twin"), answer)):
+        if letter is None:
+            continue
+        if out:
+            out.append(" · ", style="dim")
+        same = own is None or letter == own
+        out.append(f"{label} {letter}", style="dim" if same else "bold red")
+    return out or Text("-", style="dim")
 
 
 class InspectorScreen(BaseScreen):
@@ -36,12 +57,15 @@ class InspectorScreen(BaseScreen):
         Binding("p,left", "step(-1)", "Previous"),
         Binding("d", "next_matching('disagree')", "Disagreement"),
         Binding("u", "next_matching('unparsed')", "Unparsed"),
+        Binding("i", "next_inconsistent", "Inconsistent"),
     ]
     PALETTE = [
         ("Inspector: next question", "step(1)", "in the current filter"),
         ("Inspector: previous question", "step(-1)", "in the current filter"),
         ("Inspector: next question where personas disagree", "next_matching('disagree')", ""),
         ("Inspector: next unparsed answer", "next_matching('unparsed')", ""),
+        ("Inspector: next inconsistent answer", "next_inconsistent",
+         "another answer with options A/B swapped or in the other framing"),
     ]
 
     def __init__(self, qid: str, flt: browse.QuestionFilter | None = None, **kwargs) -> None:
@@ -50,6 +74,9 @@ class InspectorScreen(BaseScreen):
         self.filter = flt or browse.QuestionFilter()
         self.question: Question | None = None
         self.records: list[dict] = []
+        self.consistency: dict[str, dict] = {}
+        self.run_consistency: dict[tuple[int, str], dict] = {}  # (run, respondent) -> figures
+        self._consistency_pending: set[tuple[int, str]] = set()
 
     def compose(self) -> ComposeResult:
         app = self.app
@@ -96,6 +123,7 @@ class InspectorScreen(BaseScreen):
         self.app.inspected_qid = qid
         run = self.run
         self.records = browse.question_records(store, run["id"], qid) if run else []
+        self.consistency = store.question_consistency(run["id"], qid) if run else {}
         pos = browse.position(store, self.filter, qid)
         where = (f"{pos + 1:,} of {browse.count(store, self.filter):,} in {self.filter.describe()}"
                  if pos is not None else "outside the current filter")
@@ -123,15 +151,21 @@ class InspectorScreen(BaseScreen):
         table = Table(box=None, padding=(0, 1), header_style="bold", expand=False)
         # The figures keep their width; the names and the detail share what is left of the
         # screen (Rich would shrink every column alike, figures included).
-        rest = max(30, (self.size.width or 120) - 4 - PROBS_WIDTH - 3 - 5 - 10)
+        # The "other" column only where a respondent has another answer to show.
+        other = any(v["swap"] or v["twin"] for v in self.consistency.values())
+        rest = max(30, (self.size.width or 120) - 4 - PROBS_WIDTH - 3 - 5 - 10
+                   - (OTHER_WIDTH + 1 if other else 0))
         who_w = max(12, min(30, rest // 2))
         table.add_column("respondent", no_wrap=True, overflow="ellipsis", width=who_w)
         table.add_column("ans", no_wrap=True)
         table.add_column("P(A)     P(B)     P(C)", no_wrap=True)
         table.add_column("ms", justify="right", no_wrap=True)
+        if other:
+            table.add_column("other", no_wrap=True, width=OTHER_WIDTH)
         table.add_column("chosen option · raw text", overflow="ellipsis", no_wrap=True,
                          width=rest - who_w)
         options = dict(zip("ABC", self.question.options()))
+        twin = f"f{3 - self.question.framing}"
         for r in self.records:
             if r["respondent_kind"] == "persona" and r["number"] is not None:
                 who = Text(f"P{r['number']} {r['name']}")
@@ -151,7 +185,8 @@ class InspectorScreen(BaseScreen):
                 detail = Text(options[r["answer"]])
                 if raw:
                     detail.append(f" · {raw}", style="dim")
-            table.add_row(who, answer, probs, latency, detail)
+            seen = (_other(r["answer"], self.consistency.get(r["respondent"], {}), twin),) if other else ()
+            table.add_row(who, answer, probs, latency, *seen, detail)
         self.query_one("#answers", Static).update(table if self.records else "")
 
     def _draw_summary(self) -> None:
@@ -190,9 +225,44 @@ class InspectorScreen(BaseScreen):
                       + (f"{w[1]:.6f} ({source}, split {self.question.split})" if w else "-"))
         summary.add_row(maj)
         summary.add_row(tw)
+        summary.add_row(self._target_consistency(run, target))
+        for h in self.app.store.question_survey_shares(self.qid):
+            summary.add_row(Text(f"humans, survey {h['survey']}: {h['segment']} ({h['persona']}) "
+                                 f"A {h['share_a']:.0%} B {h['share_b']:.0%} C {h['share_c']:.0%}"
+                                 f" of {h['n']:,}"))
         summary.add_row(Text(f"run {run['name']}: {len(self.records) - len(models)} persona and "
                              f"{len(models)} model answers", style="dim"))
         self.query_one("#q-summary", Static).update(summary)
+
+    def _target_consistency(self, run: dict, target: str) -> Text:
+        key = (run["id"], target)
+        figures = self.run_consistency.get(key)
+        if figures is None:
+            if key not in self._consistency_pending:
+                self._consistency_pending.add(key)
+                self.load_consistency(run["id"], run["name"], target)
+            return Text(f"target {target} in this run: consistency computing…", style="dim")
+        order, framing = figures["consistency"]["order"], figures["consistency"]["framing"]
+        uniform = figures["uniform_distance"]["shares"]
+        parts = [f"order kept {order['share']:.2f} of {order['questions']:,}" if order
+                 else "order: scored in one order",
+                 f"framing same {framing['share']:.2f} of {framing['pairs']:,} pairs" if framing
+                 else "framing: no pair",
+                 "JS from uniform " + ("-" if uniform is None else f"{uniform:.3f}")]
+        return Text(f"target {target} in this run: " + " · ".join(parts) + " (i: next inconsistent)")
+
+    @work(thread=True, exit_on_error=False, group="consistency")
+    def load_consistency(self, run_id: int, run_name: str, respondent: str) -> None:
+        from fairpp_app.store.database import Store
+
+        key = (run_id, respondent)
+        try:  # a failure goes to the app's worker handler; the key is free to retry
+            with Store(self.app.db_path) as store:
+                self.run_consistency[key] = run_metrics.respondent_consistency(
+                    store, run_name, respondent)
+        finally:
+            self._consistency_pending.discard(key)
+        self.app.call_from_thread(self._draw_summary)
 
     # Not exclusive: each (run, target, split) is loaded once, and asking for another one
     # must not cancel a load under way (its result fills the app's cache).
@@ -233,6 +303,18 @@ class InspectorScreen(BaseScreen):
         if qid is None:
             self.notify("first question of this filter" if step < 0
                         else "last question of this filter")
+            return
+        self.show(qid)
+
+    def action_next_inconsistent(self) -> None:
+        run = self.run
+        if run is None:
+            self.notify("choose a run first", severity="warning")
+            return
+        qid = browse.next_inconsistent(self.app.store, self.filter, self.qid, run["id"])
+        if qid is None:
+            self.notify("no further answer that changes with the option order or the framing",
+                        title=run["name"])
             return
         self.show(qid)
 
