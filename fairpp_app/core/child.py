@@ -6,10 +6,9 @@ does not reach it, and a time-out can end its whole group), ``signal_name`` name
 that ended one, and ``crash_point`` is the single switch tests use to make one die for real.
 The supervised jobs (``jobs.supervisor``) and ``fairpp doctor`` both build on it.
 
-Run a function in a child process, so that a native crash in it is a result, not our end.
-
-llama.cpp, torch and mlx are native code: an illegal instruction or a segfault in them kills
-the process that loaded them, with no Python exception to catch. Anything that must survive
+``run_in_child`` runs a function in a child process, so that a native crash in it is a
+result, not our end. llama.cpp, torch and mlx are native code: an illegal instruction or a
+segfault in them kills the process that loaded them, with no Python exception to catch. Anything that must survive
 such a fault (``fairpp doctor``, and the app when it checks an engine) runs the risky part
 here: ``run_in_child("fairpp_app.jobs.doctor:probe_embedded", {...})`` starts
 ``python -m fairpp_app.core.child``, which calls the function with the keyword arguments and

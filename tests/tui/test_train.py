@@ -20,6 +20,25 @@ async def _open(app, pilot) -> TrainScreen:
     return app.screen
 
 
+@pytest.fixture
+def trainable(synthetic, request):
+    """``(store, tiny)``: train-split answers to learn from and the tiny random model (the
+    session's, asked for only once torch is known to be there)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("trl")
+    pytest.importorskip("peft")
+    store, _, _ = synthetic
+    insert_synthetic_run(store, n=24, split="train", name="train-answers")
+    return store, request.getfixturevalue("tiny_dir")
+
+
+def _tiny_form(tiny, name: str, steps: int, **more) -> dict:
+    """The form's values for a training of the tiny model on the train-split answers."""
+    return {"from_run": "train-answers", "base": str(tiny), "name": name, "max_steps": steps,
+            "batch_size": 4, "grad_accum": 1, "eval_every": 0, "limit": 24, "device": "cpu",
+            "save_every": 5, **more}
+
+
 def _add_training(store, name: str = "wdpo-p6") -> dict:
     row = store.create_training(name, "wdpo", "disengaged-traditionalists", "gemma-3-270m",
                                 RUN, {"config": {}}, status="finished")
@@ -90,22 +109,12 @@ async def test_form_comes_from_training_config_and_checks_it(synthetic, make_app
         assert not screen.running
 
 
-async def test_a_real_tiny_training_runs_from_the_screen(synthetic, make_app, tmp_path):
-    pytest.importorskip("torch")
-    pytest.importorskip("trl")
-    pytest.importorskip("peft")
-    from tests.support.tiny_models import build_tiny_model
-
-    tiny = build_tiny_model(tmp_path / "tiny-llama")
-    store, _, _ = synthetic
-    insert_synthetic_run(store, n=24, split="train", name="train-answers")
+async def test_a_real_tiny_training_runs_from_the_screen(trainable, make_app):
+    store, tiny = trainable
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         screen = await _open(app, pilot)
-        screen.query_one(ConfigForm).load({
-            "from_run": "train-answers", "base": str(tiny), "name": "tui-tiny", "max_steps": 2,
-            "batch_size": 4, "grad_accum": 1, "eval_every": 0, "limit": 24, "device": "cpu",
-            "lr": 5e-3})
+        screen.query_one(ConfigForm).load(_tiny_form(tiny, "tui-tiny", 2, lr=5e-3))
         await pilot.press("f5")
         await wait_for_workers(app)
         await pilot.pause()
@@ -118,23 +127,13 @@ async def test_a_real_tiny_training_runs_from_the_screen(synthetic, make_app, tm
 
 
 async def test_a_crash_in_the_training_child_is_shown_and_the_app_keeps_running(
-        synthetic, make_app, tmp_path, monkeypatch):
-    pytest.importorskip("torch")
-    pytest.importorskip("trl")
-    pytest.importorskip("peft")
-    from tests.support.tiny_models import build_tiny_model
-
-    tiny = build_tiny_model(tmp_path / "tiny-llama")
-    store, _, _ = synthetic
-    insert_synthetic_run(store, n=24, split="train", name="train-answers")
+        trainable, make_app, monkeypatch):
+    store, tiny = trainable
     monkeypatch.setenv("FAIRPP_TEST_CRASH", "training-step:SIGSEGV:2")
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         screen = await _open(app, pilot)
-        screen.query_one(ConfigForm).load({
-            "from_run": "train-answers", "base": str(tiny), "name": "tui-crash", "max_steps": 4,
-            "batch_size": 4, "grad_accum": 1, "eval_every": 0, "limit": 24, "device": "cpu",
-            "save_every": 1})
+        screen.query_one(ConfigForm).load(_tiny_form(tiny, "tui-crash", 4, save_every=1))
         await pilot.press("f5")
         await until(pilot, lambda: bool(app.jobs), "the training child is started")
         assert app.jobs[-1].kind == "train"
@@ -154,22 +153,12 @@ async def test_a_crash_in_the_training_child_is_shown_and_the_app_keeps_running(
         assert "finished at step 4" in plain(screen.query_one("#train-state", Static))
 
 
-async def test_evaluate_from_the_trainings_table_makes_the_eval_run(synthetic, make_app,
-                                                                    tmp_path):
-    pytest.importorskip("torch")
-    pytest.importorskip("trl")
-    pytest.importorskip("peft")
-    from tests.support.tiny_models import build_tiny_model
-
-    tiny = build_tiny_model(tmp_path / "tiny-llama")
-    store, _, _ = synthetic
-    insert_synthetic_run(store, n=24, split="train", name="train-answers")
+async def test_evaluate_from_the_trainings_table_makes_the_eval_run(trainable, make_app):
+    store, tiny = trainable
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         screen = await _open(app, pilot)
-        screen.query_one(ConfigForm).load({
-            "from_run": "train-answers", "base": str(tiny), "name": "tui-eval", "max_steps": 2,
-            "batch_size": 4, "grad_accum": 1, "eval_every": 0, "limit": 24, "device": "cpu"})
+        screen.query_one(ConfigForm).load(_tiny_form(tiny, "tui-eval", 2))
         await pilot.press("f5")
         await wait_for_workers(app)
         await pilot.pause()
@@ -186,12 +175,6 @@ async def test_evaluate_from_the_trainings_table_makes_the_eval_run(synthetic, m
 
 
 # ---- the queue, the log, adoption, pause and cancel -------------------------------------------
-
-def _tiny_form(tiny, name: str, steps: int) -> dict:
-    return {"from_run": "train-answers", "base": str(tiny), "name": name, "max_steps": steps,
-            "batch_size": 4, "grad_accum": 1, "eval_every": 0, "limit": 24, "device": "cpu",
-            "save_every": 5}
-
 
 def _queue_text(screen) -> str:
     line = screen.query_one("#train-queue", Static)
@@ -230,19 +213,15 @@ async def test_f5_beside_a_live_job_queues_and_quitting_names_what_will_not_star
 
 
 async def test_a_queued_training_starts_when_the_live_job_ends_and_l_shows_its_log(
-        synthetic, make_app, tiny_dir):
-    pytest.importorskip("torch")
-    pytest.importorskip("trl")
-    pytest.importorskip("peft")
+        trainable, make_app):
     from fairpp_app.tui.screens.log_dialog import LogScreen
 
-    store, _, _ = synthetic
-    insert_synthetic_run(store, n=24, split="train", name="train-answers")
+    store, tiny = trainable
     busy = _claim_busy_run(store)
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         screen = await _open(app, pilot)
-        screen.query_one(ConfigForm).load(_tiny_form(tiny_dir, "queued", 2))
+        screen.query_one(ConfigForm).load(_tiny_form(tiny, "queued", 2))
         await pilot.press("f5")
         await until(pilot, lambda: "queued behind busy-sim" in _queue_text(screen), "the queue line")
         assert app.jobs == []
@@ -261,14 +240,10 @@ async def test_a_queued_training_starts_when_the_live_job_ends_and_l_shows_its_l
 
 
 async def test_a_live_training_child_is_adopted_by_a_new_app_and_f7_cancels_it(
-        synthetic, make_app, tiny_dir, db_path):
-    pytest.importorskip("torch")
-    pytest.importorskip("trl")
-    pytest.importorskip("peft")
-    store, _, _ = synthetic
-    insert_synthetic_run(store, n=24, split="train", name="train-answers")
+        trainable, make_app, db_path):
+    store, tiny = trainable
     # Started as an earlier app (or a terminal) would have: the new app did not start it.
-    job = start_training(db_path, **{**_tiny_form(tiny_dir, "adopted", 5000), "target": "6"})
+    job = start_training(db_path, **{**_tiny_form(tiny, "adopted", 5000), "target": "6"})
     try:
         wait_until(lambda: (store.find_training("adopted") or {}).get("status") == "running",
                    "the child claims its training", job=job)
@@ -291,17 +266,12 @@ async def test_a_live_training_child_is_adopted_by_a_new_app_and_f7_cancels_it(
         end_child(job)
 
 
-async def test_f6_pauses_the_child_f8_resumes_it_and_f7_cancels_it(synthetic, make_app,
-                                                                   tiny_dir):
-    pytest.importorskip("torch")
-    pytest.importorskip("trl")
-    pytest.importorskip("peft")
-    store, _, _ = synthetic
-    insert_synthetic_run(store, n=24, split="train", name="train-answers")
+async def test_f6_pauses_the_child_f8_resumes_it_and_f7_cancels_it(trainable, make_app):
+    store, tiny = trainable
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         screen = await _open(app, pilot)
-        screen.query_one(ConfigForm).load(_tiny_form(tiny_dir, "stepped", 5000))
+        screen.query_one(ConfigForm).load(_tiny_form(tiny, "stepped", 5000))
         await pilot.press("f5")
         await until(pilot, lambda: len(screen.loss.get("loss", ([], []))[0]) >= 2,
                     "two steps drawn")
