@@ -39,6 +39,14 @@ def _tiny_form(tiny, name: str, steps: int, **more) -> dict:
             "save_every": 5, **more}
 
 
+async def _start(app, pilot, values: dict) -> TrainScreen:
+    """Open the Train screen, fill the form with ``values`` and press F5."""
+    screen = await _open(app, pilot)
+    screen.query_one(ConfigForm).load(values)
+    await pilot.press("f5")
+    return screen
+
+
 def _add_training(store, name: str = "wdpo-p6") -> dict:
     row = store.create_training(name, "wdpo", "disengaged-traditionalists", "gemma-3-270m",
                                 RUN, {"config": {}}, status="finished")
@@ -113,9 +121,7 @@ async def test_a_real_tiny_training_runs_from_the_screen(trainable, make_app):
     store, tiny = trainable
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
-        screen = await _open(app, pilot)
-        screen.query_one(ConfigForm).load(_tiny_form(tiny, "tui-tiny", 2, lr=5e-3))
-        await pilot.press("f5")
+        screen = await _start(app, pilot, _tiny_form(tiny, "tui-tiny", 2, lr=5e-3))
         await wait_for_workers(app)
         await pilot.pause()
         row = store.get_training("tui-tiny")
@@ -132,9 +138,7 @@ async def test_a_crash_in_the_training_child_is_shown_and_the_app_keeps_running(
     monkeypatch.setenv("FAIRPP_TEST_CRASH", "training-step:SIGSEGV:2")
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
-        screen = await _open(app, pilot)
-        screen.query_one(ConfigForm).load(_tiny_form(tiny, "tui-crash", 4, save_every=1))
-        await pilot.press("f5")
+        screen = await _start(app, pilot, _tiny_form(tiny, "tui-crash", 4, save_every=1))
         await until(pilot, lambda: bool(app.jobs), "the training child is started")
         assert app.jobs[-1].kind == "train"
         await wait_for_workers(app)
@@ -157,9 +161,7 @@ async def test_evaluate_from_the_trainings_table_makes_the_eval_run(trainable, m
     store, tiny = trainable
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
-        screen = await _open(app, pilot)
-        screen.query_one(ConfigForm).load(_tiny_form(tiny, "tui-eval", 2))
-        await pilot.press("f5")
+        screen = await _start(app, pilot, _tiny_form(tiny, "tui-eval", 2))
         await wait_for_workers(app)
         await pilot.pause()
         assert store.get_training("tui-eval")["status"] == "finished"
@@ -220,9 +222,7 @@ async def test_a_queued_training_starts_when_the_live_job_ends_and_l_shows_its_l
     busy = _claim_busy_run(store)
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
-        screen = await _open(app, pilot)
-        screen.query_one(ConfigForm).load(_tiny_form(tiny, "queued", 2))
-        await pilot.press("f5")
+        screen = await _start(app, pilot, _tiny_form(tiny, "queued", 2))
         await until(pilot, lambda: "queued behind busy-sim" in _queue_text(screen), "the queue line")
         assert app.jobs == []
         store.release_run(busy["id"], "finished")  # the live job ends: the queue moves
@@ -270,9 +270,7 @@ async def test_f6_pauses_the_child_f8_resumes_it_and_f7_cancels_it(trainable, ma
     store, tiny = trainable
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
-        screen = await _open(app, pilot)
-        screen.query_one(ConfigForm).load(_tiny_form(tiny, "stepped", 5000))
-        await pilot.press("f5")
+        screen = await _start(app, pilot, _tiny_form(tiny, "stepped", 5000))
         await until(pilot, lambda: len(screen.loss.get("loss", ([], []))[0]) >= 2,
                     "two steps drawn")
         first = app.jobs[-1]

@@ -135,6 +135,8 @@ class TrainScreen(JobFollower, BaseScreen):
     def on_screen_resume(self) -> None:
         self.action_reload()
         self._refresh_runs()
+        if not self.running:  # one started in a terminal since the screen was last shown
+            self._adopt()
 
     def _refresh_runs(self) -> None:
         """Runs made since the form was built become choices for from_run."""
