@@ -29,6 +29,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace, stop) -> int:
     from fairpp_app.core.events import Progress, RetryScheduled, RunEnded, RunStarted
     from fairpp_app.core.simulation_config import SimulationConfig
+    from fairpp_app.jobs.heartbeat import Heartbeat
     from fairpp_app.jobs.simulation import LONG_RUN_S, Estimate, estimate, run_simulation
     from fairpp_app.jobs.supervisor import adopt_log
 
@@ -74,7 +75,7 @@ def _simulate(args: argparse.Namespace, stop) -> int:
         elif isinstance(event, RunEnded) and event.message:
             err.print(event.message)
 
-    with store, bar:
+    with store, Heartbeat(store.path), bar:
         outcome = run_simulation(store, config, personas, listener=listen, cancel=stop)
     summary = outcome.__dict__
     if args.json:
@@ -85,15 +86,17 @@ def _simulate(args: argparse.Namespace, stop) -> int:
     return {"finished": 0, "cancelled": 130, "paused": 130}.get(outcome.status, 1)
 
 
-def warn_beside_jobs(store, run: str | None) -> None:
-    """One line on stderr when other processes work on other runs now: it still runs, but two
-    engine jobs share the cores (the same run is refused later, by ``claim_run``)."""
+def warn_beside_jobs(store, name: str | None) -> None:
+    """One line on stderr when other processes work on other runs or trainings now: this one
+    still runs, but two engine jobs share the cores (the same run or training is refused
+    later, by the store's claim)."""
     import os
 
-    others = [r for r in store.live_runs()
-              if r["name"] != run and r["owner"].get("pid") != os.getpid()]
+    from fairpp_app.jobs.supervisor import live_jobs
+
+    others = [job for job in live_jobs(store) if job.name != name and job.pid != os.getpid()]
     if others:
-        jobs = ", ".join(f"'{r['name']}' (pid {r['owner'].get('pid')})" for r in others)
+        jobs = ", ".join(job.describe() for job in others)
         err.print(f"warning: another job is running: {jobs}; two engine jobs on "
                   f"{os.cpu_count()} cores slow both down (`fairpp jobs` lists them)",
                   markup=False, highlight=False, soft_wrap=True)
@@ -176,6 +179,7 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
     from fairpp_app.backends.base import BackendOptions
     from fairpp_app.backends.registry import create
     from fairpp_app.core.events import Progress, RunEnded
+    from fairpp_app.jobs.heartbeat import Heartbeat
     from fairpp_app.jobs.scenarios import generate_scenarios
 
     if args.attempts < 1 or (args.limit is not None and args.limit < 1):
@@ -193,7 +197,7 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
             err.print(event.message)
 
     options = BackendOptions(model=args.model, base_url=args.base_url, api_key_env=args.api_key_env)
-    with store, create(args.backend, options) as backend:
+    with store, Heartbeat(store.path), create(args.backend, options) as backend:
         outcome = generate_scenarios(store, backend, run_name=args.run, source_split=args.from_split,
                                      limit=args.limit, attempts=args.attempts, listener=listen)
     if args.json:

@@ -70,8 +70,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     current step (a checkpoint is saved either way), and its output moves to the training's log."""
     import json
 
-    from fairpp_app.cli.run_commands import stop_on_signals
+    from fairpp_app.cli.run_commands import stop_on_signals, warn_beside_jobs
     from fairpp_app.core.events import TrainingStarted
+    from fairpp_app.jobs.heartbeat import Heartbeat
     from fairpp_app.jobs.simulation import Stop
     from fairpp_app.jobs.supervisor import adopt_log
     from fairpp_app.training.config import TrainingConfig
@@ -86,6 +87,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     stop = Stop()
     with stop_on_signals(stop):
         store, personas = open_store(args)
+        warn_beside_jobs(store, args.resume or (config.name if config else None))
         printer = _training_listener(args.quiet, personas)
 
         def listen(event) -> None:
@@ -93,7 +95,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 adopt_log(event.training)
             printer(event)
 
-        with store:
+        with store, Heartbeat(store.path):
             outcome = run_training(store, personas, config, resume=args.resume, listener=listen,
                                    cancel=stop)
     if args.json:
@@ -106,6 +108,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from fairpp_app.core.events import Progress, RunEnded
+    from fairpp_app.jobs.heartbeat import Heartbeat
 
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be at least 1")
@@ -122,7 +125,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     options = dict(split=args.split, limit=args.limit, device=args.device,
                    batch_size=args.batch_size, listener=listen, bank=args.bank)
-    with store:
+    with store, Heartbeat(store.path):
         try:
             from fairpp_app.training.evaluate import evaluate_adapter, evaluate_base
         except ImportError as exc:

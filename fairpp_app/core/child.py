@@ -1,7 +1,14 @@
-"""Run a function in a child process, so that a native crash in it is a result, not our end.
+"""Child processes: how one is started, how its end is named, and the tests' crash switch.
 
-llama.cpp, torch and mlx are native code: an illegal instruction or a segfault in them kills
-the process that loaded them, with no Python exception to catch. Anything that must survive
+This module owns the three things every child of fairpp shares, whoever starts it:
+``spawn`` starts a process in its own session (closing the terminal or an SSH drop, SIGHUP,
+does not reach it, and a time-out can end its whole group), ``signal_name`` names the signal
+that ended one, and ``crash_point`` is the single switch tests use to make one die for real.
+The supervised jobs (``jobs.supervisor``) and ``fairpp doctor`` both build on it.
+
+``run_in_child`` runs a function in a child process, so that a native crash in it is a
+result, not our end. llama.cpp, torch and mlx are native code: an illegal instruction or a
+segfault in them kills the process that loaded them, with no Python exception to catch. Anything that must survive
 such a fault (``fairpp doctor``, and the app when it checks an engine) runs the risky part
 here: ``run_in_child("fairpp_app.jobs.doctor:probe_embedded", {...})`` starts
 ``python -m fairpp_app.core.child``, which calls the function with the keyword arguments and
@@ -86,6 +93,12 @@ class ChildResult:
         return ""
 
 
+def spawn(cmd: list[str], stdout, stderr, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start ``cmd`` in a session of its own, with no stdin and ``env`` over ours."""
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                            env={**os.environ, **(env or {})}, start_new_session=True)
+
+
 def run_in_child(target: str, kwargs: dict | None = None, timeout: float = 300.0,
                  env: dict[str, str] | None = None) -> ChildResult:
     """Call ``module:function(**kwargs)`` in a fresh Python process and report how it ended."""
@@ -95,9 +108,7 @@ def run_in_child(target: str, kwargs: dict | None = None, timeout: float = 300.0
         started = time.monotonic()
         # Its own process group, so that a time-out or our own interruption ends whatever the
         # child started as well.
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, env={**os.environ, **(env or {})},
-                                start_new_session=True)
+        proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         try:
             _, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fairpp_app.core.child import signal_name
+from fairpp_app.core.child import signal_name, spawn
 from fairpp_app.core.events import RunCrashed
 from fairpp_app.core.paths import logs_dir
 from fairpp_app.store.database import Store
@@ -173,10 +173,34 @@ def start(kind: str, argv: list[str], db: Path) -> Job:
     with open(pending, "ab") as out:
         out.write(f"==> fairpp {' '.join(argv)}\n".encode())
         out.flush()
-        process = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
-            env={**os.environ, JOB_LOG_ENV: str(pending), "PYTHONUNBUFFERED": "1"})
+        process = spawn(cmd, stdout=out, stderr=out,
+                        env={JOB_LOG_ENV: str(pending), "PYTHONUNBUFFERED": "1"})
     return Job(kind, Path(db), pending, process)
+
+
+@dataclass
+class LiveJob:
+    """An engine job a living process works on now: a run (a simulation, an evaluation,
+    scenarios) or a training, whoever started it (this app, another, a terminal)."""
+
+    kind: str  # the run's kind, or "training"
+    name: str
+    pid: int
+    host: str
+
+    def describe(self) -> str:
+        return f"{self.kind} '{self.name}' (pid {self.pid})"
+
+
+def live_jobs(store: Store, host: str | None = None) -> list[LiveJob]:
+    """The one answer to "which engine jobs run now": every run and training whose owner
+    lives (the store reaps the rest), on ``host`` only when given. The app's queue and the
+    CLI's warning both ask here, so a training counts wherever a simulation does."""
+    found = [LiveJob(run["kind"], run["name"], int(run["owner"]["pid"]), run["owner"].get("host"))
+             for run in store.live_runs()]
+    found += [LiveJob("training", row["name"], int(row["owner"]["pid"]), row["owner"].get("host"))
+              for row in store.live_trainings()]
+    return [job for job in found if host is None or job.host == host]
 
 
 def request_stop(pid: int, how: str) -> None:

@@ -11,8 +11,10 @@ on), the one place that turns it into what the user sees. A screen that shows fa
 itself too (an error panel, a state line) overrides ``BaseScreen.worker_failed``, which
 updates it and returns the notification's title.
 
-Simulations run as child processes (``jobs.supervisor``) that can outlive the app: quitting
-while one this app started still runs asks whether to stop it, leave it running or stay.
+Simulations and trainings run as child processes (``jobs.supervisor``) that can outlive the
+app: quitting while one this app started still runs asks whether to stop it, leave it running
+or stay. The queue of jobs waiting to start is not kept: quitting with jobs in it asks first,
+names them in the dialog and again on stderr once the app has gone.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class FairppApp(App[int]):
         self.weight_pending: set[tuple] = set()
         self.jobs: list = []  # the children (jobs.supervisor.Job) this app started
         self.job_queue = JobQueue(limit=self._max_jobs())  # heavy jobs waiting (job_queue)
+        self.dropped: list[str] = []  # the queued jobs quitting left unstarted
 
     @staticmethod
     def _max_jobs() -> int:
@@ -188,11 +191,13 @@ class FairppApp(App[int]):
             self.push_screen(HelpScreen())
 
     async def action_quit(self) -> None:
-        """Quit; while a child this app started still runs, ask about it first."""
+        """Quit; while a child this app started still runs, or jobs wait in the queue, ask
+        first (the dialog names both: see ``quit_dialog``)."""
         from fairpp_app.tui.screens.quit_dialog import QuitScreen
 
         running = [job for job in self.jobs if job.running()]
-        if not running:
+        queued = [item.label for item in self.job_queue.waiting]
+        if not running and not queued:
             self.exit()
             return
         names = []
@@ -201,12 +206,14 @@ class FairppApp(App[int]):
             names.append(run["name"] if run else f"process {job.pid}")
 
         def answered(choice: str | None) -> None:
+            if choice is not None:
+                self.dropped = queued  # run_app says so once the screen is back
             if choice == "leave":
                 self.exit()
             elif choice == "stop":
                 self.run_worker(self._stop_and_quit(running), group="quit")
 
-        self.push_screen(QuitScreen(names), answered)
+        self.push_screen(QuitScreen(names, queued), answered)
 
     async def _stop_and_quit(self, jobs: list) -> None:
         """Cancel the children (each writes its records in flight), wait briefly, quit."""
@@ -233,4 +240,8 @@ def run_app(db_path: Path | str) -> int:
         print(f"fairpp: error: {exc}", file=sys.stderr)
         return exc.exit_code
     app.run()
+    if app.dropped:
+        from fairpp_app.tui.screens.quit_dialog import queued_line
+
+        print(f"fairpp: {queued_line(app.dropped)}", file=sys.stderr)
     return app.return_code or 0

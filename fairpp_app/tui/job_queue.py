@@ -5,9 +5,14 @@ cores and slow each other down (``bench/contention.py`` measures by how much). S
 asked to start one while ``max_jobs`` (see
 ``core.user_config.max_jobs``; 1 unless the user raised it) are running already puts it
 here, and starts it when one of those ends, however it ends (finished, paused, cancelled,
-crashed): the screen checks ``JobQueue.may_start`` on its poll. What runs is counted by
-process: the children this app started that still run, and the runs a living process on
-this host works on (another app, ``fairpp simulate``), whoever started them.
+crashed): each screen's poll starts the queue's head when it is of its kind, so jobs start
+in the order they were asked for, whichever screen asked. What runs is counted by process:
+the children this app started that still run, and every run or training a living process
+on this host works on (another app, ``fairpp simulate``, ``fairpp train``), as
+``supervisor.live_jobs`` finds them.
+
+The queue lives in memory: quitting the app drops it, and the quit dialog says so, naming
+the jobs that will not start.
 
 Nothing here knows about screens: an entry carries what its screen needs to start it.
 """
@@ -17,6 +22,8 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 from typing import Any
+
+from fairpp_app.jobs.supervisor import live_jobs
 
 
 @dataclass
@@ -41,11 +48,8 @@ class JobQueue:
 
     def running(self, jobs: list, store, extra: list[Running] = ()) -> list[Running]:
         """The heavy jobs running now, one per process (see the module doc)."""
-        host = socket.gethostname()
-        found: dict[int, Running] = {}
-        for run in store.live_runs():
-            if run["owner"].get("host") == host:
-                found[int(run["owner"]["pid"])] = Running(int(run["owner"]["pid"]), run["name"])
+        found = {job.pid: Running(job.pid, job.name)
+                 for job in live_jobs(store, socket.gethostname())}
         for item in extra:  # the screen's own job: named by its run once it has one
             found.setdefault(item.pid, item)
         for job in jobs:
@@ -61,20 +65,13 @@ class JobQueue:
         self.waiting.append(item)
         return len(self.waiting)
 
-    def of_kind(self, kind: str) -> list[Queued]:
-        return [item for item in self.waiting if item.kind == kind]
+    def next_is(self, kind: str) -> bool:
+        """Whether the job to start next is of ``kind`` (its screen starts it)."""
+        return bool(self.waiting) and self.waiting[0].kind == kind
 
-    def take(self, kind: str) -> Queued | None:
-        """The next waiting job of ``kind`` (removed from the queue), or None."""
-        for item in self.waiting:
-            if item.kind == kind:
-                self.waiting.remove(item)
-                return item
-        return None
-
-    def remove(self, item: Queued) -> None:
-        if item in self.waiting:
-            self.waiting.remove(item)
+    def take(self) -> Queued:
+        """The next waiting job, removed from the queue."""
+        return self.waiting.pop(0)
 
     def describe(self, running: list[Running]) -> str:
         """One line: what the first waiting job waits behind, and the queue."""

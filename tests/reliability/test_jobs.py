@@ -1,8 +1,11 @@
-"""Supervised jobs: a simulation in a child process, paused, killed and resumed for real.
+"""Supervised jobs: a simulation in a child process, paused, killed and resumed for real;
+the heartbeat that ticks on its own; the warning a CLI job prints beside another.
 
 The child is the real ``fairpp simulate`` command on the embedded model, started the way the
 app starts it (``jobs.supervisor.start``); the tests look at it only through the database,
-the ``fairpp jobs`` command and the log file, as a second process would.
+the ``fairpp jobs`` command and the log file, as a second process would. The "other job"
+beside a CLI command is a run or training this test process claims for real: the test is
+its living owner.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ import pytest
 
 from fairpp_app.core.simulation_config import SimulationConfig
 from fairpp_app.jobs import supervisor
+from fairpp_app.jobs.heartbeat import Heartbeat
 from fairpp_app.store.database import Store
+from tests.support.jobs import wait_until
 
-pytestmark = pytest.mark.model
 FAIRPP = [sys.executable, "-m", "fairpp_app.cli"]
 RUN = "job-run"
 TOTAL = 20 * 7  # --limit 20, all seven personas
@@ -60,6 +64,7 @@ def _fairpp(db: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(FAIRPP + ["--db", str(db), *args], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.model
 def test_a_child_job_pauses_crashes_and_resumes_with_exact_counts(db_path, monkeypatch):
     monkeypatch.setenv("FAIRPP_TEST_KEY", "sk-secret-that-must-not-be-logged")
     config = SimulationConfig(run=RUN, split="test", limit=20, api_key_env="FAIRPP_TEST_KEY")
@@ -113,3 +118,62 @@ def test_jobs_commands_say_what_is_missing(db_path):
     assert stop.returncode == 4 and "no job is working on 'nothing'" in stop.stderr
     log = _fairpp(db_path, "jobs", "log", "nothing")
     assert log.returncode == 4 and "no log for 'nothing'" in log.stderr
+
+
+def _claimed(store: Store) -> tuple[dict, dict]:
+    """A simulation run and a training this process owns and works on ``running``."""
+    run = store.create_run("busy-sim", "simulation", backend="embedded", model="m",
+                           mode="logprob", status="created")
+    training = store.create_training("busy-train", "wdpo", "disengaged-traditionalists", "m",
+                                     "busy-sim", {"config": {}}, status="created")
+    store.claim_run(run["id"])
+    store.claim_training(training["id"])
+    return run, training
+
+
+def test_the_heartbeat_ticks_on_its_own_for_a_run_and_a_training(db_path):
+    with Store(db_path) as store:
+        run, training = _claimed(store)
+
+        def beats() -> tuple[float, float]:
+            return (store.get_run("busy-sim")["heartbeat"],
+                    store.get_training("busy-train")["heartbeat"])
+
+        first = beats()
+        # This process does nothing else meanwhile: only the heartbeat's thread writes.
+        with Heartbeat(db_path, every_s=0.05):
+            wait_until(lambda: all(b > f for b, f in zip(beats(), first, strict=True)),
+                       "both heartbeats advance", timeout=30)
+            store.release_run(run["id"], "paused")
+            paused = store.get_run("busy-sim")["heartbeat"]
+            later = beats()[1]
+            wait_until(lambda: beats()[1] > later, "the training's next beat", timeout=30)
+        # A released run is no longer this process's work: its heartbeat stays put.
+        assert store.get_run("busy-sim")["heartbeat"] == paused
+
+
+def test_a_bad_heartbeat_setting_is_refused(db_path, monkeypatch):
+    monkeypatch.setenv("FAIRPP_HEARTBEAT_S", "soon")
+    result = _fairpp(db_path, "train", "--resume", "nothing")
+    assert result.returncode == 2 and "$FAIRPP_HEARTBEAT_S must be a positive number" in result.stderr
+
+
+def test_cli_jobs_beside_a_live_job_warn_naming_it(db_path):
+    """``fairpp train`` beside a running simulation and ``fairpp simulate`` beside a running
+    training both name the other job; each then goes on (and here fails for its own reason)."""
+    with Store(db_path) as store:
+        run, training = _claimed(store)
+        me = os.getpid()
+        train = _fairpp(db_path, "train", "--resume", "no-such-training")
+        assert f"warning: another job is running: simulation 'busy-sim' (pid {me})" in train.stderr
+        assert f"training 'busy-train' (pid {me})" in train.stderr
+        assert train.returncode == 4 and "Traceback" not in train.stderr  # then its own error
+
+        store.release_run(run["id"], "paused")
+        simulate = _fairpp(db_path, "simulate", "--backend", "llamacpp", "--limit", "1")
+        assert f"warning: another job is running: training 'busy-train' (pid {me})" in simulate.stderr
+        assert "busy-sim" not in simulate.stderr and "needs --model PATH" in simulate.stderr
+
+        store.update_training(training["id"], status="paused")
+        quiet = _fairpp(db_path, "simulate", "--backend", "llamacpp", "--limit", "1")
+        assert "warning" not in quiet.stderr

@@ -21,7 +21,7 @@ import pytest
 
 from fairpp_app.jobs import supervisor
 from fairpp_app.store.database import Store
-from fairpp_app.training.config import TrainingConfig
+from tests.support.jobs import training_argv
 from tests.support.training_data import PERSONA_RUN
 
 
@@ -38,10 +38,9 @@ SAVE_EVERY = 10
 
 
 def _argv(tiny_dir: Path, name: str, steps: int = STEPS) -> list[str]:
-    config = TrainingConfig(method="wsft", from_run=PERSONA_RUN, base=str(tiny_dir), name=name,
-                            device="cpu", batch_size=2, grad_accum=1, max_steps=steps,
-                            save_every=SAVE_EVERY, eval_every=0)
-    return ["train", "--config-json", json.dumps(config.as_json()), "--quiet"]
+    return training_argv(method="wsft", from_run=PERSONA_RUN, base=str(tiny_dir), name=name,
+                         device="cpu", batch_size=2, grad_accum=1, max_steps=steps,
+                         save_every=SAVE_EVERY, eval_every=0)
 
 
 def _steps(db: Path, name: str) -> list[int]:

@@ -10,22 +10,18 @@ conditions with a deadline (the store, the screen's state), never a fixed sleep.
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import time
-
 import pytest
 from textual.widgets import DataTable, Static
 
 from fairpp_app.core.prompts import template_hash
 from fairpp_app.core.simulation_config import SimulationConfig
-from fairpp_app.jobs import supervisor
 from fairpp_app.store.database import Store
 from fairpp_app.tui.screens import simulate_screen
 from fairpp_app.tui.screens.log_dialog import LogScreen
 from fairpp_app.tui.screens.quit_dialog import QuitScreen
 from fairpp_app.tui.screens.simulate_screen import SimulateScreen, config_from_run
 from fairpp_app.tui.widgets.config_form import ConfigForm
+from tests.support.jobs import end_child, start_simulation, wait_until
 from tests.support.ollama_server import MODEL, Engine, FakeOllama
 from tests.support.tui_data import SIZE, plain, until, wait_for_workers
 
@@ -55,14 +51,6 @@ def _row(screen, name: str) -> list[str]:
 
 async def _until(pilot, condition, what: str, timeout: float = DEADLINE_S) -> None:
     await until(pilot, condition, what, timeout)
-
-
-def _until_sync(condition, what: str, timeout: float = DEADLINE_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f} s: {what}")
-        time.sleep(0.1)
 
 
 def _status(db_path, name: str) -> str | None:
@@ -323,7 +311,7 @@ async def test_a_job_left_running_at_quit_is_adopted_by_the_next_app(server, mak
     try:
         # The child goes on writing records after the app has gone.
         seen = _records(db_path, "outlives")[0]
-        _until_sync(lambda: _records(db_path, "outlives")[0] > seen + 1, "records after the quit")
+        wait_until(lambda: _records(db_path, "outlives")[0] > seen + 1, "records after the quit")
         assert job.running() and _status(db_path, "outlives") == "running"
 
         second = make_app()
@@ -426,11 +414,9 @@ async def test_an_adopted_live_run_also_makes_f5_wait(server, make_app, db_path,
     """A simulation another process works on counts as the running job, too."""
     monkeypatch.delenv("FAIRPP_MAX_JOBS", raising=False)
     server.hold_after(1)
-    config = SimulationConfig(**{**SimulationConfig().__dict__, **_ollama_form(server, "other", 2)})
-    other = supervisor.start("simulate", ["simulate", "--config-json",
-                                          json.dumps(dataclasses.asdict(config))], db_path)
+    other = start_simulation(db_path, **_ollama_form(server, "other", 2))
     try:
-        _until_sync(lambda: server.waiting == 1, "the other process's run held")
+        wait_until(lambda: server.waiting == 1, "the other process's run held", job=other)
         app = make_app()
         async with app.run_test(size=SIZE) as pilot:
             screen = await _open(app, pilot)
@@ -469,3 +455,33 @@ async def test_max_jobs_two_starts_the_second_at_once(server, make_app, db_path,
         server.release()
         await _until(pilot, lambda: not any(job.running() for job in app.jobs), "both end")
     assert _status(db_path, "one") == "finished" and _status(db_path, "two") == "finished"
+
+
+@pytest.mark.model
+async def test_the_heartbeat_ticks_while_the_child_waits_on_its_backend(server, db_path,
+                                                                       monkeypatch):
+    """A child held at one request writes no record and no progress, yet its heartbeat goes on
+    (``jobs.heartbeat``): a reader on another host does not take it for dead."""
+    monkeypatch.setenv("FAIRPP_HEARTBEAT_S", "0.2")  # the child's beat; the default is 10 s
+    server.hold_after(1)
+    job = start_simulation(db_path, **_ollama_form(server, "held", 3))
+    try:
+        wait_until(lambda: server.waiting == 1, "the second request held", job=job)
+        with Store(db_path) as store:
+            run = store.get_run("held")
+            first, events = run["heartbeat"], len(store.events(run_id=run["id"]))
+
+            def beats() -> float:
+                return store.get_run("held")["heartbeat"]
+
+            wait_until(lambda: beats() > first + 1.0, "five beats while the request is held",
+                       job=job)
+            assert len(store.events(run_id=run["id"])) == events  # no progress meanwhile
+            assert store.record_count(run["id"]) == 1 and server.waiting == 1
+        server.release()
+        end = job.wait(timeout=DEADLINE_S)
+        assert end.exit_code == 0, end.log_tail
+        assert _status(db_path, "held") == "finished" and _records(db_path, "held") == (3, 3)
+    finally:
+        server.release()
+        end_child(job)

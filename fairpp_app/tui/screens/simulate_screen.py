@@ -14,7 +14,8 @@ Pause and cancel are signals to the child (``supervisor.request_stop``), so they
 child this app did not start as well: when the screen opens while a simulation started by an
 earlier session still runs on this host, it adopts it, follows its events and notices its
 end when its status leaves ``running``. The records are the child's to write; resuming
-starts a new child on the same config, which plans only the missing records.
+starts a new child on the same config, which plans only the missing records. Starting,
+waiting, queueing and the log key are ``tui.job_follower``'s, shared with the Train screen.
 """
 
 from __future__ import annotations
@@ -23,14 +24,12 @@ import dataclasses
 import json
 import socket
 import time
-from dataclasses import dataclass
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.message import Message
 from textual.widgets import (
     Button,
     DataTable,
@@ -43,7 +42,6 @@ from textual.widgets import (
     Static,
     Switch,
 )
-from textual.worker import get_current_worker
 
 from fairpp_app.backends.registry import BACKENDS, available
 from fairpp_app.core.errors import (
@@ -63,7 +61,8 @@ from fairpp_app.core.events import (
 from fairpp_app.core.simulation_config import SimulationConfig
 from fairpp_app.jobs import supervisor
 from fairpp_app.jobs.simulation import LONG_RUN_S, estimate
-from fairpp_app.tui.job_queue import Queued, Running
+from fairpp_app.tui.job_follower import JobFollower
+from fairpp_app.tui.job_queue import Queued
 from fairpp_app.tui.screens.base_screen import BaseScreen
 from fairpp_app.tui.screens.confirm_dialog import ConfirmScreen
 from fairpp_app.tui.widgets.config_form import ConfigForm
@@ -98,7 +97,7 @@ def config_from_run(run: dict) -> dict:
     return values
 
 
-class SimulateScreen(BaseScreen):
+class SimulateScreen(JobFollower, BaseScreen):
     SUB_TITLE = "Simulate"
     BINDINGS = [
         Binding("f5", "start", "Start"),
@@ -117,12 +116,8 @@ class SimulateScreen(BaseScreen):
          "the last 200 lines the current (or last, or selected) run's process wrote"),
     ]
 
-    @dataclass
-    class JobEnded(Message):
-        """The child this screen started has ended (posted by the worker that waits on it)."""
-
-        job: supervisor.Job
-        end: supervisor.JobEnd
+    JOB_KIND = "simulate"
+    QUEUE_LINE = "#sim-queue"
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -272,45 +267,19 @@ class SimulateScreen(BaseScreen):
 
     def _start(self, config: SimulationConfig) -> None:
         """Start the child on ``config`` now, or queue it while ``max_jobs`` jobs run."""
-        queue = self.app.job_queue
-        running = queue.running(self.app.jobs, self.app.store, self._mine())
-        if queue.full(running):
-            label = config.run or f"a new {config.backend} run"
-            place = queue.add(Queued("simulate", label, config))
-            self._show_queue(running)
-            self.notify(f"{label} queued behind {', '.join(r.label for r in running)} "
-                        f"(place {place}); it starts when that job ends")
-            return
-        self._launch(config)
+        if self.start_or_queue(config.run or f"a new {config.backend} run", config):
+            self._launch(config)
 
-    def _mine(self) -> list[Running]:
-        """The job this screen follows, while it works (its run's name once known)."""
-        pid = self.job.pid if self.job is not None else self.pid if self.busy else None
-        if pid is None:
-            return []
-        return [Running(pid, self.run_name or f"process {pid}")]
+    def following(self) -> str | None:
+        return self.run_name
 
-    def _show_queue(self, running: list[Running] | None = None) -> None:
-        queue, line = self.app.job_queue, self.query_one("#sim-queue", Static)
-        line.display = bool(queue.waiting)
-        if queue.waiting:
-            if running is None:
-                running = queue.running(self.app.jobs, self.app.store, self._mine())
-            line.update(Text(queue.describe(running), style="bold yellow"))
+    def may_launch(self) -> bool:
+        # While running, too: with max_jobs above 1 the screen follows the newest child.
+        return self.state not in ("starting", "pausing", "cancelling")
 
-    def _drain(self) -> None:
-        """Start the next queued simulation once fewer than ``max_jobs`` jobs run."""
-        queue = self.app.job_queue
-        if not queue.of_kind("simulate") or self.state in ("starting", "pausing", "cancelling"):
-            return
-        running = queue.running(self.app.jobs, self.app.store, self._mine())
-        if queue.full(running):
-            self._show_queue(running)
-            return
-        item = queue.take("simulate")
+    def launch_queued(self, item: Queued) -> None:
         self.query_one("#sim-log", RichLog).write(f"starting queued [b]{item.label}[/b]")
         self._launch(item.payload)
-        self._show_queue()
 
     def _launch(self, config: SimulationConfig) -> None:
         """Start the child on ``config``; the poll and the worker follow it from here."""
@@ -327,14 +296,12 @@ class SimulateScreen(BaseScreen):
         latest = store.latest_event()
         self._follow(None, None, None, after=latest["id"] if latest else 0)
         argv = ["simulate", "--config-json", json.dumps(dataclasses.asdict(config)), "--quiet"]
-        self._started_at = time.time()
         try:
-            job = supervisor.start("simulate", argv, self.app.db_path)
+            job = self.start_child(argv)
         except OSError as exc:
             self._error(f"the simulation process could not start: {exc}")
             return
         self.job, self.pid = job, job.pid
-        self.app.jobs.append(job)
         bar = self.query_one("#sim-progress", ProgressBar)
         bar.display = True
         bar.update(total=None, progress=0)
@@ -414,23 +381,10 @@ class SimulateScreen(BaseScreen):
 
     def action_show_log(self) -> None:
         """The log of the job followed now (or last), else of the run selected in the table."""
-        from fairpp_app.tui.screens.log_dialog import LogScreen
-
-        if self.job is not None:
-            title, path = self.run_name or f"process {self.job.pid}", self.job.log()
-        elif self.run_name is not None:
-            title, path = self.run_name, supervisor.log_path(self.run_name)
-        else:
-            table = self.query_one("#sim-runs", DataTable)
-            if not table.row_count:
-                self.notify("no job has run yet: no log to show")
-                return
-            title = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
-            path = supervisor.log_path(title)
-        if not path.is_file():
-            self.notify(f"no log for {title} (logs are kept for jobs the app started)")
-            return
-        self.app.push_screen(LogScreen(title, path))
+        table = self.query_one("#sim-runs", DataTable)
+        selected = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value \
+            if table.row_count else None
+        self.show_log(selected)
 
     @on(Button.Pressed, "#sim-start")
     def _start_pressed(self) -> None:
@@ -446,28 +400,16 @@ class SimulateScreen(BaseScreen):
 
     # ---- following the child ------------------------------------------------------------------
 
-    # Not exclusive: with max_jobs above 1 the screen follows the newest child while the
-    # earlier ones keep their own waiting worker (which settles a crash).
-    @work(thread=True, exit_on_error=False, group="simulate")
-    def supervise(self, job: supervisor.Job) -> None:
-        """Wait for the child to end; settles a run it left running (``crashed``)."""
-        worker = get_current_worker()
-        # None: the app quits and leaves the child running.
-        end = job.wait_while(lambda: not worker.is_cancelled)
-        if end is not None:
-            self.post_message(self.JobEnded(job, end))
-
     def poll(self) -> None:
         """Draw the followed run's new events; notice an adopted run's end by its status;
         start a queued simulation when there is room."""
-        self._drain()
+        self.drain()
         if not self.busy:
             return
         store = self.app.store
         if self.run_id is None and self.job is not None:
-            run = store.run_owned_by(self.job.pid, socket.gethostname())
-            # A run an earlier process with a recycled pid worked on is not this child's.
-            if run is None or (run["status"] != "running" and run["updated_at"] < self._started_at):
+            run = self.claimed(self.job, training=False)
+            if run is None:
                 return
             self.run_id, self.run_name = run["id"], run["name"]
         if self.run_id is None:
@@ -524,7 +466,7 @@ class SimulateScreen(BaseScreen):
         elif isinstance(event, RunCrashed):
             log.write(f"[red]run {event.run} {event.describe()}[/]")
 
-    def on_simulate_screen_job_ended(self, message: JobEnded) -> None:
+    def on_job_follower_job_ended(self, message: JobFollower.JobEnded) -> None:
         if message.job is not self.job:
             return
         self.poll()  # the events the child wrote last

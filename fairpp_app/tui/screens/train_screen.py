@@ -5,7 +5,11 @@ the work is ``fairpp train --config-json ...`` started as a supervised child
 (``jobs.supervisor``), so a native crash in torch becomes a ``crashed`` training with the
 signal and the log's last lines while the app keeps running. Pause and Cancel are signals to
 that child (it stops after the current step and saves a checkpoint); a training left running
-when the app quit (or started in a terminal) is adopted when the screen opens.
+when the app quit (or started in a terminal) is adopted when the screen opens. F5 while
+``max_jobs`` engine jobs run (a simulation or a training, this app's or any other process's
+on this host) queues the training behind them; ``l`` shows the followed (or selected)
+training's log. Starting, waiting, queueing and the log are ``tui.job_follower``'s, shared
+with the Simulate screen.
 The charts never listen to the trainer directly: they replay the selected training's
 ``train_step`` / ``train_eval`` events from the events table and poll for new ones, so a
 training started here, one started with ``fairpp train`` in another terminal, and one
@@ -17,20 +21,17 @@ from __future__ import annotations
 
 import json
 import socket
-import time
-from dataclasses import dataclass
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.message import Message
 from textual.widgets import Button, DataTable, Footer, Header, Static
-from textual.worker import get_current_worker
 
 from fairpp_app.core.errors import FairppError, user_message
 from fairpp_app.jobs import supervisor
 from fairpp_app.training.config import TrainingConfig
+from fairpp_app.tui.job_follower import JobFollower
 from fairpp_app.tui.screens.base_screen import BaseScreen
 from fairpp_app.tui.widgets.config_form import ConfigForm
 from fairpp_app.tui.widgets.plots import LineChart
@@ -38,7 +39,7 @@ from fairpp_app.tui.widgets.plots import LineChart
 POLL_S = 1.0
 
 
-class TrainScreen(BaseScreen):
+class TrainScreen(JobFollower, BaseScreen):
     SUB_TITLE = "Train"
     BINDINGS = [
         Binding("f5", "start", "Start"),
@@ -47,6 +48,7 @@ class TrainScreen(BaseScreen):
         Binding("f8", "resume_selected", "Resume selected"),
         Binding("e", "evaluate", "Evaluate selected"),
         Binding("g", "reload", "Reload"),
+        Binding("l", "show_log", "Log"),
     ]
     PALETTE = [
         ("Train: start a training", "start", "with the settings in the form"),
@@ -56,21 +58,11 @@ class TrainScreen(BaseScreen):
         ("Train: evaluate the selected training", "evaluate",
          "its adapter answers the test split as run eval-NAME, in a child process"),
         ("Train: reload trainings", "reload", "re-read trainings and their events"),
+        ("Train: show the job's log", "show_log",
+         "the last 200 lines the current (or last, or selected) training's process wrote"),
     ]
-
-    @dataclass
-    class JobEnded(Message):
-        """The child this screen started has ended (posted by the worker that waits on it)."""
-
-        job: supervisor.Job
-        end: supervisor.JobEnd
-
-    @dataclass
-    class EvalEnded(Message):
-        """The evaluation child this screen started has ended."""
-
-        job: supervisor.Job
-        end: supervisor.JobEnd
+    JOB_KIND = "train"
+    QUEUE_LINE = "#train-queue"
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -96,6 +88,7 @@ class TrainScreen(BaseScreen):
                     yield Button("Cancel F7", id="train-cancel", variant="error", disabled=True)
                     yield Button("Resume F8", id="train-resume")
                 yield Static("idle", id="train-state")
+                yield Static(id="train-queue")
                 yield Static(id="train-error", classes="error")
                 yield Static(id="train-eval")
                 yield DataTable(id="trainings", cursor_type="row", zebra_stripes=True)
@@ -122,6 +115,7 @@ class TrainScreen(BaseScreen):
         table.add_column("status", key="status", width=10)
         self.query_one("#train-error").display = False
         self.query_one("#train-eval").display = False
+        self.query_one("#train-queue").display = False
         self.action_reload()
         self._adopt()
         self.set_interval(POLL_S, self.poll)
@@ -141,6 +135,8 @@ class TrainScreen(BaseScreen):
     def on_screen_resume(self) -> None:
         self.action_reload()
         self._refresh_runs()
+        if not self.running:  # one started in a terminal since the screen was last shown
+            self._adopt()
 
     def _refresh_runs(self) -> None:
         """Runs made since the form was built become choices for from_run."""
@@ -186,7 +182,9 @@ class TrainScreen(BaseScreen):
         self.poll(force=True)
 
     def poll(self, force: bool = False) -> None:
-        """Draw the events written since the last poll (a live training or a replay)."""
+        """Draw the events written since the last poll (a live training or a replay); start a
+        queued training when there is room."""
+        self.drain()
         self._find_child_training()
         self._eval_progress()
         if self.job is None and self.followed is not None and self.running:
@@ -236,9 +234,8 @@ class TrainScreen(BaseScreen):
         """Once this screen's child has claimed its training: select it and say so."""
         if self.job is None or self.followed is not None:
             return
-        row = self.app.store.training_owned_by(self.job.pid, socket.gethostname())
-        # A training an earlier process with a recycled pid worked on is not this child's.
-        if row is None or (row["status"] != "running" and row["updated_at"] < self._started_at):
+        row = self.claimed(self.job, training=True)
+        if row is None:
             return
         self.followed = row["name"]
         self._state(f"training {row['name']} in process {self.job.pid}…", True)
@@ -261,15 +258,16 @@ class TrainScreen(BaseScreen):
 
     @on(Button.Pressed, "#train-start")
     def action_start(self) -> None:
-        if self.running:
-            return
+        """Start (or, while ``max_jobs`` engine jobs run, queue) a training of the form's config."""
         try:
             config = self.query_one(ConfigForm).build()
             config.require_source()
         except FairppError as exc:
             self._error(str(exc))
             return
-        self._launch(config, None)
+        label = config.name or f"a new {config.method} training"
+        if self.start_or_queue(label, (config, None)):
+            self._launch(config, None)
 
     @on(Button.Pressed, "#train-resume")
     def action_resume_selected(self) -> None:
@@ -277,7 +275,30 @@ class TrainScreen(BaseScreen):
         if self.running or not table.row_count:
             return
         name = str(table.get_row_at(table.cursor_row)[0])
-        self._launch(None, name)
+        if self.start_or_queue(f"resuming {name}", (None, name)):
+            self._launch(None, name)
+
+    def action_show_log(self) -> None:
+        """The log of the training followed now (or last), else of the selected one."""
+        table = self.query_one("#trainings", DataTable)
+        self.show_log(str(table.get_row_at(table.cursor_row)[0]) if table.row_count else None)
+
+    # What the job follower (tui.job_follower) asks of this screen.
+
+    def following(self) -> str | None:
+        return self.followed
+
+    @property
+    def busy(self) -> bool:
+        return self.running
+
+    def may_launch(self) -> bool:
+        # One training followed at a time: a queued one waits for this screen's to end.
+        return not self.running
+
+    def launch_queued(self, item) -> None:
+        config, resume = item.payload
+        self._launch(config, resume)
 
     def action_pause(self) -> None:
         self._stop("pause")
@@ -302,26 +323,15 @@ class TrainScreen(BaseScreen):
             argv = ["train", "--resume", resume, "--quiet"]
         else:
             argv = ["train", "--config-json", json.dumps(config.as_json()), "--quiet"]
-        self._started_at = time.time()
         try:
-            job = supervisor.start("train", argv, self.app.db_path)
+            job = self.start_child(argv)
         except OSError as exc:
             self._error(f"the training process could not start: {exc}")
             return
         self.job, self.pid, self.followed = job, job.pid, None
-        self.app.jobs.append(job)
         self._state(f"resuming {resume} in process {job.pid}…" if resume else
                     f"preparing the training data in process {job.pid}…", True)
         self.supervise(job)
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="train")
-    def supervise(self, job: supervisor.Job) -> None:
-        """Wait for the child to end; settles a training it left running (``crashed``)."""
-        worker = get_current_worker()
-        # None: the app quits and leaves the child running.
-        end = job.wait_while(lambda: not worker.is_cancelled)
-        if end is not None:
-            self.post_message(self.JobEnded(job, end))
 
     def worker_failed(self, worker, error: BaseException) -> str | None:
         """The app's worker-failure handler calls this: the error panel and state say it."""
@@ -331,7 +341,9 @@ class TrainScreen(BaseScreen):
         self.poll()
         return "training failed"
 
-    def on_train_screen_job_ended(self, message: JobEnded) -> None:
+    def on_job_follower_job_ended(self, message: JobFollower.JobEnded) -> None:
+        if message.job is self.eval_job:
+            self._eval_ended(message.end)
         if message.job is not self.job:
             return
         self._find_child_training()
@@ -387,14 +399,13 @@ class TrainScreen(BaseScreen):
             return
         self._error("")
         try:
-            job = supervisor.start("evaluate", ["evaluate", "--adapter", name], self.app.db_path)
+            job = self.start_child(["evaluate", "--adapter", name], kind="evaluate")
         except OSError as exc:
             self._error(f"the evaluation process could not start: {exc}")
             return
         self.eval_job, self.eval_of = job, name
-        self.app.jobs.append(job)
         self._eval_line(f"evaluating {name} in process {job.pid}…")
-        self.supervise_eval(job)
+        self.supervise(job)
 
     def _eval_line(self, text: str) -> None:
         line = self.query_one("#train-eval", Static)
@@ -413,19 +424,8 @@ class TrainScreen(BaseScreen):
             self._eval_line(f"evaluating {self.eval_of}: {p.get('done', 0):,}/"
                             f"{p.get('total', 0):,} answers as run {run['name']}")
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="evaluate")
-    def supervise_eval(self, job: supervisor.Job) -> None:
-        """Wait for the evaluation child; settles a run it left running (``crashed``)."""
-        worker = get_current_worker()
-        # None: the app quits and leaves the child running.
-        end = job.wait_while(lambda: not worker.is_cancelled)
-        if end is not None:
-            self.post_message(self.EvalEnded(job, end))
-
-    def on_train_screen_eval_ended(self, message: EvalEnded) -> None:
-        if message.job is not self.eval_job:
-            return
-        name, end = self.eval_of, message.end
+    def _eval_ended(self, end: supervisor.JobEnd) -> None:
+        name = self.eval_of
         self.eval_job = self.eval_of = None
         run = self.app.store.find_run(end.run) if end.run else None
         if run is None:
