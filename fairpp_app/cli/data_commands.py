@@ -33,6 +33,10 @@ def cmd_import(args: argparse.Namespace) -> int:
                   "stored ones were kept (--replace takes the file's)")
     if report.replaced:
         err.print(f"{report.replaced:,} stored answers replaced by the file's")
+    if report.rows and not report.splits:  # no row got as far as a question: none imported
+        err.print(f"[bold red]nothing was imported[/]: none of the {report.rows:,} rows could be "
+                  "imported (see the problems above)")
+        return 1
     return 0
 
 

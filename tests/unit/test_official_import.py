@@ -426,3 +426,21 @@ def test_poles_of_a_user_s_own_templates_still_tell_rows_apart(store, bank, tmp_
     report = import_fairpp(store, write(frame, tmp_path / "own.csv"), builtin_personas())
     assert report.problems == [] and report.added == 6
     assert store.question_count(bank="official") == 6
+
+
+def test_a_file_whose_every_row_clashes_exits_1(db_path, bank, tmp_path, capsys):
+    """Nothing imported is a failure a script must see: exit 1, the reasons on stderr."""
+    frame, _ = official_frame(pairs(bank, 2, seed=18), hinted=False)
+    path = write(frame.drop(columns=["Option"]), tmp_path / "clashing.csv")
+    assert main(["--db", str(db_path), "import", "fairpp-csv", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "row 1 and row 2 are one question" in captured.err
+    assert "row 3 and row 4 are one question" in captured.err
+    assert "nothing was imported" in captured.err
+    with Store(db_path) as s:
+        assert s.question_count(bank="official") == 0 and s.record_count() == 0
+    # A re-import that finds everything stored already imported nothing new, and is fine.
+    good = write(official_frame(pairs(bank, 2, seed=19))[0], tmp_path / "good.csv")
+    assert main(["--db", str(db_path), "import", "fairpp-csv", str(good)]) == 0
+    assert main(["--db", str(db_path), "import", "fairpp-csv", str(good)]) == 0
