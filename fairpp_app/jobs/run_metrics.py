@@ -215,6 +215,7 @@ def run_weights(store: Store, run_name: str, target: Persona, personas: list[Per
     from fairpp_app.core.weighting import compute_weights
 
     run = store.get_run(run_name)
+    bank = bank or store.run_bank(run["id"])
     slugs = [p.slug for p in personas]
     answers = persona_answers(store, run_name, slugs, split, bank)
     present = sorted({s for by in answers.values() for s in by}, key=slugs.index)
@@ -223,21 +224,23 @@ def run_weights(store: Store, run_name: str, target: Persona, personas: list[Per
                          f"({target.slug}) in split '{split}'")
     result = compute_weights(answers, target.slug, present, alpha, beta)
     store.save_weights(run["id"], target.slug, alpha, beta, split, result.tiers, result.weights,
-                       result.skipped)
+                       result.skipped, bank=bank)
     return result
 
 
 def split_weights(store: Store, run_id: int, run_name: str, target: str, split: str,
-                  slugs: list[str], alpha: float = 1.0, beta: float = 1.0
-                  ) -> tuple[dict[str, tuple[int, float]], str]:
-    """Weights of a split for a target: stored ones when saved, else computed (not saved).
+                  slugs: list[str], alpha: float = 1.0, beta: float = 1.0,
+                  bank: str | None = None) -> tuple[dict[str, tuple[int, float]], str]:
+    """Weights of one bank's split for a target (default: the run's bank): stored ones when
+    saved, else computed (not saved).
 
     Returns ``(question id -> (tier, weight), "stored" | "computed")``.
     """
-    stored = store.load_weights(run_id, target, alpha, beta, split)
+    bank = bank or store.run_bank(run_id)
+    stored = store.load_weights(run_id, target, alpha, beta, split, bank=bank)
     if stored is not None:
         return stored, "stored"
-    answers = persona_answers(store, run_name, slugs, split)
+    answers = persona_answers(store, run_name, slugs, split, bank)
     present = sorted({s for by in answers.values() for s in by}, key=slugs.index)
     if target not in present:
         return {}, "computed"

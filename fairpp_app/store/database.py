@@ -567,15 +567,24 @@ class Store:
 
     def save_weights(self, run_id: int, target: str, alpha: float, beta: float, split: str,
                      tiers: list[dict], weights: dict[str, tuple[int, float]],
-                     skipped: list[str]) -> int:
+                     skipped: list[str], bank: str | None = None) -> int:
+        """Store a weight set, replacing the one of the same key (run, target, bank, alpha,
+        beta, split). ``bank``: the bank of the weighted questions, read from them when not
+        given (a split never mixes banks; fairpp when the set weighs no question)."""
+        if bank is None:
+            first = next(iter(weights), None) or next(iter(skipped), None)
+            row = self.db.execute("SELECT bank FROM questions WHERE id = ?",
+                                  [first]).fetchone() if first else None
+            bank = row[0] if row else DEFAULT_BANK
+        key = [run_id, target, bank, alpha, beta, split]
         with self.transaction():
             self.db.execute(
-                "DELETE FROM weight_sets WHERE run_id = ? AND target = ? AND alpha = ? "
-                "AND beta = ? AND split = ?", [run_id, target, alpha, beta, split])
+                "DELETE FROM weight_sets WHERE run_id = ? AND target = ? AND bank = ? "
+                "AND alpha = ? AND beta = ? AND split = ?", key)
             cur = self.db.execute(
-                "INSERT INTO weight_sets (run_id, target, alpha, beta, split, tiers, skipped, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [run_id, target, alpha, beta, split, json.dumps(tiers), json.dumps(skipped), _now()])
+                "INSERT INTO weight_sets (run_id, target, bank, alpha, beta, split, tiers, "
+                "skipped, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [*key, json.dumps(tiers), json.dumps(skipped), _now()])
             set_id = cur.lastrowid
             self.db.conn.executemany(
                 "INSERT INTO weights (set_id, question_id, tier, weight) VALUES (?, ?, ?, ?)",
@@ -583,10 +592,12 @@ class Store:
         return set_id
 
     def load_weights(self, run_id: int, target: str, alpha: float = 1.0, beta: float = 1.0,
-                     split: str = "train") -> dict[str, tuple[int, float]] | None:
+                     split: str = "train", bank: str = DEFAULT_BANK
+                     ) -> dict[str, tuple[int, float]] | None:
+        """The stored weights of one key (question id -> (tier, weight)), None when unsaved."""
         rows = list(self.db.query(
-            "SELECT id FROM weight_sets WHERE run_id = ? AND target = ? AND alpha = ? AND beta = ? "
-            "AND split = ?", [run_id, target, alpha, beta, split]))
+            "SELECT id FROM weight_sets WHERE run_id = ? AND target = ? AND bank = ? "
+            "AND alpha = ? AND beta = ? AND split = ?", [run_id, target, bank, alpha, beta, split]))
         if not rows:
             return None
         return {r["question_id"]: (r["tier"], r["weight"]) for r in self.db.query(

@@ -213,7 +213,53 @@ def _v6(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_questions_twin ON questions(problem, group_name, dimension, kind)")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+def _v8(db: sqlite_utils.Database) -> None:
+    """Weight sets keyed by bank too: a run with answers in both banks has a set per bank.
+
+    The key is the table's UNIQUE constraint, which SQLite cannot alter, so both weight
+    tables are rebuilt. The old ones are renamed first (the child, then the parent, so the
+    child's reference follows the parent's new name) and dropped last, child first: dropping
+    a parent that still has a child would cascade-delete the child's rows. A set made before
+    this version belongs to the bank of its questions (fairpp when it weighs none)."""
+    db.execute("ALTER TABLE weights RENAME TO weights_v7")
+    db.execute("ALTER TABLE weight_sets RENAME TO weight_sets_v7")
+    db.execute("""
+        CREATE TABLE weight_sets (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            target TEXT NOT NULL,
+            bank TEXT NOT NULL DEFAULT 'fairpp',
+            alpha REAL NOT NULL,
+            beta REAL NOT NULL,
+            split TEXT NOT NULL,
+            tiers TEXT NOT NULL,
+            skipped TEXT NOT NULL DEFAULT '[]',
+            created_at REAL NOT NULL,
+            UNIQUE (run_id, target, bank, alpha, beta, split)
+        )""")
+    db.execute("""
+        CREATE TABLE weights (
+            set_id INTEGER NOT NULL REFERENCES weight_sets(id) ON DELETE CASCADE,
+            question_id TEXT NOT NULL REFERENCES questions(id),
+            tier INTEGER NOT NULL,
+            weight REAL NOT NULL,
+            PRIMARY KEY (set_id, question_id)
+        )""")
+    db.execute("""
+        INSERT INTO weight_sets (id, run_id, target, bank, alpha, beta, split, tiers, skipped,
+                                 created_at)
+        SELECT s.id, s.run_id, s.target,
+               coalesce((SELECT q.bank FROM weights_v7 w JOIN questions q ON q.id = w.question_id
+                         WHERE w.set_id = s.id LIMIT 1), 'fairpp'),
+               s.alpha, s.beta, s.split, s.tiers, s.skipped, s.created_at
+        FROM weight_sets_v7 s""")
+    db.execute("INSERT INTO weights SELECT set_id, question_id, tier, weight FROM weights_v7")
+    db.execute("DROP TABLE weights_v7")
+    db.execute("DROP TABLE weight_sets_v7")
+
+
+# v7 (position sets) comes from another branch; until it is merged, v8 runs as the seventh step.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v8]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -444,3 +444,62 @@ def test_a_file_whose_every_row_clashes_exits_1(db_path, bank, tmp_path, capsys)
     good = write(official_frame(pairs(bank, 2, seed=19))[0], tmp_path / "good.csv")
     assert main(["--db", str(db_path), "import", "fairpp-csv", str(good)]) == 0
     assert main(["--db", str(db_path), "import", "fairpp-csv", str(good)]) == 0
+
+
+def test_weights_of_one_run_and_target_are_kept_per_bank(db_path, bank, tmp_path):
+    """An import run holding both banks (a fairpp export and the release's rows) gets a
+    weight set per bank; neither replaces the other, and each is read back alone."""
+    from fairpp_app.core.personas import resolve
+    from fairpp_app.jobs.run_metrics import run_weights, split_weights
+
+    questions = pairs(bank, 4, seed=20)
+    official, _ = official_frame(questions, seed=20)
+    fairpp, _ = official_frame(questions, seed=21)
+    fairpp["bank"] = "fairpp"  # a fairpp export: the same cells, fairpp's own questions
+    personas = builtin_personas()
+    target = resolve("6", personas)
+    with Store(db_path) as store:
+        import_fairpp(store, write(official, tmp_path / "o.csv"), personas, "both", split="test")
+        import_fairpp(store, write(fairpp, tmp_path / "f.csv"), personas, "both")
+        run_id = store.get_run("both")["id"]
+        ours = {q.id for q in questions}
+        theirs = set(row_ids(store, questions))
+        by_bank = {b: run_weights(store, "both", target, personas, split="all", bank=b)
+                   for b in ("fairpp", "official")}
+        assert set(by_bank["fairpp"].weights) == ours
+        assert set(by_bank["official"].weights) == theirs
+        for b, result in by_bank.items():
+            assert store.load_weights(run_id, target.slug, split="all", bank=b) == result.weights
+            got, source = split_weights(store, run_id, "both", target.slug, "all",
+                                        [p.slug for p in personas], bank=b)
+            assert (got, source) == (result.weights, "stored")
+        assert store.db.execute("SELECT count(*) FROM weight_sets").fetchone()[0] == 2
+        # Saving one bank's set again replaces that set only.
+        run_weights(store, "both", target, personas, split="all", bank="official")
+        assert store.load_weights(run_id, target.slug, split="all") == by_bank["fairpp"].weights
+        # A set saved without naming its bank takes its questions' bank.
+        store.save_weights(run_id, "x", 1.0, 1.0, "all", [], {next(iter(theirs)): (1, 1.0)}, [])
+        assert store.load_weights(run_id, "x", split="all", bank="official") is not None
+        assert store.load_weights(run_id, "x", split="all") is None
+
+
+def test_v6_weight_sets_upgrade_into_their_bank(tmp_path, bank):
+    path = tmp_path / "v6.db"
+    official = qb.Question(**{**bank[0].as_row(), "id": "o-1", "bank": "official",
+                              "twin_id": bank[0].id})
+    with Store(path, upgrade_to=6) as old:
+        old.upsert_questions([*bank[:3], official])
+        run = old.create_run("old", "import", status="finished")
+        for target, qid in (("a", bank[1].id), ("b", official.id)):
+            old.db.execute("INSERT INTO weight_sets (run_id, target, alpha, beta, split, tiers, "
+                           "created_at) VALUES (?, ?, 1, 1, 'train', '[]', 0)",
+                           [run["id"], target])
+            old.db.execute("INSERT INTO weights VALUES (last_insert_rowid(), ?, 2, 0.5)", [qid])
+    with Store(path) as new:
+        assert new.load_weights(run["id"], "a") == {bank[1].id: (2, 0.5)}
+        assert new.load_weights(run["id"], "b", bank="official") == {"o-1": (2, 0.5)}
+        assert new.load_weights(run["id"], "b") is None
+        # The cascade from a set to its weights survived the rebuild.
+        new.db.execute("DELETE FROM weight_sets WHERE target = 'a'")
+        assert new.db.execute("SELECT count(*) FROM weights").fetchone()[0] == 1
+        assert new.db.execute("PRAGMA foreign_key_check").fetchall() == []

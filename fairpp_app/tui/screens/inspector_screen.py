@@ -24,7 +24,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer, Header, Label, Select, Static
 
 from fairpp_app.core.errors import FairppError
-from fairpp_app.core.questions import Question, dimension_poles
+from fairpp_app.core.questions import DEFAULT_BANK, Question, dimension_poles
 from fairpp_app.jobs import run_metrics
 from fairpp_app.store import browse
 from fairpp_app.tui.screens.base_screen import BaseScreen
@@ -212,17 +212,20 @@ class InspectorScreen(BaseScreen):
             maj.append(f"   {unparsed} unparsed", style="bold red")
         target = app.target
         tier = browse.question_tier(self.records, target)
-        weights = app.weight_cache.get((run["id"], target, self.question.split))
+        q = self.question
+        weights = app.weight_cache.get((run["id"], target, q.bank, q.split))
         if tier is None:
             tw = Text(f"target {target}: no parsed answer here, so no tier or weight")
         elif weights is None:
             tw = Text(f"target {target}: tier {tier}, weight computing…")
-            self.load_weights(run["id"], run["name"], target, self.question.split)
+            self.load_weights(run["id"], run["name"], target, q.bank, q.split)
         else:
             by_q, source = weights
             w = by_q.get(self.qid)
             tw = Text(f"target {target}: tier {tier}, weight "
-                      + (f"{w[1]:.6f} ({source}, split {self.question.split})" if w else "-"))
+                      + (f"{w[1]:.6f} ({source}, split {q.split}"
+                         + (f" of the {q.bank} bank" if q.bank != DEFAULT_BANK else "") + ")"
+                         if w else "-"))
         summary.add_row(maj)
         summary.add_row(tw)
         summary.add_row(self._target_consistency(run, target))
@@ -264,20 +267,22 @@ class InspectorScreen(BaseScreen):
             self._consistency_pending.discard(key)
         self.app.call_from_thread(self._draw_summary)
 
-    # Not exclusive: each (run, target, split) is loaded once, and asking for another one
-    # must not cancel a load under way (its result fills the app's cache).
+    # Not exclusive: each (run, target, bank, split) is loaded once, and asking for another
+    # one must not cancel a load under way (its result fills the app's cache).
     @work(thread=True, exit_on_error=False, group="weights")
-    def load_weights(self, run_id: int, run_name: str, target: str, split: str) -> None:
+    def load_weights(self, run_id: int, run_name: str, target: str, bank: str,
+                     split: str) -> None:
         from fairpp_app.store.database import Store
 
-        key = (run_id, target, split)
+        key = (run_id, target, bank, split)
         if key in self.app.weight_cache or key in self.app.weight_pending:
             return
         self.app.weight_pending.add(key)
         try:  # a failure goes to the app's worker handler; the key is free to retry
             with Store(self.app.db_path) as store:
                 slugs = [p.slug for p in self.app.personas]
-                result = run_metrics.split_weights(store, run_id, run_name, target, split, slugs)
+                result = run_metrics.split_weights(store, run_id, run_name, target, split, slugs,
+                                                   bank=bank)
             self.app.weight_cache[key] = result
         finally:
             self.app.weight_pending.discard(key)
