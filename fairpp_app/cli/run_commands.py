@@ -260,21 +260,26 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def _print_consistency(result: dict) -> None:
-    table = Table("respondent", "order", "flips", "n", "framing", "flips", "pairs", "unif",
-                  "unif p", title="answer consistency")
-    for r in result["respondents"]:
-        c, u = result["consistency"][r], result["uniform_distance"][r]
-        order, framing = c["order"] or {}, c["framing"] or {}
+    table = Table("respondent", "order", "flips", "n", "framing", "flips", "pairs", "wording",
+                  "flips", "pairs", "unif", "unif p", title="answer consistency")
+    # Every respondent with a figure: wording can list one without answers in this bank.
+    for r, c in result["consistency"].items():
+        u = result["uniform_distance"].get(r, {})
+        order, framing, wording = c["order"] or {}, c["framing"] or {}, c.get("wording") or {}
         table.add_row(r, fmt(order.get("share")), fmt(order.get("flips")),
                       str(order.get("questions", "-")), fmt(framing.get("share")),
                       fmt(framing.get("flips")), str(framing.get("pairs", "-")),
-                      fmt(u["shares"]), fmt(u["probabilities"]))
+                      fmt(wording.get("share")), fmt(wording.get("flips")),
+                      str(wording.get("pairs", "-")), fmt(u.get("shares")),
+                      fmt(u.get("probabilities")))
     out.print(table)
     out.print("order: share of questions answered the same with options A and B swapped (n "
-              "questions); framing: share of framing 1/2 pairs answered the same; flips: A in "
-              "one, B in the other; unif: JS distance of the answer shares from uniform (unif "
-              "p: mean over questions, from the option probabilities)")
-    if not any(result["consistency"][r]["order"] for r in result["respondents"]):
+              "questions); framing: share of framing 1/2 pairs answered the same; wording: "
+              "share of fairpp questions answered the same in their official wording (read "
+              "from the run and the --persona-run, both banks); flips: A in one, B in the "
+              "other; unif: JS distance of the answer shares from uniform (unif p: mean over "
+              "questions, from the option probabilities)")
+    if not any(c["order"] for c in result["consistency"].values()):
         err.print("option order: no record scored in both orders (simulate with --debias "
                   "permute; runs from before schema 6 kept only the average)")
 

@@ -9,7 +9,9 @@ many personas (Dominguez-Olmedo et al., NeurIPS 2024). Two checks need no human 
   same option wins in both;
 - framing: every (problem, group, dimension) is asked in framing 1 ("which criterion")
   and framing 2 ("which explanation"), with option A the dimension's first pole and B its
-  second in both, so the same letter means the same pole.
+  second in both, so the same letter means the same pole;
+- wording: an official question and its fairpp twin (``twin_id``) are one question in two
+  texts, with the same poles as options A and B, so again the same letter is the same pole.
 
 Inputs are arrays, outputs plain dicts; questions without the data a check needs are left
 out of it and counted, never scored as consistent or not.
@@ -42,9 +44,8 @@ def order_consistency(fwd: np.ndarray, swap: np.ndarray) -> dict | None:
 def pair_consistency(first: np.ndarray, second: np.ndarray) -> dict | None:
     """Share of question pairs answered with the same letter in both of their versions.
 
-    The versions are framing 1 and framing 2 of one (problem, group, dimension); the same
-    function will compare fairpp's wording with the official one once a run holds answers
-    to both banks (issue 16's wording check: only the pairing is missing).
+    The versions are framing 1 and framing 2 of one (problem, group, dimension), or a
+    fairpp question and its official wording.
     ``first`` and ``second`` are answer codes of the pairs (0-2 for A-C, negative for no
     parsed answer); a pair counts when both are parsed. ``flips`` is the share of pairs
     that chose opposite poles (A in one version, B in the other). None without a pair.

@@ -105,11 +105,47 @@ def run_metrics(store: Store, run_name: str, personas: list[Persona], split: str
             result["soft_similarity"][r] = soft_s
             result["soft_agreement"][r] = soft_a
         result["by_dimension"][r] = by_dim
+    separate = bool(persona_run and persona_run != run_name)
     sources = ([(store.get_run(persona_run)["id"], set(target_personas)),
                 (run["id"], set(respondents) - set(target_personas))]
-               if persona_run and persona_run != run_name else [(run["id"], set(respondents))])
+               if separate else [(run["id"], set(respondents))])
     _add_consistency(result, store, grid, sources, split)
+    wording = wording_consistency(store, run["id"], store.get_run(persona_run)["id"]
+                                  if separate else None, set(slugs), split, bank)
+    for r, figures in wording.items():
+        # A respondent can have both wordings in the runs read and no answer in the bank
+        # compared (a persona-run of the other bank): it is listed here alone.
+        result["consistency"].setdefault(r, {"order": None, "framing": None})["wording"] = figures
     return result
+
+
+def wording_consistency(store: Store, run_id: int, persona_run_id: int | None,
+                        personas: set[str], split: str = "all",
+                        bank: str = "fairpp") -> dict[str, dict | None]:
+    """Per respondent, how often it chose the same letter for a fairpp question and for its
+    official twin (``consistency.pair_consistency``).
+
+    A simulation run answers one bank, so the two wordings are read from the run and the
+    persona-run together: a persona's answer from the persona-run where it has one, any
+    other respondent's from the run where it has one. ``split`` selects the pairs by the
+    split of their question in ``bank`` (the bank the other metrics compare)."""
+    runs = [run_id] + ([persona_run_id] if persona_run_id is not None else [])
+    answers: dict[tuple[str, str, str], dict[int, str | None]] = defaultdict(dict)
+    for rid, resp, official_id, side, answer in store.wording_answers(runs, split, bank):
+        answers[(resp, official_id, side)][rid] = answer
+    letters = {"A": 0, "B": 1, "C": 2}
+    codes: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
+    for (resp, official_id, side), by_run in answers.items():
+        order = runs[::-1] if resp in personas else runs
+        letter = by_run[next(rid for rid in order if rid in by_run)]
+        codes[resp][official_id][side] = letters.get(letter, _UNPARSED) if letter else _UNPARSED
+    out: dict[str, dict | None] = {}
+    for resp, by_question in codes.items():
+        both = [(c["fairpp"], c["official"]) for c in by_question.values() if len(c) == 2]
+        if both:
+            first, second = zip(*both)
+            out[resp] = consistency.pair_consistency(first, second)
+    return out
 
 
 def _add_consistency(result: dict, store: Store, grid: _AnswerGrid,
@@ -141,7 +177,7 @@ def _add_consistency(result: dict, store: Store, grid: _AnswerGrid,
         result["consistency"][r] = {
             "order": consistency.order_consistency(*orders[r]) if r in orders else None,
             "framing": consistency.pair_consistency(codes[first], codes[second]),
-            "wording": None,  # needs answers to the official bank: see pair_consistency
+            "wording": None,  # filled in by wording_consistency, which reads both banks
         }
 
 
@@ -154,6 +190,8 @@ def respondent_consistency(store: Store, run_name: str, respondent: str,
     result: dict = {"respondents": [respondent]}
     _add_consistency(result, store, _AnswerGrid(frame, [respondent]), [(run["id"], {respondent})],
                      split)
+    wording = wording_consistency(store, run["id"], None, set(), split, store.run_bank(run["id"]))
+    result["consistency"][respondent]["wording"] = wording.get(respondent)
     return {"consistency": result["consistency"][respondent],
             "uniform_distance": result["uniform_distance"][respondent]}
 

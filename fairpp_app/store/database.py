@@ -25,7 +25,7 @@ import sqlite_utils
 from fairpp_app.core.errors import DatabaseError, NotFoundError, UsageError
 from fairpp_app.core.events import RunCrashed
 from fairpp_app.core.personas import Persona
-from fairpp_app.core.questions import DEFAULT_BANK, LETTERS, Question
+from fairpp_app.core.questions import BANKS, DEFAULT_BANK, LETTERS, Question
 from fairpp_app.store.migrations import (  # noqa: F401  (re-exported: tests and tools use them)
     APPLICATION_ID,
     MIGRATIONS,
@@ -814,6 +814,35 @@ class Store:
             f"SELECT q2.id FROM questions q1 JOIN {table} ON {same} "
             "AND q2.framing != q1.framing WHERE q1.id = ? ORDER BY q2.rowid LIMIT 1",
             [qid]).fetchone()
+        return row[0] if row else None
+
+    def wording_answers(self, run_ids: list[int], split: str = "all",
+                        split_bank: str = DEFAULT_BANK) -> list[tuple]:
+        """Answers to both wordings of a question, in runs ``run_ids``: ``(run id, respondent,
+        official question id, side, answer)`` for every record on an official question that
+        has a fairpp twin (side ``official``) or on that twin (side ``fairpp``). With a
+        ``split``, only the pairs whose question in ``split_bank`` is in it (the two
+        wordings may sit in different splits of their banks)."""
+        if not run_ids:
+            return []
+        side = "f" if split_bank == DEFAULT_BANK else "o"
+        args: list[Any] = [BANKS[1], *run_ids]
+        sql = ("SELECT r.run_id, r.respondent, o.id, CASE WHEN r.question_id = o.id "
+               "THEN 'official' ELSE 'fairpp' END, r.answer "
+               "FROM questions o JOIN questions f ON f.id = o.twin_id "
+               "JOIN records r ON r.question_id IN (o.id, f.id) "
+               f"WHERE o.bank = ? AND r.run_id IN ({','.join('?' * len(run_ids))})")
+        if split != "all":
+            sql += f" AND {side}.split = ?"
+            args.append(split)
+        return self.db.execute(sql, args).fetchall()
+
+    def bank_twin(self, qid: str) -> str | None:
+        """The same question in the other bank: an official question's fairpp twin, or the
+        first official question that words a fairpp one differently; None when there is none."""
+        row = self.db.execute(
+            "SELECT coalesce(q.twin_id, (SELECT o.id FROM questions o WHERE o.twin_id = q.id "
+            "ORDER BY o.rowid LIMIT 1)) FROM questions q WHERE q.id = ?", [qid]).fetchone()
         return row[0] if row else None
 
     def question_consistency(self, run_id: int, qid: str) -> dict[str, dict]:

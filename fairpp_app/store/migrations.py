@@ -214,13 +214,17 @@ def _v6(db: sqlite_utils.Database) -> None:
 
 
 def _v8(db: sqlite_utils.Database) -> None:
-    """Weight sets keyed by bank too: a run with answers in both banks has a set per bank.
+    """Weight sets keyed by bank too (a run with answers in both banks has a set per bank),
+    and an index from a fairpp question to its official wordings.
 
     The key is the table's UNIQUE constraint, which SQLite cannot alter, so both weight
     tables are rebuilt. The old ones are renamed first (the child, then the parent, so the
     child's reference follows the parent's new name) and dropped last, child first: dropping
     a parent that still has a child would cascade-delete the child's rows. A set made before
-    this version belongs to the bank of its questions (fairpp when it weighs none)."""
+    this version belongs to the bank of its questions (fairpp when it weighs none).
+
+    The index on ``twin_id`` finds the official wordings of a fairpp question (wording
+    consistency, the inspector's `i`)."""
     db.execute("ALTER TABLE weights RENAME TO weights_v7")
     db.execute("ALTER TABLE weight_sets RENAME TO weight_sets_v7")
     db.execute("""
@@ -256,6 +260,7 @@ def _v8(db: sqlite_utils.Database) -> None:
     db.execute("INSERT INTO weights SELECT set_id, question_id, tier, weight FROM weights_v7")
     db.execute("DROP TABLE weights_v7")
     db.execute("DROP TABLE weight_sets_v7")
+    db.execute("CREATE INDEX idx_questions_twin_id ON questions(twin_id)")
 
 
 # v7 (position sets) comes from another branch; until it is merged, v8 runs as the seventh step.

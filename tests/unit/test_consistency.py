@@ -186,3 +186,52 @@ def test_permute_run_of_the_embedded_model_keeps_both_orders(store, capsys, db_p
     assert main(["--db", str(db_path), "metrics", "--run", "perm"]) == 0
     text = capsys.readouterr().out
     assert "answer consistency" in text and "unif p" in text
+
+
+def _expected_wording(fairpp_letters, official_letters) -> dict:
+    """Independent count of the wording check: same letter, and A against B."""
+    both = list(zip(fairpp_letters, official_letters))
+    return {"share": pytest.approx(np.mean([a == b for a, b in both])),
+            "flips": pytest.approx(np.mean([{a, b} == {"A", "B"} for a, b in both])),
+            "pairs": len(both)}
+
+
+def test_wording_consistency_pairs_each_question_with_its_official_twin(store, bank, tmp_path):
+    """An import run holding both banks (the release's rows and a fairpp export of the same
+    cells), and a persona-run whose official answers take the personas' place."""
+    from fairpp_app.jobs.importing import import_fairpp
+    from tests.support.official_files import official_frame, pairs, write
+
+    personas = builtin_personas()
+    questions = pairs(bank, 6, seed=30)
+    official, said_o = official_frame(questions, seed=30)
+    fairpp, said_f = official_frame(questions, seed=31)
+    fairpp["bank"] = "fairpp"
+    import_fairpp(store, write(official, tmp_path / "o.csv"), personas, "both", split="test")
+    import_fairpp(store, write(fairpp, tmp_path / "f.csv"), personas, "both")
+    result = run_metrics(store, "both", personas)
+    assert result["bank"] == "fairpp"
+    for who in said_o[0]:
+        assert result["consistency"][who]["wording"] == _expected_wording(
+            [s[who] for s in said_f], [s[who] for s in said_o]), who
+
+    # A split selects pairs by their question in the bank compared: fairpp's own split here.
+    in_test = [i for i, q in enumerate(questions) if q.split == "test"]
+    split = run_metrics(store, "both", personas, split="test")
+    for who in said_o[0]:
+        expected = (_expected_wording([said_f[i][who] for i in in_test],
+                                      [said_o[i][who] for i in in_test]) if in_test else None)
+        assert split["consistency"].get(who, {}).get("wording") == expected, who
+    # Compared on the official bank, every pair is in its test split.
+    official_test = run_metrics(store, "both", personas, split="test", bank="official")
+    assert all(official_test["consistency"][w]["wording"]["pairs"] == 12 for w in said_o[0])
+
+    # A persona-run's answers stand in for the personas' (both wordings read together);
+    # the models' stay the run's own.
+    again, said_again = official_frame(questions, seed=32)
+    import_fairpp(store, write(again, tmp_path / "again.csv"), personas, "again", split="test")
+    mixed = run_metrics(store, "both", personas, persona_run="again")
+    for who in said_o[0]:
+        source = said_again if who in {p.slug for p in personas} else said_o
+        assert mixed["consistency"][who]["wording"] == _expected_wording(
+            [s[who] for s in said_f], [s[who] for s in source]), who
