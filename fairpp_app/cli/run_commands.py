@@ -260,18 +260,26 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def _print_consistency(result: dict) -> None:
-    table = Table("respondent", "order", "flips", "n", "framing", "flips", "pairs", "wording",
-                  "flips", "pairs", "unif", "unif p", title="answer consistency")
-    # Every respondent with a figure: wording can list one without answers in this bank.
-    for r, c in result["consistency"].items():
+    rows = result["consistency"]  # every respondent with a figure (wording can add some)
+    # Only the checks some respondent has a figure for, so the table fits 80 columns.
+    checks = [(name, size) for name, size in (("order", "questions"), ("framing", "pairs"),
+                                              ("wording", "pairs"))
+              if any(c.get(name) for c in rows.values())] or [("framing", "pairs")]
+    table = Table(title="answer consistency")
+    table.add_column("respondent", no_wrap=True)
+    for name, size in checks:
+        for head in (name, "flips", "n" if size == "questions" else "pairs"):
+            table.add_column(head)
+    table.add_column("unif")
+    table.add_column("unif p")
+    for r, c in rows.items():
         u = result["uniform_distance"].get(r, {})
-        order, framing, wording = c["order"] or {}, c["framing"] or {}, c.get("wording") or {}
-        table.add_row(r, fmt(order.get("share")), fmt(order.get("flips")),
-                      str(order.get("questions", "-")), fmt(framing.get("share")),
-                      fmt(framing.get("flips")), str(framing.get("pairs", "-")),
-                      fmt(wording.get("share")), fmt(wording.get("flips")),
-                      str(wording.get("pairs", "-")), fmt(u.get("shares")),
-                      fmt(u.get("probabilities")))
+        cells = []
+        for name, size in checks:
+            figures = c.get(name) or {}
+            cells += [fmt(figures.get("share")), fmt(figures.get("flips")),
+                      str(figures.get(size, "-"))]
+        table.add_row(r, *cells, fmt(u.get("shares")), fmt(u.get("probabilities")))
     out.print(table)
     out.print("order: share of questions answered the same with options A and B swapped (n "
               "questions); framing: share of framing 1/2 pairs answered the same; wording: "
@@ -279,7 +287,7 @@ def _print_consistency(result: dict) -> None:
               "from the run and the --persona-run, both banks); flips: A in one, B in the "
               "other; unif: JS distance of the answer shares from uniform (unif p: mean over "
               "questions, from the option probabilities)")
-    if not any(c["order"] for c in result["consistency"].values()):
+    if not any(c["order"] for c in rows.values()):
         err.print("option order: no record scored in both orders (simulate with --debias "
                   "permute; runs from before schema 6 kept only the average)")
 

@@ -235,3 +235,47 @@ def test_wording_consistency_pairs_each_question_with_its_official_twin(store, b
         source = said_again if who in {p.slug for p in personas} else said_o
         assert mixed["consistency"][who]["wording"] == _expected_wording(
             [s[who] for s in said_f], [s[who] for s in source]), who
+
+
+@pytest.mark.model
+def test_wording_consistency_of_the_embedded_model(db_path, capsys):
+    """Personas 1 and 6, played by the embedded model, answer four fairpp test questions and
+    the same four in the official wording of an imported file (two runs: a run answers one
+    bank); `fairpp metrics` pairs them across the run and the persona-run."""
+    from tests.support.official_files import official_frame, write
+
+    with Store(db_path) as store:
+        twins = store.questions("test", limit=4)  # the ones `--split test --limit 4` asks
+    path = write(official_frame(twins, seed=40)[0], db_path.parent / "release.csv")
+    db = ["--db", str(db_path)]
+    assert main(db + ["import", "fairpp-csv", str(path), "--split", "test"]) == 0
+    ask = ["simulate", "--personas", "1,6", "--split", "test", "--limit", "4", "--quiet"]
+    assert main(db + ask + ["--run", "ours"]) == 0
+    assert main(db + ask + ["--run", "theirs", "--bank", "official"]) == 0
+    capsys.readouterr()
+
+    with Store(db_path) as store:
+        by_twin = {q.twin_id: q.id for q in store.questions("test", bank="official")}
+        assert set(by_twin) == {q.id for q in twins}
+        letters = {}
+        for run in ("ours", "theirs"):
+            for r in store.db.query("SELECT question_id, respondent, answer FROM records "
+                                    "WHERE run_id = ?", [store.get_run(run)["id"]]):
+                letters[(r["question_id"], r["respondent"])] = r["answer"]
+    assert main(db + ["metrics", "--run", "ours", "--persona-run", "theirs", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    for slug in ("progressive-activists", "disengaged-traditionalists"):
+        got = [(letters[(q.id, slug)], letters[(by_twin[q.id], slug)]) for q in twins]
+        parsed = [(a, b) for a, b in got if a is not None and b is not None]
+        wording = printed["consistency"][slug]["wording"]
+        assert wording["pairs"] == len(parsed) > 0
+        assert wording["share"] == pytest.approx(np.mean([a == b for a, b in parsed]))
+        assert wording["flips"] == pytest.approx(np.mean([{a, b} == {"A", "B"}
+                                                          for a, b in parsed]))
+    # One run alone holds one wording: no pair.
+    assert main(db + ["metrics", "--run", "ours", "--json"]) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert all(c["wording"] is None for c in alone["consistency"].values())
+    assert main(db + ["metrics", "--run", "ours", "--persona-run", "theirs"]) == 0
+    text = capsys.readouterr().out
+    assert "wording" in text and "progressive-activists" in text
