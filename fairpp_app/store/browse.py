@@ -5,6 +5,9 @@ all: a filter becomes one WHERE clause over the indexed question columns, a page
 LIMIT/OFFSET slice in rowid order (the order the bank was built in), and "next question"
 is a keyset step (``rowid > ?``) that SQLite answers from the primary key. The TUI's
 question table and inspector use these functions; the CLI can use them as they are.
+
+A filter always names one bank (fairpp's own unless told), as a split does everywhere else:
+the two wordings of one question never show as two rows of one list.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from fairpp_app.core.questions import DEFAULT_BANK
 from fairpp_app.store.database import Store, twin_sql
 
 #: Filter field -> question column, in the order the TUI shows them.
@@ -27,7 +31,8 @@ PAGE_COLUMNS = ("id", "split", "kind", "topic", "category", "problem", "group_ty
 
 @dataclass(frozen=True)
 class QuestionFilter:
-    """Which questions to show; ``None`` (or an empty text) means "any"."""
+    """Which questions to show; ``None`` (or an empty text) means "any", except for the
+    bank: one bank at a time (``None`` only for callers that want every bank)."""
 
     topic: str | None = None
     category: str | None = None
@@ -38,11 +43,17 @@ class QuestionFilter:
     framing: int | None = None
     split: str | None = None
     text: str = ""
+    bank: str | None = DEFAULT_BANK
 
     def where(self, alias: str = "") -> tuple[str, list[Any]]:
         """The SQL condition (never empty) and its parameters."""
         p = f"{alias}." if alias else ""
         clauses, args = [], []
+        if self.bank is not None:
+            # Unary + keeps SQLite off the bank index: with it, a page or a step in rowid
+            # order would sort the whole bank instead of walking the rowids it needs.
+            clauses.append(f"+{p}bank = ?")
+            args.append(self.bank)
         for name, column in FILTER_COLUMNS.items():
             value = getattr(self, name)
             if value is not None:
@@ -65,7 +76,9 @@ class QuestionFilter:
 
     def describe(self) -> str:
         parts = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)
-                 if f.name != "text" and getattr(self, f.name) is not None]
+                 if f.name not in ("text", "bank") and getattr(self, f.name) is not None]
+        if self.bank != DEFAULT_BANK:  # fairpp's own bank goes without saying
+            parts.insert(0, f"bank={self.bank or 'all'}")
         if self.text.strip():
             parts.append(f"text~'{self.text.strip()}'")
         return ", ".join(parts) or "all questions"
@@ -141,12 +154,14 @@ def next_matching(store: Store, flt: QuestionFilter, qid: str | None, run_id: in
     return row[0] if row else None
 
 
-def facet_values(store: Store) -> dict[str, list]:
-    """Distinct values of every filter column, for the filter widgets."""
+def facet_values(store: Store, bank: str | None = DEFAULT_BANK) -> dict[str, list]:
+    """Distinct values of every filter column in one bank (every bank with None), for the
+    filter widgets."""
+    where, args = ("WHERE bank = ?", [bank]) if bank is not None else ("", [])
     out = {}
     for name, column in FILTER_COLUMNS.items():
         out[name] = [r[0] for r in store.db.execute(
-            f"SELECT DISTINCT {column} FROM questions ORDER BY {column}")]
+            f"SELECT DISTINCT {column} FROM questions {where} ORDER BY {column}", args)]
     return out
 
 
@@ -207,8 +222,9 @@ def _argmax_sql(prefix: str, order: str) -> str:
 def next_inconsistent(store: Store, flt: QuestionFilter, qid: str | None,
                       run_id: int) -> str | None:
     """The next question after ``qid`` in the filter where, in run ``run_id``, a respondent
-    changed its answer when options A and B were swapped, or answered the same question in
-    its other framing differently (core/consistency.py defines both checks)."""
+    changed its answer when options A and B were swapped, or answered the same question
+    differently in its other framing or in the other bank's wording (core/consistency.py
+    defines the checks)."""
     start = _rowid(store, qid) if qid else 0
     where, args = flt.where("q")
     table, same = twin_sql("t", "q")
@@ -223,6 +239,14 @@ def next_inconsistent(store: Store, flt: QuestionFilter, qid: str | None,
                 SELECT 1 FROM {table} JOIN records o ON o.question_id = t.id
                  AND o.run_id = r.run_id AND o.respondent = r.respondent
                 WHERE {same} AND t.framing != q.framing AND o.answer IS NOT NULL
-                  AND o.answer != r.answer)))
+                  AND o.answer != r.answer))
+              OR (r.answer IS NOT NULL AND EXISTS (
+                SELECT 1 FROM records w WHERE w.run_id = r.run_id AND w.respondent = r.respondent
+                  AND w.question_id = q.twin_id AND w.answer IS NOT NULL
+                  AND w.answer != r.answer))
+              OR (r.answer IS NOT NULL AND EXISTS (
+                SELECT 1 FROM questions v JOIN records w ON w.question_id = v.id
+                 AND w.run_id = r.run_id AND w.respondent = r.respondent
+                WHERE v.twin_id = q.id AND w.answer IS NOT NULL AND w.answer != r.answer)))
             ORDER BY q.rowid LIMIT 1""", [run_id, start or 0, *args]).fetchone()
     return row[0] if row else None

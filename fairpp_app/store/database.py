@@ -35,8 +35,10 @@ from fairpp_app.store.migrations import (  # noqa: F401  (re-exported: tests and
     validate_and_upgrade,
 )
 
-#: Two questions are one question in its two framings when these fields agree.
-TWIN_FIELDS = ("kind", "topic", "category", "problem", "group_type", "group_name", "dimension")
+#: Two questions are one question in its two framings when these fields agree (the bank
+#: too: the other bank's question in the other framing is another wording, not a twin).
+TWIN_FIELDS = ("kind", "topic", "category", "problem", "group_type", "group_name", "dimension",
+               "bank")
 
 
 def twin_sql(t: str, q: str) -> tuple[str, str]:
@@ -847,19 +849,22 @@ class Store:
 
     def question_consistency(self, run_id: int, qid: str) -> dict[str, dict]:
         """Per respondent of one question: the letter chosen in each option order (``fwd``,
-        ``swap``; None when scored once) and its answer to the other framing (``twin``)."""
+        ``swap``; None when scored once), its answer to the other framing (``twin``) and to
+        the question in the other bank's wording (``wording``), in the same run."""
         out: dict[str, dict] = {}
+        blank = {"fwd": None, "swap": None, "twin": None, "wording": None}
         for resp, *probs in self.db.execute(
                 "SELECT respondent, p_a_fwd, p_b_fwd, p_c_fwd, p_a_swap, p_b_swap, p_c_swap "
                 "FROM records WHERE run_id = ? AND question_id = ?", [run_id, qid]):
             fwd, swap = probs[:3], probs[3:]
-            out[resp] = {"fwd": _argmax_letter(fwd), "swap": _argmax_letter(swap), "twin": None}
-        twin = self.framing_twin(qid)
-        if twin is not None:
+            out[resp] = {**blank, "fwd": _argmax_letter(fwd), "swap": _argmax_letter(swap)}
+        for key, other in (("twin", self.framing_twin(qid)), ("wording", self.bank_twin(qid))):
+            if other is None:
+                continue
             for resp, answer in self.db.execute(
                     "SELECT respondent, answer FROM records WHERE run_id = ? AND question_id = ?",
-                    [run_id, twin]):
-                out.setdefault(resp, {"fwd": None, "swap": None, "twin": None})["twin"] = answer
+                    [run_id, other]):
+                out.setdefault(resp, dict(blank))[key] = answer
         return out
 
 

@@ -96,3 +96,52 @@ async def test_enter_opens_the_inspector_on_that_question(store, make_app):
         await pilot.pause()
         # Back on the list, the cursor follows the question the inspector ended on.
         assert app.screen is screen and screen.current_id() == nxt
+
+
+async def test_one_bank_at_a_time_and_the_official_one_once_imported(store, bank, make_app,
+                                                                     tmp_path):
+    """The list starts on fairpp's bank; the bank Select offers the official one once an
+    import made it (seen on coming back to the screen), and then shows only its questions."""
+    from textual.widgets._select import InvalidSelectValueError
+
+    from fairpp_app.core.personas import builtin_personas
+    from fairpp_app.jobs.importing import import_fairpp
+    from tests.support.official_files import official_frame, pairs, row_ids, write
+
+    questions = pairs(bank, 4, seed=60)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await _open(app, pilot)
+        banks = screen.query_one("#f-bank", Select)
+        assert banks.value == "fairpp" and screen.total == 28420
+        with pytest.raises(InvalidSelectValueError):
+            banks.value = "official"  # not there yet
+        assert " bank " not in plain(screen.query_one("#q-status", Static))
+
+        import_fairpp(app.store, write(official_frame(questions)[0], tmp_path / "r.csv"),
+                      builtin_personas(), split="test")
+        await pilot.press("1")
+        await pilot.press("2")
+        await pilot.pause()
+        assert app.screen is screen and screen.total == 28420  # still fairpp's
+        assert "fairpp bank" in plain(screen.query_one("#q-status", Static))
+        banks.value = "official"
+        await pilot.pause()
+        ids = row_ids(store, questions)
+        assert screen.total == 8 and list(screen.rows) == ids
+        assert "official bank" in plain(screen.query_one("#q-status", Static))
+        # The other filters offer the official bank's values and keep to it.
+        groups = {q.group_name for q in questions}
+        screen.query_one("#f-group", Select).value = questions[0].group_name
+        await pilot.pause()
+        assert set(screen.rows) == {i for i, q in zip(ids, questions)
+                                    if q.group_name == questions[0].group_name}
+        assert groups <= set(browse.facet_values(store, "official")["group"])
+        await pilot.press("x")  # clears the filters, not the bank
+        assert screen.filter == browse.QuestionFilter(bank="official") and screen.total == 8
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, InspectorScreen) and app.screen.qid == ids[0]
+        await pilot.press("n")
+        assert app.screen.qid == ids[1]
+        assert "2 of 8 in bank=official" in plain(app.screen.query_one("#q-meta", Static))

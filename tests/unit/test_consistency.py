@@ -127,7 +127,8 @@ def test_question_consistency_names_the_other_framing(store):
     assert store.framing_twin(q1.id) == q2.id and store.framing_twin(q2.id) == q1.id
     seen = store.question_consistency(run["id"], q1.id)
     for p in personas:
-        assert seen[p.slug] == {"fwd": None, "swap": None, "twin": letters[(q2.id, p.slug)]}
+        assert seen[p.slug] == {"fwd": None, "swap": None, "twin": letters[(q2.id, p.slug)],
+                                "wording": None}
 
 
 def test_a_version_4_database_reads_as_before(tmp_path, bank):

@@ -8,8 +8,9 @@ from stored weights or computed once per (run, target, split) in a thread worker
 cached on the app.
 
 Beside each answer, the "other" column shows what the same respondent chose with options A
-and B swapped (runs simulated with ``--debias permute``) and in the question's other
-framing, in red where that differs; human answer shares of imported surveys, where they
+and B swapped (runs simulated with ``--debias permute``), in the question's other framing
+and, where the run holds both banks, in the other bank's wording (``off`` for the official
+one, ``fpp`` for fairpp's), in red where that differs; human answer shares of imported surveys, where they
 cover the question, are part of the summary.
 """
 
@@ -31,15 +32,16 @@ from fairpp_app.tui.screens.base_screen import BaseScreen
 from fairpp_app.tui.widgets.bars import LETTER_COLOURS, prob_bars
 
 PROBS_WIDTH = len(prob_bars((1.0, 0.0, 0.0)).plain.rstrip())
-OTHER_WIDTH = 13  # "swap B · f2 A"
+OTHER_WIDTH = 13  # "swap B · f2 A"; a wording answer widens it
 
 
-def _other(answer: str | None, seen: dict, twin_label: str) -> Text:
-    """What the respondent chose with A/B swapped (red when not its choice in the order shown)
-    and in the other framing (red when not ``answer``)."""
+def _other(answer: str | None, seen: dict, twin_label: str, wording_label: str) -> Text:
+    """What the respondent chose with A/B swapped (red when not its choice in the order shown),
+    in the other framing and in the other bank's wording (red when not ``answer``)."""
     out = Text()
     for label, letter, own in (("swap", seen.get("swap"), seen.get("fwd")),
-                               (twin_label, seen.get("twin"), answer)):
+                               (twin_label, seen.get("twin"), answer),
+                               (wording_label, seen.get("wording"), answer)):
         if letter is None:
             continue
         if out:
@@ -65,7 +67,7 @@ class InspectorScreen(BaseScreen):
         ("Inspector: next question where personas disagree", "next_matching('disagree')", ""),
         ("Inspector: next unparsed answer", "next_matching('unparsed')", ""),
         ("Inspector: next inconsistent answer", "next_inconsistent",
-         "another answer with options A/B swapped or in the other framing"),
+         "another answer with options A/B swapped, in the other framing or wording"),
     ]
 
     def __init__(self, qid: str, flt: browse.QuestionFilter | None = None, **kwargs) -> None:
@@ -152,20 +154,22 @@ class InspectorScreen(BaseScreen):
         # The figures keep their width; the names and the detail share what is left of the
         # screen (Rich would shrink every column alike, figures included).
         # The "other" column only where a respondent has another answer to show.
-        other = any(v["swap"] or v["twin"] for v in self.consistency.values())
+        other = any(v["swap"] or v["twin"] or v["wording"] for v in self.consistency.values())
+        other_w = OTHER_WIDTH + 6 * any(v["wording"] for v in self.consistency.values())
         rest = max(30, (self.size.width or 120) - 4 - PROBS_WIDTH - 3 - 5 - 10
-                   - (OTHER_WIDTH + 1 if other else 0))
+                   - (other_w + 1 if other else 0))
         who_w = max(12, min(30, rest // 2))
         table.add_column("respondent", no_wrap=True, overflow="ellipsis", width=who_w)
         table.add_column("ans", no_wrap=True)
         table.add_column("P(A)     P(B)     P(C)", no_wrap=True)
         table.add_column("ms", justify="right", no_wrap=True)
         if other:
-            table.add_column("other", no_wrap=True, width=OTHER_WIDTH)
+            table.add_column("other", no_wrap=True, width=other_w)
         table.add_column("chosen option · raw text", overflow="ellipsis", no_wrap=True,
                          width=rest - who_w)
         options = dict(zip("ABC", self.question.options()))
         twin = f"f{3 - self.question.framing}"
+        wording = "off" if self.question.bank == DEFAULT_BANK else "fpp"  # the other bank
         for r in self.records:
             if r["respondent_kind"] == "persona" and r["number"] is not None:
                 who = Text(f"P{r['number']} {r['name']}")
@@ -185,7 +189,8 @@ class InspectorScreen(BaseScreen):
                 detail = Text(options[r["answer"]])
                 if raw:
                     detail.append(f" · {raw}", style="dim")
-            seen = (_other(r["answer"], self.consistency.get(r["respondent"], {}), twin),) if other else ()
+            seen = ((_other(r["answer"], self.consistency.get(r["respondent"], {}), twin, wording),)
+                    if other else ())
             table.add_row(who, answer, probs, latency, *seen, detail)
         self.query_one("#answers", Static).update(table if self.records else "")
 
@@ -250,8 +255,11 @@ class InspectorScreen(BaseScreen):
         parts = [f"order kept {order['share']:.2f} of {order['questions']:,}" if order
                  else "order: scored in one order",
                  f"framing same {framing['share']:.2f} of {framing['pairs']:,} pairs" if framing
-                 else "framing: no pair",
-                 "JS from uniform " + ("-" if uniform is None else f"{uniform:.3f}")]
+                 else "framing: no pair"]
+        wording = figures["consistency"].get("wording")
+        if wording:  # only a run that holds both banks has wording pairs
+            parts.append(f"wording same {wording['share']:.2f} of {wording['pairs']:,} pairs")
+        parts.append("JS from uniform " + ("-" if uniform is None else f"{uniform:.3f}"))
         return Text(f"target {target} in this run: " + " · ".join(parts) + " (i: next inconsistent)")
 
     @work(thread=True, exit_on_error=False, group="consistency")
@@ -318,7 +326,8 @@ class InspectorScreen(BaseScreen):
             return
         qid = browse.next_inconsistent(self.app.store, self.filter, self.qid, run["id"])
         if qid is None:
-            self.notify("no further answer that changes with the option order or the framing",
+            self.notify("no further answer that changes with the option order, the framing "
+                        "or the wording",
                         title=run["name"])
             return
         self.show(qid)

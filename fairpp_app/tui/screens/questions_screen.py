@@ -5,6 +5,10 @@ SQL in ``fairpp_app.store.browse``, answered from indexes in milliseconds, so th
 thread and the table is always in step with the filter. Moving the cursor past either end
 of the page loads the neighbouring page. The filter column (eight Selects, the costliest
 part of the screen to build) is mounted lazily, right after the first page is on screen.
+
+The list shows one bank at a time, fairpp's own unless the bank Select at the top of the
+filter column (which lists the banks there are) says otherwise; the other filters offer the
+values of the bank shown.
 """
 
 from __future__ import annotations
@@ -70,13 +74,16 @@ class QuestionsScreen(Screen):
         self._text_timer = None
 
     def compose(self) -> ComposeResult:
-        facets = browse.facet_values(self.app.store)
-        self.bank_size = self.app.store.question_count()
+        facets = browse.facet_values(self.app.store, self.filter.bank)
+        self.bank_state = self._bank_state()
         yield Header()
         with Horizontal():
             hidden = "-hidden" if self.app.size.width < NARROW else ""
             with Lazy(VerticalScroll(id="filters", classes=hidden)):
                 yield Input(placeholder="search text  (/)", id="f-text", compact=True)
+                yield Label("bank", classes="filter-label")
+                yield Select(self._bank_options(), value=self.filter.bank, allow_blank=False,
+                             id="f-bank", compact=True)
                 for name, label in LABELS.items():
                     yield Label(label, classes="filter-label")
                     yield Select([(_option_label(name, v), v) for v in facets[name]],
@@ -120,9 +127,19 @@ class QuestionsScreen(Screen):
         if self._fit_columns() and self.total:
             self.load(self.page_offset, self.query_one(PagedTable).cursor_row)
 
+    def _bank_state(self) -> tuple:
+        """What the change check compares: every bank's size (the bank shown among them)."""
+        return tuple(sorted((bank, sum(splits.values()))
+                            for bank, splits in self.app.store.bank_counts().items()))
+
+    def _bank_options(self) -> list[tuple[str, str]]:
+        sizes = dict(self.bank_state) or {self.filter.bank: 0}
+        return [(f"{bank} ({n:,})", bank) for bank, n in sizes.items()]
+
     def on_screen_resume(self) -> None:
-        # The bank may have been built or grown (scenarios) since this screen was made.
-        if self.app.store.question_count() != self.bank_size:
+        # The bank may have been built or grown (scenarios, an import of the official
+        # release) since this screen was made.
+        if self._bank_state() != self.bank_state:
             self._refresh_facets()
             self.apply(self.filter)
         # Come back where the inspector left off.
@@ -133,15 +150,19 @@ class QuestionsScreen(Screen):
     # ---- loading ---------------------------------------------------------------------------
 
     def _refresh_facets(self) -> None:
-        self.bank_size = self.app.store.question_count()
+        """The filter widgets' options for the bank shown; the other filters start over."""
+        self.bank_state = self._bank_state()
+        self.filter = self.filter.with_(**dict.fromkeys(LABELS))
         if not self.query("#filters"):
             return
-        facets = browse.facet_values(self.app.store)
+        facets = browse.facet_values(self.app.store, self.filter.bank)
         with self.prevent(Select.Changed):
+            banks = self.query_one("#f-bank", Select)
+            banks.set_options(self._bank_options())
+            banks.value = self.filter.bank
             for name in LABELS:
                 select = self.query_one(f"#f-{name}", Select)
                 select.set_options([(_option_label(name, v), v) for v in facets[name]])
-        self.filter = self.filter.with_(**dict.fromkeys(LABELS))
 
     def apply(self, flt: browse.QuestionFilter) -> None:
         """Show the first page of a filter (also the app's filter, for the inspector)."""
@@ -167,12 +188,13 @@ class QuestionsScreen(Screen):
     def _status(self, n: int) -> None:
         status = self.query_one("#q-status", Static)
         if self.total == 0:
-            empty = self.app.store.question_count() == 0
+            empty = self.app.store.question_count(bank=None) == 0
             status.update("No questions yet: build the bank on Home (1, then b)." if empty
                           else f"No question matches {self.filter.describe()}.")
             return
         first, last = self.page_offset + 1, self.page_offset + n
-        status.update(f"[b]{first:,}–{last:,}[/b] of {self.total:,}  ·  "
+        bank = f"{self.filter.bank} bank  ·  " if len(self.bank_state) > 1 else ""
+        status.update(f"[b]{first:,}–{last:,}[/b] of {self.total:,}  ·  {bank}"
                       f"{self.filter.describe()}  ·  Enter inspects, \\[ ] pages")
 
     def current_id(self) -> str | None:
@@ -189,9 +211,19 @@ class QuestionsScreen(Screen):
 
     # ---- events ----------------------------------------------------------------------------
 
+    @on(Select.Changed, "#f-bank")
+    def _bank_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        if event.value is not Select.NULL and event.value != self.filter.bank:
+            self.filter = self.filter.with_(bank=event.value)
+            self._refresh_facets()
+            self.apply(self.filter)
+
     @on(Select.Changed)
     def _select_changed(self, event: Select.Changed) -> None:
         name = event.select.id.removeprefix("f-")
+        if name == "bank":
+            return  # _bank_changed: a bank is never "any"
         value = None if event.value is Select.NULL else event.value
         if getattr(self.filter, name) != value:
             self.apply(self.filter.with_(**{name: value}))
@@ -264,4 +296,4 @@ class QuestionsScreen(Screen):
             for name in LABELS:
                 self.query_one(f"#f-{name}", Select).clear()
             self.query_one("#f-text", Input).value = ""
-        self.apply(browse.QuestionFilter())
+        self.apply(browse.QuestionFilter(bank=self.filter.bank))  # the bank is not a filter
