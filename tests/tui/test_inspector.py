@@ -164,3 +164,52 @@ async def test_next_inconsistent_answer_and_the_other_column(store, make_app):
         pragmatists = next(line for line in plain(screen.query_one("#answers", Static)).splitlines()
                            if "P2 Civic Pragmatists" in line)
         assert f"f{qs[i].framing} A" in pragmatists
+
+
+async def test_the_other_wording_in_a_run_holding_both_banks(store, bank, make_app, tmp_path):
+    """An import run with the release's rows and a fairpp export of the same questions: the
+    "other" column shows each respondent's answer in the other bank's wording, `i` stops
+    where it changed, and the target's summary counts its wording pairs."""
+    from fairpp_app.core.personas import builtin_personas
+    from fairpp_app.jobs.importing import import_fairpp
+    from tests.support.official_files import SOURCE, official_frame, pairs, row_ids, write
+
+    personas = builtin_personas()
+    questions = pairs(bank, 8, seed=70)[::2]  # framing 1 only: no framing pair to stop at
+    official, _ = official_frame(questions, seed=70)
+    fairpp = official.copy()  # the same answers ...
+    fairpp["bank"] = "fairpp"
+    column = f"{SOURCE}_role_4_answer"
+    official.loc[2, column] = (official.loc[2, column] + 1) % 3  # ... but one
+    import_fairpp(store, write(official, tmp_path / "o.csv"), personas, "both", split="test")
+    import_fairpp(store, write(fairpp, tmp_path / "f.csv"), personas, "both")
+    ids = row_ids(store, questions)
+    theirs, ours = "ABC"[official.loc[2, column]], "ABC"[fairpp.loc[2, column]]
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        app.run_name = "both"
+        await app.push_screen(InspectorScreen(ids[0], browse.QuestionFilter(bank="official")))
+        await pilot.pause()
+        screen = app.screen
+        await pilot.press("i")
+        await until(pilot, lambda: screen.qid == ids[2], "the official question answered apart")
+        lines = plain(screen.query_one("#answers", Static)).splitlines()
+        liberals = next(line for line in lines if "P4 Established Liberals" in line)
+        assert f"fpp {ours}" in liberals and liberals.split()[3] == theirs
+        same = "ABC"[official.loc[2, f"{SOURCE}_role_1_answer"]]  # unchanged for persona 1
+        assert f"fpp {same}" in next(line for line in lines if "P1 Progressive Activists" in line)
+        await pilot.press("i")
+        await until(pilot, lambda: any("no further answer" in n.message
+                                       for n in app._notifications), "the last one")
+        # From fairpp's side, the official wording is the other one.
+        screen.show(questions[2].id)
+        liberals = next(line for line in plain(screen.query_one("#answers", Static)).splitlines()
+                        if "P4 Established Liberals" in line)
+        assert f"off {theirs}" in liberals
+        app.target = "established-liberals"
+        screen._draw_summary()
+        await until(pilot, lambda: "wording same" in plain(screen.query_one("#q-summary", Static)),
+                    "the target's wording pairs")
+        summary = plain(screen.query_one("#q-summary", Static))
+        n = len(questions)
+        assert f"wording same {(n - 1) / n:.2f} of {n} pairs" in summary, summary
