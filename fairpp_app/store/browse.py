@@ -228,7 +228,9 @@ def next_inconsistent(store: Store, flt: QuestionFilter, qid: str | None,
     start = _rowid(store, qid) if qid else 0
     where, args = flt.where("q")
     table, same = twin_sql("t", "q")
-    # CROSS JOIN keeps the questions outside, in rowid order: the first match ends the search.
+    # CROSS JOIN keeps the questions outside, in rowid order: the first match ends the search;
+    # in the wording check it starts from the official wordings of a question (a handful)
+    # rather than from every record of the respondent.
     row = store.db.execute(
         f"""SELECT q.id FROM questions q
             CROSS JOIN records r ON r.question_id = q.id AND r.run_id = ?
@@ -245,7 +247,7 @@ def next_inconsistent(store: Store, flt: QuestionFilter, qid: str | None,
                   AND w.question_id = q.twin_id AND w.answer IS NOT NULL
                   AND w.answer != r.answer))
               OR (r.answer IS NOT NULL AND EXISTS (
-                SELECT 1 FROM questions v JOIN records w ON w.question_id = v.id
+                SELECT 1 FROM questions v CROSS JOIN records w ON w.question_id = v.id
                  AND w.run_id = r.run_id AND w.respondent = r.respondent
                 WHERE v.twin_id = q.id AND w.answer IS NOT NULL AND w.answer != r.answer)))
             ORDER BY q.rowid LIMIT 1""", [run_id, start or 0, *args]).fetchone()
