@@ -238,6 +238,11 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
         return 0
+    if not result["respondents"]:
+        err.print(f"no answers in split '{args.split}' of the {result['bank']} bank in this run"
+                  + (" and the persona-run" if args.persona_run else "") + "; --bank chooses "
+                  "the other bank" + ("; only wording consistency (both banks) is reported"
+                                      if result["consistency"] else ""))
     slugs = result["personas"]
     numbers = {p.slug: str(p.number) for p in personas}
     for key, title in (("similarity", "similarity (1 - JS distance of A/B/C shares)"),
