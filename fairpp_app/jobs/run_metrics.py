@@ -14,6 +14,7 @@ import numpy as np
 
 from fairpp_app.core import consistency, metrics
 from fairpp_app.core.personas import Persona
+from fairpp_app.core.questions import DEFAULT_BANK
 from fairpp_app.core.weighting import compute_weights
 from fairpp_app.store.database import Store
 
@@ -121,7 +122,7 @@ def run_metrics(store: Store, run_name: str, personas: list[Persona], split: str
 
 def wording_consistency(store: Store, run_id: int, persona_run_id: int | None,
                         personas: set[str], split: str = "all",
-                        bank: str = "fairpp") -> dict[str, dict | None]:
+                        bank: str = DEFAULT_BANK) -> dict[str, dict | None]:
     """Per respondent, how often it chose the same letter for a fairpp question and for its
     official twin (``consistency.pair_consistency``).
 

@@ -157,7 +157,11 @@ def next_matching(store: Store, flt: QuestionFilter, qid: str | None, run_id: in
 def facet_values(store: Store, bank: str | None = DEFAULT_BANK) -> dict[str, list]:
     """Distinct values of every filter column in one bank (every bank with None), for the
     filter widgets."""
-    where, args = ("WHERE bank = ?", [bank]) if bank is not None else ("", [])
+    # With one bank there is nothing to leave out, and each DISTINCT stays a walk along its
+    # column's index (a WHERE on the bank makes it sort the bank's rows instead).
+    others = store.db.execute("SELECT 1 FROM questions WHERE bank != ? LIMIT 1",
+                              [bank]).fetchone() if bank is not None else None
+    where, args = ("WHERE bank = ?", [bank]) if others else ("", [])
     out = {}
     for name, column in FILTER_COLUMNS.items():
         out[name] = [r[0] for r in store.db.execute(
