@@ -282,3 +282,25 @@ def test_wording_consistency_of_the_embedded_model(db_path, capsys):
     assert "wording" in printed.out and "progressive-activists" in printed.out
     # The personas' answers come from the persona-run, which holds the other bank only.
     assert "only wording consistency (both banks) is reported" in printed.err
+
+
+def test_framing_pairs_stay_within_a_bank(store, bank, tmp_path):
+    """A run holding both banks pairs framing 1 with framing 2 of the same bank: the other
+    bank's question in the other framing is another wording, not the same question."""
+    from fairpp_app.jobs.importing import import_fairpp
+    from tests.support.official_files import official_frame, pairs, row_ids, write
+
+    personas = builtin_personas()
+    questions = pairs(bank, 3, seed=80)
+    official, _ = official_frame(questions, seed=80)
+    fairpp = official.copy()
+    fairpp["bank"] = "fairpp"
+    import_fairpp(store, write(official, tmp_path / "o.csv"), personas, "both", split="test")
+    import_fairpp(store, write(fairpp, tmp_path / "f.csv"), personas, "both")
+    ids = row_ids(store, questions)
+    theirs = list(zip(ids[::2], ids[1::2]))
+    ours = [(a.id, b.id) for a, b in zip(questions[::2], questions[1::2])]
+    assert sorted(store.framing_twins(store.get_run("both")["id"])) == sorted(ours + theirs)
+    assert [store.framing_twin(a) for a, _ in theirs] == [b for _, b in theirs]
+    assert [store.bank_twin(i) for i in ids] == [q.id for q in questions]
+    assert [store.bank_twin(q.id) for q in questions] == ids
