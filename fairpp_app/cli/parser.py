@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     m = add("metrics", "similarity of every respondent to every persona in a run")
     m.add_argument("--run", required=True, help="run to analyse")
     m.add_argument("--split", default="all", choices=("all", "train", "test", "scenario"))
-    m.add_argument("--persona-run", help="take the personas' answers from this run instead")
+    m.add_argument("--persona-run", help="take the personas' answers from this run instead; "
+                   "wording consistency reads both banks of the run and this one together")
     _add_bank(m)
     m.add_argument("--reference", metavar="NAME",
                    help="also compare every respondent with every segment of the survey NAME "
