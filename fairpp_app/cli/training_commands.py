@@ -83,6 +83,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = TrainingConfig.from_json(json.loads(args.config_json))
     else:
         config = config_from_args(TrainingConfig, args)
+    if config is not None:
+        _recipe_note(config)
     stop = Stop()
     with stop_on_signals(stop):
         store, personas = open_store(args)
@@ -102,6 +104,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         err.print(f"training '{outcome.name}' {outcome.status} at step {outcome.step}"
                   + (f"; adapter in {outcome.adapter_path}" if outcome.adapter_path else ""))
     return {"finished": 0, "cancelled": 130, "paused": 130}.get(outcome.status, 1)
+
+
+def _recipe_note(config) -> None:
+    """Say what a non-default recipe or weighting changes, and what the paper did besides."""
+    from fairpp_app.training.methods import method
+
+    parts = [f"{k.replace('_', ' ')} {v}" for k, v in config.recipe_parts().items()]
+    if parts or config.weighting != "batch":
+        err.print(f"recipe {config.recipe}: " + ", ".join(parts + [f"weighting {config.weighting}"]))
+    if config.recipe == "paper" and method(config.method).preference and not config.init_from:
+        start = "wsft" if method(config.method).weighted else "sft"
+        err.print(f"note: the paper starts {config.method} from its {start} model; train that "
+                  f"first with --recipe paper and pass --init-from NAME (fairpp sweep does both)")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -96,6 +96,9 @@ def group_key(store: Store, row: dict, _depth: int = 0) -> str:
     start = config.get("init_from")
     key = {k: v for k, v in config.items() if k not in UNGROUPED}
     key["method"] = row["method"]
+    if not methods.method(row["method"]).weighted:  # settings the method ignores
+        for k in ("alpha", "beta", "weighting"):
+            key.pop(k, None)
     if start is not None and _depth < 16:
         key["init"] = group_key(store, store.get_training(start), _depth + 1)
     return json.dumps(key, sort_keys=True)
