@@ -35,7 +35,7 @@ from fairpp_app.core.errors import UsageError
 from fairpp_app.core.personas import Persona
 from fairpp_app.jobs.run_metrics import persona_answers
 from fairpp_app.store.database import Store
-from fairpp_app.training import intervals, methods
+from fairpp_app.training import intervals, methods, recipes
 from fairpp_app.training.compare import base_run_name, compare_with_personas, eval_run_name
 from fairpp_app.training.config import TrainingConfig
 from fairpp_app.training.data import run_debias
@@ -120,9 +120,11 @@ def _variant_labels(method_label: str, configs: list[dict]) -> list[str]:
                or k in ("recipe", "weighting") and any(c.get(k) != defaults[k] for c in configs)]
     labels = []
     for c in configs:
+        base = recipes.RECIPES.get(c.get("recipe"))
         parts = [f"{k}={c.get(k)}" for k in varying
                  if not (k in ("recipe", "weighting") and c.get(k) == defaults[k]
-                         and len({x.get(k) for x in configs}) == 1)]
+                         and len({x.get(k) for x in configs}) == 1)
+                 and not (base and getattr(base, k, object()) == c.get(k))]
         if c.get("init_from"):
             parts.append("from-sft")
         labels.append(" ".join([method_label, *parts]))
