@@ -131,7 +131,7 @@ class TrainingSet:
                 "data_hash": self.data_hash, "weighted": weighted,
                 "both_orders": self.permute, "letters": self.letter_shares(),
                 "weighted_letters": self.letter_shares(True) if weighted else None,
-                "alpha": self.alpha, "beta": self.beta, "pairs": self.pairs}
+                "alpha": self.alpha, "beta": self.beta, "pairs_per_question": self.pairs}
 
 
 def by_batch(weighting: str) -> bool:
