@@ -199,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a row for every group of trainings that differ only by --seed (a "
                          "sweep's grid), labelled by the settings that differ; by default each "
                          "method shows the group of its latest training")
+    rp.add_argument("--sweep", metavar="NAME", help="only the trainings of the sweep NAME (their "
+                    "names start with NAME-), every group its own row (implies --variants)")
     _add_json(rp)
 
     add("backends", "list backends and whether they can run here")

@@ -162,8 +162,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     store, personas = open_store(args)
     target = resolve(args.target, personas)
     with store:
+        only = None
+        if args.sweep:
+            only = [t["name"] for t in store.list_trainings(target=target.slug)
+                    if t["name"].startswith(f"{args.sweep}-")]
+            if not only:
+                raise UsageError(f"no training of sweep '{args.sweep}' aims at persona "
+                                 f"{target.number}")
         report = build_report(store, personas, target, args.from_run, args.split, use=args.use,
-                              variants=args.variants)
+                              variants=args.variants or bool(args.sweep), only=only)
     if args.json:
         print_json(report)
         return 0

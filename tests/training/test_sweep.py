@@ -102,3 +102,8 @@ def test_a_sweep_killed_mid_way_finishes_with_exactly_its_cells(persona_store, t
     rows = {r["row"]: r for r in result["report"]["rows"]}
     assert rows["DPO"]["source"] == first_cell and rows["WDPO"]["source"] == second_cell
     assert rows["WDPO"]["interval"]["kind"] == "bootstrap"
+    again = subprocess.run([sys.executable, "-m", "fairpp_app.cli", "--db", str(db_path), "report",
+                            "--sweep", "k", "--json"], cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["rows"] == result["report"]["rows"]
