@@ -198,3 +198,31 @@ def test_the_seed_decides_every_random_choice(device, persona_store, personas, t
     assert first[1:] != pytest.approx(other[1:], abs=1e-6)
     stored = persona_store.get_training("s1")["config"]["config"]
     assert stored["weighting"] == "sample" and stored["pairs"] == 3 and stored["seed"] == 1
+
+
+def test_mlx_letter_eos_rows_equal_whole_sequences(persona_store, personas, tiny_dir):
+    """The MLX trainer's letter + EOS log-probs (a row per letter, last two positions only)
+    against a plain forward pass over each prompt+letter+EOS sequence."""
+    pytest.importorskip("mlx_lm")
+    import mlx.core as mx
+
+    from fairpp_app.training.mlx_trainer import MLXTrainer, add_lora, load_backend
+
+    config = TrainingConfig(method="wdpo", from_run=PERSONA_RUN, base=str(tiny_dir), name="m",
+                            device="mlx", recipe="paper")
+    data = _data(persona_store, personas, pairs=3, seed=config.seed)
+    backend = load_backend(str(tiny_dir))
+    add_lora(backend.model, config)
+    trainer = MLXTrainer(backend, data.examples, config)
+    rows = [0, 1, 2, 3]
+    got = np.array(trainer.policy(rows))
+    eos = trainer.eos
+    for i, prompt in zip(rows, trainer.prompts(rows)):
+        e = data.examples[i]
+        for j, letter in enumerate([e.chosen, *e.rejected]):
+            ids = prompt + [trainer.letter_ids[letter], eos]
+            logits = backend.model(mx.array([ids]))[0].astype(mx.float32)
+            logps = np.array(logits - mx.logsumexp(logits, axis=-1, keepdims=True))
+            n = len(prompt)
+            expected = logps[n - 1, ids[n]] + logps[n, eos]
+            assert got[i][j] == pytest.approx(expected, abs=1e-4)
