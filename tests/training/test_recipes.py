@@ -226,3 +226,30 @@ def test_mlx_letter_eos_rows_equal_whole_sequences(persona_store, personas, tiny
             n = len(prompt)
             expected = logps[n - 1, ids[n]] + logps[n, eos]
             assert got[i][j] == pytest.approx(expected, abs=1e-4)
+
+
+def test_a_crashed_paper_sample_run_resumes_onto_the_unbroken_runs_losses(device, persona_store,
+                                                                          personas, tiny_dir):
+    """The weighted sample and the third pairs are drawn again from the stored seed on resume,
+    so the resumed steps see what the unbroken run saw."""
+    store = persona_store
+    options = dict(method="wdpo", from_run=PERSONA_RUN, base=str(tiny_dir), device=device,
+                   batch_size=3, grad_accum=1, max_steps=4, save_every=2, eval_every=0, lr=5e-2,
+                   recipe="paper", weighting="sample", seed=7)
+    run_training(store, personas, TrainingConfig(name="whole", **options))
+
+    def crash_at_3(event):
+        if event.kind == "train_step" and event.step == 3:
+            raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        run_training(store, personas, TrainingConfig(name="broken", **options), listener=crash_at_3)
+    assert run_training(store, personas, resume="broken").status == "finished"
+
+    def steps(name):
+        row = store.get_training(name)
+        return {e["payload"]["step"]: e["payload"]["loss"]
+                for e in store.events(training_id=row["id"]) if e["kind"] == "train_step"}
+
+    whole, broken = steps("whole"), steps("broken")
+    assert [broken[s] for s in (3, 4)] == pytest.approx([whole[s] for s in (3, 4)], abs=1e-6)
