@@ -100,7 +100,8 @@ def group_key(store: Store, row: dict, _depth: int = 0) -> str:
         for k in ("alpha", "beta", "weighting"):
             key.pop(k, None)
     if start is not None and _depth < 16:
-        key["init"] = group_key(store, store.get_training(start), _depth + 1)
+        started = store.find_training(start)  # a deleted start is known by its name only
+        key["init"] = group_key(store, started, _depth + 1) if started else start
     return json.dumps(key, sort_keys=True)
 
 
