@@ -67,21 +67,28 @@ def _answer_counts(answers) -> dict[str, int]:
 
 
 def _answers_row(store: Store, run: str, respondent: str, answers: dict, personas: list[Persona],
-                 target: Persona, split: str) -> tuple[dict | None, int]:
+                 target: Persona, split: str, bootstrap: bool = True) -> tuple[dict | None, int]:
     """``respondent``'s answers in ``run`` on the questions the personas answered, compared
-    (with a bootstrap interval over those questions)."""
+    (with a bootstrap interval over those questions unless ``bootstrap`` is off)."""
     theirs = persona_answers(store, run, [respondent], split)
     mine = {qid: by.get(respondent) for qid, by in theirs.items() if qid in answers}
     if not mine:
         return None, 0
-    return _compared(mine, answers, personas, target), len(mine)
+    return _compared(mine, answers, personas, target, bootstrap), len(mine)
 
 
-def _compared(mine: dict, answers: dict, personas: list[Persona], target: Persona) -> dict:
-    result = compare_with_personas(mine, answers, personas, target)
-    return {**result, "answers": _answer_counts(mine.values()),
-            "interval": intervals.bootstrap_interval(mine, answers, [p.slug for p in personas],
-                                                     target.slug)}
+def _compared(mine: dict, answers: dict, personas: list[Persona], target: Persona,
+              bootstrap: bool = True) -> dict:
+    result = {**compare_with_personas(mine, answers, personas, target),
+              "answers": _answer_counts(mine.values()), "mine": mine}
+    if bootstrap:
+        result["interval"] = _bootstrap(result, answers, personas, target)
+    return result
+
+
+def _bootstrap(result: dict, answers: dict, personas: list[Persona], target: Persona) -> dict:
+    return intervals.bootstrap_interval(result["mine"], answers, [p.slug for p in personas],
+                                        target.slug)
 
 
 # ---- groups of trainings that differ only by seed -------------------------------------------
@@ -146,7 +153,9 @@ def _group_row(store: Store, label: str, group: list[dict], answers: dict, perso
             notes.append(f"{run} answered with --debias {run_debias(store, run)} but the personas "
                          f"with --debias {debias}: not comparable")
             continue
-        result, n = _answers_row(store, run, name, answers, personas, target, split)
+        # A seed's own bootstrap is needed only when it ends up alone in its row.
+        result, n = _answers_row(store, run, name, answers, personas, target, split,
+                                 bootstrap=False)
         if result is None:
             notes.append(f"{run} has no answers to the personas' questions on split '{split}'")
             continue
@@ -158,7 +167,7 @@ def _group_row(store: Store, label: str, group: list[dict], answers: dict, perso
     if len(results) == 1:
         row, result, n = results[0]
         out = _row(label, row["name"], result, target, "; ".join(notes), questions=n)
-        out["interval"] = result["interval"]
+        out["interval"] = _bootstrap(result, answers, personas, target)
     else:
         per_seed = [{"training": r["name"], "seed": _config(r)["seed"],
                      "target_similarity": res["similarity"].get(target.slug),
