@@ -85,13 +85,6 @@ def wdpo_loss(policy: Array, reference: Array, weights: Array, beta: float,
     return weighted_mean(per_question, weights, by_batch)
 
 
-def dpo_rewards(policy: Array, reference: Array, beta: float) -> tuple[Array, Array]:
-    """Implicit rewards of the preferred and rejected letters, each (B, n_rejected)."""
-    chosen = beta * (policy[:, :1] - reference[:, :1])
-    rejected = beta * (policy[:, 1:] - reference[:, 1:])
-    return chosen + 0 * rejected, rejected
-
-
 def sft(policy: Array, reference: Array | None, weights: Array, beta: float,
         softplus: Callable[[Array], Array], pairs: int = 2, by_batch: bool = True) -> Array:
     """SFT and WSFT: the weighted NLL of the preferred completion (no reference, no beta)."""

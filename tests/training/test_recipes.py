@@ -265,3 +265,18 @@ def test_a_crashed_paper_sample_run_resumes_onto_the_unbroken_runs_losses(device
 
     whole, broken = steps("whole"), steps("broken")
     assert [broken[s] for s in (3, 4)] == pytest.approx([whole[s] for s in (3, 4)], abs=1e-6)
+
+
+def test_cli_says_what_the_recipe_changes(persona_store, tiny_dir, db_path, capsys):
+    from fairpp_app.cli import main
+
+    persona_store.close()
+    base = ["--db", str(db_path), "train", "--from-run", PERSONA_RUN, "--base", str(tiny_dir),
+            "--max-steps", "1", "--batch-size", "4", "--grad-accum", "1", "--eval-every", "0"]
+    assert main(base + ["--method", "dpo", "--weighting", "sample"]) == 2
+    assert "--weighting sample applies to the weighted methods" in capsys.readouterr().err
+    assert main(base + ["--method", "dpo", "--recipe", "paper", "--name", "p"]) == 0
+    err = capsys.readouterr().err
+    assert "recipe paper: prompt format paper, completion letter-eos, pairs 3" in err
+    assert "the paper starts dpo from its sft model" in err and "--init-from" in err
+    assert "training 'p' finished at step 1" in err
