@@ -53,6 +53,28 @@ def test_a_grid_names_its_cells_once_each_sft_before_the_paper_dpo():
         Sweep(train={})
 
 
+def test_a_sweep_file_and_flags_make_one_sweep(tmp_path):
+    from fairpp_app.cli.parser import build_parser
+    from fairpp_app.cli.sweep_commands import sweep_from_args
+
+    path = tmp_path / "s.toml"
+    path.write_text('name = "f"\n[[grid]]\nmethods = ["dpo"]\nseeds = [0, 1]\n'
+                    '[[grid]]\nmethods = ["wdpo"]\nweighting = ["sample"]\n'
+                    '[train]\nfrom_run = "r"\nmax_steps = 5\n[evaluate]\nlimit = 30\n')
+    parse = build_parser().parse_args
+    sweep = sweep_from_args(parse(["sweep", "--file", str(path), "--max-steps", "7",
+                                   "--seeds", "4", "--evaluate-device", "cpu"]))
+    assert [c.name for c in cells(sweep)] == ["f-dpo-fairpp-s4", "f-wdpo-fairpp-sample-a1-b1-s4"]
+    assert sweep.train == {"from_run": "r", "max_steps": 7}
+    assert (sweep.eval_limit, sweep.eval_device) == (30, "cpu")
+    with pytest.raises(UsageError, match="--alpha takes a comma-separated list of numbers"):
+        sweep_from_args(parse(["sweep", "--from-run", "r", "--alpha", "one"]))
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = ")
+    with pytest.raises(UsageError, match="is not valid TOML"):
+        sweep_from_args(parse(["sweep", "--file", str(bad)]))
+
+
 def test_a_sweep_killed_mid_way_finishes_with_exactly_its_cells(persona_store, tiny_dir, db_path,
                                                                 isolated_home):
     store = persona_store
