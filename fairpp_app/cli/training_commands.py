@@ -231,7 +231,7 @@ def _interval_table(report: dict):
 
     similarity, margin = (lambda v: f"{v:.3f}"), (lambda v: f"{v * 100:+.1f}")
     table = Table("", "seeds", "target", "95%", "margin%", "95%", "vs DPO", "vs base",
-                  box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1, 0, 0),
+                  box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 0),
                   title="intervals")
     table.columns[0].overflow, table.columns[0].min_width = "fold", 18
     for column in table.columns[1:]:

@@ -212,11 +212,15 @@ def run_sweep(store: Store, personas: list[Persona], sweep: Sweep, *,
     for cell in plan:  # refuse a stale cell before any work
         row = store.find_training(cell.name)
         if row is not None:
-            stored = TrainingConfig.from_json(row["config"].get("config", {})).as_json()
-            if _comparable(stored) != _comparable(cell.config.as_json()) or \
-                    row["base_model"] != base_spec(cell.config.base):
+            stored = _comparable(TrainingConfig.from_json(row["config"].get("config", {})).as_json())
+            wanted = _comparable(cell.config.as_json())
+            differ = [f"{k} {stored.get(k)} (now {wanted.get(k)})" for k in wanted
+                      if stored.get(k) != wanted.get(k)]
+            if row["base_model"] != base_spec(cell.config.base):
+                differ.append(f"base {row['base_model']} (now {base_spec(cell.config.base)})")
+            if differ:
                 raise UsageError(f"training '{cell.name}' exists with other settings than this "
-                                 "sweep's; give the sweep another --name")
+                                 f"sweep's: {', '.join(differ)}; give the sweep another --name")
     if sweep.eval_base:
         from fairpp_app.backends.hf_models import model_display_name
 
