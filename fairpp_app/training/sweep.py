@@ -85,6 +85,14 @@ class Sweep:
         if clash:
             raise UsageError(f"{', '.join(clash)} are set by the grid or the sweep, not per training")
         TrainingConfig(**self.train).require_source()  # the shared settings' own checks
+        if self.split not in ("test", "scenario", "train", "all"):
+            raise UsageError(f"the evaluation split must be test, scenario, train or all, not "
+                             f"'{self.split}'")
+        if self.eval_limit is not None and (not isinstance(self.eval_limit, int) or self.eval_limit < 1):
+            raise UsageError("the evaluation limit must be a whole number of at least 1")
+        if self.eval_device not in ("auto", "cpu", "cuda", "mps"):
+            raise UsageError(f"the evaluation device must be auto, cpu, cuda or mps, not "
+                             f"'{self.eval_device}'")
 
 
 @dataclass(frozen=True)

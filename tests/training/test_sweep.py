@@ -51,6 +51,8 @@ def test_a_grid_names_its_cells_once_each_sft_before_the_paper_dpo():
         from_mapping({"grid": {"method": ["dpo"]}, "train": {"from_run": "r"}})
     with pytest.raises(UsageError, match="--from-run is required"):
         Sweep(train={})
+    with pytest.raises(UsageError, match="evaluation limit must be a whole number"):
+        from_mapping({"train": {"from_run": "r"}, "evaluate": {"limit": 0}})
 
 
 def test_a_sweep_file_and_flags_make_one_sweep(tmp_path):
