@@ -24,6 +24,7 @@ HANDLERS = {
     "jobs": "run_commands",
     "metrics": "run_commands", "weights": "run_commands",
     "train": "training_commands", "evaluate": "training_commands", "report": "training_commands",
+    "sweep": "sweep_commands",
     "backends": "system_commands", "doctor": "system_commands", "info": "system_commands",
 }
 

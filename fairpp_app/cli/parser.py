@@ -171,6 +171,37 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--quiet", action="store_true", help="no line per step on stderr")
     _add_json(tr)
 
+    sw = add("sweep", "train and evaluate a grid (methods x recipes x weighting x alpha x beta x "
+             "seeds) unattended, then print the report with intervals; rerun the same command "
+             "to resume after any stop, kill -9 included",
+             epilog="a sweep file (TOML or JSON) holds name, [grid] (or [[grid]] tables: "
+                    "methods, recipes, weighting, alpha, beta, seeds as lists), [train] (any "
+                    "training setting shared by every cell, e.g. from_run, target, max_steps) "
+                    "and [evaluate] (split, limit, device, base); flags override it. With "
+                    "--recipes paper a dpo/wdpo cell starts from the sft/wsft cell of its seed.")
+    sw.add_argument("--file", metavar="PATH", type=Path, help="sweep file (TOML or JSON)")
+    sw.add_argument("--name", help="sweep name, the prefix of its cells' training names "
+                    "(default: sweep)")
+    grid_help = {"methods": "training methods", "recipes": "recipes (fairpp, paper)",
+                 "weighting": "weighting estimators of the w-methods (batch, dataset, sample)",
+                 "alpha": "tier exponents alpha of the w-methods",
+                 "beta": "tier-size exponents beta of the w-methods",
+                 "seeds": "seeds: each cell is trained once per seed"}
+    for key, text in grid_help.items():
+        sw.add_argument(f"--{key}", metavar="LIST", help=f"{text}, comma-separated")
+    add_config_flags(sw, "train", skip=("method", "recipe", "weighting", "alpha", "beta", "seed",
+                                        "name", "init_from"))
+    sw.add_argument("--evaluate-split", choices=("test", "scenario", "train", "all"),
+                    help="questions each cell answers after training, as `fairpp evaluate "
+                         "--split` (default: test)")
+    sw.add_argument("--evaluate-limit", type=int, metavar="N",
+                    help="answer only the first N questions of that split")
+    sw.add_argument("--evaluate-device", choices=("auto", "cpu", "cuda", "mps"),
+                    help="device of the evaluations (default: auto)")
+    sw.add_argument("--no-base", action="store_true", help="do not evaluate the base model")
+    sw.add_argument("--quiet", action="store_true", help="no line per training step on stderr")
+    _add_json(sw)
+
     ev = add("evaluate", "answer a split with a trained adapter (or the base model) as the bare "
              "model respondent; stored as run eval-NAME, resumable")
     which = ev.add_mutually_exclusive_group(required=True)
@@ -189,15 +220,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bank(ev, "(default: an adapter's training's bank; --base uses fairpp)")
     _add_json(ev)
 
-    rp = add("report", "the paper's Table 2 for a target persona: base, role-play, SFT, WSFT, DPO, WDPO")
+    rp = add("report", "the paper's Table 2 for a target persona: base, role-play, SFT, WSFT, DPO, "
+             "WDPO, each with a 95 percent interval (t over seeds, else a bootstrap over questions) and "
+             "whether it differs from DPO and from base beyond the intervals")
     rp.add_argument("--target", default="6", help="target persona: number or slug (default 6)")
     rp.add_argument("--from-run", help="run holding the personas' answers (default: that of the "
                     "latest training for the target)")
     rp.add_argument("--split", default="test", choices=("test", "scenario", "train", "all"),
                     help="questions compared (default: test)")
     rp.add_argument("--use", metavar="NAME", action="append", default=[],
-                    help="fill its method's row with the training NAME instead of the latest one "
-                         "(repeat for several methods)")
+                    help="fill its method's row with the training NAME alone instead of the "
+                         "latest one and its seed siblings (repeat for several methods)")
+    rp.add_argument("--variants", action="store_true",
+                    help="a row for every group of trainings that differ only by --seed (a "
+                         "sweep's grid), labelled by the settings that differ; by default each "
+                         "method shows the group of its latest training")
+    rp.add_argument("--sweep", metavar="NAME", help="only the trainings of the sweep NAME (their "
+                    "names start with NAME-), every group its own row (implies --variants)")
     _add_bank(rp)
     _add_json(rp)
 
@@ -220,8 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_config_flags(parser: argparse.ArgumentParser, which: str) -> None:
-    """Flags generated from a config dataclass's fields (the TUI form uses the same fields)."""
+def add_config_flags(parser: argparse.ArgumentParser, which: str, skip: tuple[str, ...] = ()) -> None:
+    """Flags generated from a config dataclass's fields (the TUI form uses the same fields);
+    ``skip`` leaves some out (a command that sets them its own way)."""
     import dataclasses
     import typing
 
@@ -231,6 +271,8 @@ def add_config_flags(parser: argparse.ArgumentParser, which: str) -> None:
     cls = {"simulate": SimulationConfig, "train": TrainingConfig}[which]
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
         flag = "--" + f.name.replace("_", "-")
         meta = dict(f.metadata)
         help_ = meta.get("help", "")
