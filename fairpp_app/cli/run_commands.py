@@ -1,4 +1,4 @@
-"""``fairpp simulate``, ``scenarios``, ``runs``, ``jobs``, ``metrics`` and ``weights``: runs and what they hold."""
+"""``fairpp simulate``, ``scenarios``, ``runs``, ``jobs`` and ``weights``: runs and what they hold."""
 
 from __future__ import annotations
 
@@ -216,31 +216,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
         table.add_row(r["name"], r["kind"], r["backend"] or "", r["model"] or "", r["mode"] or "",
                       r["status"], f"{r['records']:,}")
     out.print(table)
-    return 0
-
-
-def cmd_metrics(args: argparse.Namespace) -> int:
-    from fairpp_app.jobs.run_metrics import run_metrics
-
-    store, personas = open_store(args)
-    with store:
-        result = run_metrics(store, args.run, personas, args.split, args.persona_run)
-    if args.json:
-        print_json(result)
-        return 0
-    slugs = result["personas"]
-    numbers = {p.slug: str(p.number) for p in personas}
-    for key, title in (("similarity", "similarity (1 - JS distance of A/B/C shares)"),
-                       ("agreement", "per-question agreement")):
-        table = Table("respondent", *[f"P{numbers[s]}" for s in slugs], title=title)
-        for r in result["respondents"]:
-            table.add_row(r, *[fmt(result[key][r].get(s)) for s in slugs])
-        out.print(table)
-    counts = Table("respondent", "A", "B", "C", "unparsed", title="answers")
-    for r, c in result["counts"].items():
-        counts.add_row(r, *(f"{c[k]:,}" for k in ("A", "B", "C", "unparsed")))
-    out.print(counts)
-    out.print("persona columns: " + ", ".join(f"P{numbers[s]}={s}" for s in slugs))
     return 0
 
 

@@ -56,6 +56,12 @@ def run_metrics(store: Store, run_name: str, personas: list[Persona], split: str
         frame = frame[~frame["respondent"].isin(slugs)]
         import pandas as pd
         frame = pd.concat([ref, frame], ignore_index=True)
+    return frame_metrics(frame, slugs, run_name, split)
+
+
+def frame_metrics(frame, slugs: list[str], run_name: str, split: str = "all") -> dict:
+    """``run_metrics`` of records already gathered (one run, or several joined by
+    ``positioning.combined_frame``); ``run_name`` only labels the result."""
     respondents = _ordered_respondents(frame, slugs)
     target_personas = [s for s in slugs if s in respondents]
     grid = _AnswerGrid(frame, respondents)

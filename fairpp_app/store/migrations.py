@@ -151,7 +151,24 @@ def _v4(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE trainings ADD COLUMN heartbeat REAL")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
+def _v7(db: sqlite_utils.Database) -> None:
+    """Position sets (``fairpp position --name``): which models were placed among the
+    personas of which run, on which split; ``models`` is JSON (label, spec, run per model)."""
+    db.execute("""
+        CREATE TABLE position_sets (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            persona_run TEXT NOT NULL,
+            split TEXT NOT NULL,
+            models TEXT NOT NULL DEFAULT '[]',
+            params TEXT NOT NULL DEFAULT '{}',
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )""")
+
+
+# v5 and v6 come from other branches; until they are merged, v7 runs as the fifth step.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
