@@ -11,6 +11,7 @@ import argparse
 
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from fairpp_app.cli.output import err, fmt, open_store, out, print_json
 from fairpp_app.core.errors import UsageError
@@ -80,11 +81,11 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def cmd_position(args: argparse.Namespace) -> int:
-    from fairpp_app.core.events import Progress, RunEnded, RunStarted
+    from fairpp_app.core.events import Progress, RunStarted
     from fairpp_app.jobs.model_specs import parse_specs
     from fairpp_app.jobs.position_sets import (ask_models, config_for, plan_estimates, save_set,
                                                table_one)
-    from fairpp_app.jobs.simulation import Estimate, Stop
+    from fairpp_app.jobs.simulation import Estimate
 
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be at least 1")
@@ -125,10 +126,8 @@ def cmd_position(args: argparse.Namespace) -> int:
             elif isinstance(event, Progress) and event.done == event.total:
                 err.print(f"{spec.label}: {event.done}/{event.total} answered ({event.rate:.1f}/s)",
                           markup=False, highlight=False)
-            elif isinstance(event, RunEnded) and event.message:
-                err.print(f"{spec.label}: {event.message}", markup=False, highlight=False)
 
-        rows = ask_models(store, specs, configs, personas, listener=listen, cancel=Stop())
+        rows = ask_models(store, specs, configs, personas, listener=listen)
         pos = table_one(store, args.from_run, rows, personas, args.split)
         stored = None
         if args.name:
@@ -149,18 +148,25 @@ def cmd_position(args: argparse.Namespace) -> int:
 
 def print_table_one(rows, slugs: list[str], personas, from_run: str, split: str) -> None:
     numbers = {p.slug: p.number for p in personas}
-    table = Table("model", *[f"P{numbers[s]}" for s in slugs], "closest", "margin", "agree", "n",
-                  "note", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
+    # Thirteen columns: a light box without padding keeps the table inside 80 columns.
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0), show_edge=False,
                   title=f"similarity to each persona of '{from_run}', {split} split")
+    table.add_column("model", no_wrap=True)
+    for name in [*(f"P{numbers[s]}" for s in slugs), "closest", "margin", "agree", "n", "status"]:
+        table.add_column(name, no_wrap=True, justify="left" if name == "status" else "right")
     for r in rows:
         best = r.similarity.get(r.closest)
         cells = [f"[bold]{fmt(v)}[/]" if v is not None and v == best else fmt(v)
                  for v in (r.similarity.get(s) for s in slugs)]
         closest = f"P{numbers[r.closest]}" if r.closest else "-"
-        note = r.error if r.error else ""
-        table.add_row(r.label, *cells, closest, fmt(r.margin), fmt(r.agreement_closest),
-                      f"{r.questions:,}" if r.questions else "-", note)
+        status = "ok" if r.status == "finished" and not r.error else r.status
+        status = "partial" if status == "finished" else status  # finished, but some other fault
+        table.add_row(Text(r.label), *cells, closest, fmt(r.margin), fmt(r.agreement_closest),
+                      f"{r.questions:,}" if r.questions else "-", status)
     out.print(table)
+    for r in rows:
+        if r.error:  # the whole message: too long for a cell, and it says what to do
+            err.print(f"{r.label}: {r.status}: {r.error}", markup=False, highlight=False)
     err.print("similarity = 1 - JS distance of A/B/C shares; margin = closest minus second; "
               "agree = per-question agreement with the closest persona; n = questions compared",
               markup=False, highlight=False)
