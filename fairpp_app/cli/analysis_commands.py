@@ -153,7 +153,8 @@ def print_table_one(rows, slugs: list[str], personas, from_run: str, split: str)
                   title=f"similarity to each persona of '{from_run}', {split} split")
     table.add_column("model", no_wrap=True)
     for name in [*(f"P{numbers[s]}" for s in slugs), "closest", "margin", "agree", "n", "status"]:
-        table.add_column(name, no_wrap=True, justify="left" if name == "status" else "right")
+        table.add_column(name, no_wrap=True, justify="left" if name == "status" else "right",
+                         min_width=7 if name == "status" else None)
     for r in rows:
         best = r.similarity.get(r.closest)
         cells = [f"[bold]{fmt(v)}[/]" if v is not None and v == best else fmt(v)

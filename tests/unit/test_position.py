@@ -1,0 +1,120 @@
+"""``fairpp position``: model specs, and several real models placed among a persona run.
+
+The end-to-end test asks the embedded model in-process and the same GGUF served by a real
+``python -m llama_cpp.server`` under another name (through the openai backend), plus a
+server that is not there; the numbers are checked against ``run_metrics``, which computes
+them independently per run.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fairpp_app.cli import main
+from fairpp_app.core.errors import UsageError
+from fairpp_app.core.personas import builtin_personas
+from fairpp_app.jobs.model_specs import parse_spec, parse_specs
+from fairpp_app.jobs.run_metrics import run_metrics
+from tests.support.llama_server import free_port, llama_server
+from tests.support.training_data import PERSONA_RUN, persona_records
+
+N = 4  # questions each model answers
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("embedded", ("embedded", "embedded", None, None)),
+    ("gguf:/models/qwen2.5-0.5b.Q4.gguf", ("qwen2.5-0.5b.Q4", "llamacpp", "/models/qwen2.5-0.5b.Q4.gguf", None)),
+    ("ollama:llama3.2:1b", ("llama3.2:1b", "ollama", "llama3.2:1b", None)),
+    ("ollama:qwen3@http://10.0.0.2:11434", ("qwen3", "ollama", "qwen3", "http://10.0.0.2:11434")),
+    ("srv=openai:my@model@http://127.0.0.1:8080/v1",
+     ("srv", "openai", "my@model", "http://127.0.0.1:8080/v1")),
+    ("transformers:/w/Qwen2.5-7B-Instruct/", ("Qwen2.5-7B-Instruct", "transformers",
+                                              "/w/Qwen2.5-7B-Instruct/", None)),
+])
+def test_spec_syntax(text, expected):
+    spec = parse_spec(text)
+    assert (spec.label, spec.backend, spec.model, spec.base_url) == expected
+    assert spec.text == text
+
+
+@pytest.mark.parametrize(("texts", "message"), [
+    (["vllm:foo"], "unknown backend 'vllm'"),
+    (["openai:gpt-4o"], "openai:MODEL@http://HOST:PORT/v1"),
+    (["gguf"], "needs a model"),
+    (["embedded@http://x:1"], "has no URL"),
+    (["embedded", "ollama:embedded"], "name one with LABEL=SPEC"),
+    ([], "at least one model"),
+])
+def test_bad_specs_say_what_to_write(texts, message):
+    with pytest.raises(UsageError, match=message):
+        parse_specs(texts)
+
+
+def test_cli_refuses_bad_input_before_any_work(db_path, capsys):
+    db = ["--db", str(db_path)]
+    assert main(db + ["position", "vllm:x", "--from-run", "nope"]) == 2
+    assert "unknown backend 'vllm'" in capsys.readouterr().err
+    assert main(db + ["position", "embedded", "--from-run", "nope"]) == 4
+    assert "no run named 'nope'" in capsys.readouterr().err.lower()
+
+
+@pytest.fixture
+def persona_db(store, slugs):
+    """'personas': the seven personas on N test questions (seeded, varied answers)."""
+    run = store.create_run(PERSONA_RUN, "import", status="finished")
+    store.upsert_records(persona_records(store, run["id"], store.questions("test", limit=N), slugs))
+    store.close()
+    return store.path
+
+
+@pytest.mark.model
+@pytest.mark.timeout(600)
+def test_two_real_models_and_one_down(persona_db, tmp_path, capsys):
+    from fairpp_app.backends.llamacpp import embedded_model_path
+    from fairpp_app.store.database import Store
+
+    db = ["--db", str(persona_db)]
+    down = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    with llama_server(embedded_model_path(), tmp_path / "server.log", alias="gemma-served") as url:
+        args = db + ["position", "embedded", f"served=openai:gemma-served@{url}",
+                     f"down=openai:x@{down}", "--from-run", PERSONA_RUN, "--limit", str(N),
+                     "--max-retries", "0", "--name", "pair", "--json"]
+        assert main(args) == 1  # one model failed; the others finished
+        captured = capsys.readouterr()
+        assert f"planned: {3 * N} records for 3 models" in captured.err
+        table = {m["label"]: m for m in json.loads(captured.out)["models"]}
+        assert table["down"]["status"] == "stopped" and "cannot reach" in table["down"]["error"]
+        assert table["down"]["similarity"] == {}
+        with Store(persona_db) as store:
+            for label, model in (("embedded", "gemma-3-270m"), ("served", "gemma-served")):
+                row = table[label]
+                assert row["status"] == "finished" and row["questions"] == N
+                expected = run_metrics(store, row["run"], builtin_personas(), "test",
+                                       persona_run=PERSONA_RUN)
+                assert row["similarity"] == pytest.approx(expected["similarity"][model])
+                ranked = sorted(row["similarity"].items(), key=lambda kv: -kv[1])
+                assert row["closest"] == ranked[0][0]
+                assert row["margin"] == pytest.approx(ranked[0][1] - ranked[1][1])
+                assert row["agreement_closest"] == pytest.approx(
+                    expected["agreement"][model][row["closest"]])
+            stored = store.get_position_set("pair")
+            assert stored["persona_run"] == PERSONA_RUN and stored["split"] == "test"
+            assert [m["label"] for m in stored["models"]] == ["embedded", "served", "down"]
+            records = store.record_count()
+
+        # Rerun: both runs are reused, nothing is asked twice; the table prints as text.
+        assert main(db + args[2:-1]) == 1
+        captured = capsys.readouterr()
+        assert f"embedded: run '{table['embedded']['run']}', {N} already answered, 0 to ask" in captured.err
+        assert "served" in captured.out and "closest" in captured.out and "stopped" in captured.out
+        with Store(persona_db) as store:
+            assert store.record_count() == records
+
+    # The stored set feeds metrics: both models beside the personas, labelled as named.
+    assert main(db + ["metrics", "--set", "pair", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"embedded", "served"} <= set(result["respondents"])
+    assert result["similarity"]["served"] == pytest.approx(table["served"]["similarity"])
+    assert result["sources"]["served"] == table["served"]["run"]
