@@ -83,8 +83,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 def cmd_position(args: argparse.Namespace) -> int:
     from fairpp_app.core.events import Progress, RunStarted
     from fairpp_app.jobs.model_specs import parse_specs
-    from fairpp_app.jobs.position_sets import (ask_models, config_for, plan_estimates, save_set,
-                                               table_one)
+    from fairpp_app.jobs.position_sets import ask_models, config_for, plan_estimates, save_set, table_one
     from fairpp_app.jobs.simulation import Estimate
 
     if args.limit is not None and args.limit < 1:

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 from rich.table import Table
 
-from fairpp_app.cli.output import err, fmt, open_store, out, print_json
+from fairpp_app.cli.output import err, open_store, out, print_json
 from fairpp_app.cli.parser import config_from_args
 from fairpp_app.core.errors import NotFoundError, UsageError
 

@@ -22,11 +22,11 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display, whatever MPLBACKEND says
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-from fairpp_app.core.metrics import MIN_SIMILARITY  # noqa: E402
-from fairpp_app.core.questions import dimension_poles  # noqa: E402
+from fairpp_app.core.metrics import MIN_SIMILARITY
+from fairpp_app.core.questions import dimension_poles
 
 #: Answer colours (A, B, C) and a colour-blind-safe cycle for respondents (Okabe-Ito).
 LETTER_COLOURS = ("#0072B2", "#E69F00", "#999999")
@@ -159,7 +159,7 @@ def respondent_map(name: str, title: str, coords: dict[str, tuple[float, float]]
         fig = _figure(6.0, 4.6)
         ax = fig.add_subplot()
         models = [r for r in coords if r not in personas]
-        for group, marker, colour, label in ((list(p for p in personas if p in coords), "o",
+        for group, marker, colour, label in (([p for p in personas if p in coords], "o",
                                               CYCLE[0], "persona"), (models, "^", CYCLE[1], "model")):
             if group:
                 ax.scatter([coords[r][0] for r in group], [coords[r][1] for r in group], s=48,
@@ -220,3 +220,28 @@ def loss_curve(name: str, title: str, steps: list[dict]) -> Drawn:
         ax.set_ylabel("loss")
         ax.set_title(title)
     return Drawn(name, title, fig)
+
+
+def view_figure(pos, view: str, labels: dict[str, str], short: dict[str, str]) -> Drawn:
+    """One Analysis view of a ``Positioning`` as its figure (the screen's figure key)."""
+    name = f"{pos.run}-{pos.split}-{view}".replace("/", "-")
+    where = f"{pos.run}, {pos.split} split"
+    if view == "similarity":
+        return heatmap(name, f"Persona × persona similarity ({where})", pos.personas, pos.personas,
+                       pos.similarity, labels)
+    if view == "agreement":
+        return heatmap(name, f"Respondent × persona agreement ({where})", pos.respondents,
+                       pos.personas, pos.agreement, {**labels, **short}, vmin=0.0)
+    if view == "respondents":
+        return similarity_bars(name, f"Similarity of each respondent to every persona ({where})",
+                               pos.respondents, pos.personas, pos.similarity, {**labels, **short})
+    if view == "dimensions":
+        return dimension_shares(name, f"A/B/C shares per dimension ({where})", pos.respondents,
+                                pos.shares, {**labels, **short})
+    if view == "tiers":
+        return tier_bars(name, f"Tiers of target {labels.get(pos.target, pos.target)} ({where})",
+                         pos.tiers)
+    if view == "map":
+        return respondent_map(name, f"Respondents on two principal axes ({where})", pos.coords,
+                              pos.personas, short, pos.explained)
+    raise ValueError(f"no figure for view {view!r}")
