@@ -99,6 +99,12 @@ def cmd_position(args: argparse.Namespace) -> int:
         store.get_run(args.from_run)
         if store.question_count() == 0:
             raise UsageError("the question bank is empty; build it with `fairpp questions build`")
+        from fairpp_app.jobs.run_metrics import persona_answers
+
+        # Before any model works: the comparison needs the personas on this split.
+        if not persona_answers(store, args.from_run, [p.slug for p in personas], args.split):
+            raise UsageError(f"run '{args.from_run}' has no persona answers on split "
+                             f"'{args.split}' to compare the models with")
         estimates = plan_estimates(store, configs, personas)
         for spec, e in zip(specs, estimates):
             err.print(f"{spec.label}: {e.describe()}", markup=False, highlight=False)

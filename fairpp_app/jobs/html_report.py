@@ -118,7 +118,7 @@ def _header(info: dict) -> str:
     rows = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in info["facts"].items())
     runs = "".join(
         f"<tr><td>{_e(r['role'])}</td><td class=text>{_e(r['name'])}</td><td class=text>"
-        f"{_e(r['backend'])}/{_e(r['model'])}</td><td class=text>{_e(r['mode'])}</td>"
+        f"{_e(r['engine'])}</td><td class=text>{_e(r['mode'])}</td>"
         f"<td class=text><code>{_e(r['prompt_hash'])}</code></td><td>{r['records']:,}</td></tr>"
         for r in info["runs"])
     return (f"<dl>{rows}</dl><table><tr><th>role</th><th>run</th><th>backend/model</th>"
@@ -200,7 +200,9 @@ def report_info(store: Store, persona_run: str, rows: list[ModelRow], split: str
     counts = {r["name"]: r["records"] for r in store.list_runs()}
     for role, name in [("personas", persona_run), *(("model " + r.label, r.run) for r in rows if r.run)]:
         run = store.get_run(name)
-        runs.append({"role": role, "name": name, "backend": run["backend"], "model": run["model"],
+        # An imported run has no backend: its kind says where the answers came from.
+        engine = f"{run['backend']}/{run['model']}" if run["backend"] else run["kind"]
+        runs.append({"role": role, "name": name, "engine": engine,
                      "mode": run["mode"], "prompt_hash": run["prompt_hash"],
                      "records": counts.get(name, 0)})
     facts = {"fairpp": version, "made": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

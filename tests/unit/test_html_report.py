@@ -74,6 +74,23 @@ def test_report_flags_that_need_each_other(store, capsys):
     assert main(db + ["report", "--html", "x.html", "--set", "nope"]) == 4
 
 
+def test_table_two_shows_intervals_its_rows_carry():
+    """Table 2 is printed from build_report's rows as given: an interval added to a row
+    (a pair, or low/high) gets a column of its own."""
+    from fairpp_app.jobs.html_report import _table_two
+
+    slugs = ["a", "b"]
+    row = {"row": "DPO", "source": "t1", "questions": 10, "similarity": {"a": 0.5, "b": 0.7},
+           "target_similarity": 0.7, "margin": 0.2, "agreement": 0.4, "answers": None,
+           "note": "", "target_interval": [0.61, 0.79],
+           "margin_interval": {"low": 0.1, "high": 0.3}}
+    page = _table_two({"personas": slugs, "rows": [row], "split": "test", "from_run": "r",
+                       "target": {"number": 2, "name": "B", "slug": "b"}}, {"a": "P1", "b": "P2"})
+    assert "<th>target interval</th>" in page and "[0.610, 0.790]" in page
+    assert "<th>margin interval</th>" in page and "[0.100, 0.300]" in page
+    assert "+20.00%" in page
+
+
 @needs_chromium
 def test_chromium_notices_a_console_error(tmp_path):
     """The console check below is not blind: a page that throws is caught."""

@@ -69,6 +69,35 @@ def persona_db(store, slugs):
     return store.path
 
 
+def test_plan_prints_records_and_asks_nothing(persona_db, capsys):
+    from fairpp_app.store.database import Store
+
+    db = ["--db", str(persona_db)]
+    assert main(db + ["position", "embedded", "x=ollama:llama3.2", "--from-run", PERSONA_RUN,
+                      "--limit", "3", "--plan"]) == 0
+    err = capsys.readouterr().err
+    assert "embedded: 3 records" in err and "x: 3 records" in err
+    assert "planned: 6 records for 2 models" in err
+    assert main(db + ["position", "embedded", "--from-run", PERSONA_RUN, "--split", "train"]) == 2
+    assert "no persona answers on split 'train'" in capsys.readouterr().err
+    with Store(persona_db) as store:
+        assert [r["name"] for r in store.list_runs()] == [PERSONA_RUN]
+
+
+@pytest.mark.model
+@pytest.mark.timeout(300)
+def test_debias_permute_reaches_every_model_run(persona_db, capsys):
+    from fairpp_app.store.database import Store
+
+    assert main(["--db", str(persona_db), "position", "embedded", "--from-run", PERSONA_RUN,
+                 "--limit", "2", "--debias", "permute", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)["models"][0]
+    assert row["run"].endswith("-permute-model") and row["questions"] == 2
+    with Store(persona_db) as store:
+        frame = store.record_frame(store.get_run(row["run"])["id"])
+        assert set(frame["method"]) == {"logprob+permute"}
+
+
 @pytest.mark.model
 @pytest.mark.timeout(600)
 def test_two_real_models_and_one_down(persona_db, tmp_path, capsys):

@@ -99,8 +99,9 @@ class AnalysisScreen(BaseScreen):
                          value=app.target, allow_blank=False, id="an-target",
                          compact=True)
             yield Label("set", classes="bar-label")
-            yield Select([(s["name"], s["name"]) for s in app.store.list_position_sets()],
-                         prompt="no position set", id="an-set", compact=True)
+            self.set_names = [row["name"] for row in app.store.list_position_sets()]
+            yield Select([(n, n) for n in self.set_names], prompt="no position set", id="an-set",
+                         compact=True)
         yield Static(id="an-status")
         with TabbedContent(id="an-tabs"):
             with TabPane("Similarity", id="similarity"):
@@ -137,6 +138,11 @@ class AnalysisScreen(BaseScreen):
                 select.set_options([(name, name) for name in runs])
                 if self.app.run_name:
                     select.value = self.app.run_name
+        sets = [row["name"] for row in self.app.store.list_position_sets()]
+        if sets != self.set_names:  # a set stored meanwhile (by the CLI)
+            self.set_names = sets
+            with self.prevent(Select.Changed):
+                self.query_one("#an-set", Select).set_options([(n, n) for n in sets])
         if self.app.run_name and (self.result is None or self.result.run != self.app.run_name
                                   or self.result.target != self.app.target):
             with self.prevent(Select.Changed):
