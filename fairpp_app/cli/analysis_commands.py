@@ -159,7 +159,7 @@ def print_table_one(rows, slugs: list[str], personas, from_run: str, split: str)
     table.add_column("model", no_wrap=True)
     for name in [*(f"P{numbers[s]}" for s in slugs), "closest", "margin", "agree", "n", "status"]:
         table.add_column(name, no_wrap=True, justify="left" if name == "status" else "right",
-                         min_width=7 if name == "status" else None)
+                         min_width=max(len(r.status) for r in rows) if name == "status" else None)
     for r in rows:
         best = r.similarity.get(r.closest)
         cells = [f"[bold]{fmt(v)}[/]" if v is not None and v == best else fmt(v)

@@ -158,13 +158,16 @@ def respondent_map(name: str, title: str, coords: dict[str, tuple[float, float]]
     with matplotlib.rc_context(RC):
         fig = _figure(6.0, 4.6)
         ax = fig.add_subplot()
+        from fairpp_app.jobs.positioning import shared_point_labels
+
+        labels = shared_point_labels(coords, labels)
         models = [r for r in coords if r not in personas]
         for group, marker, colour, label in (([p for p in personas if p in coords], "o",
                                               CYCLE[0], "persona"), (models, "^", CYCLE[1], "model")):
             if group:
                 ax.scatter([coords[r][0] for r in group], [coords[r][1] for r in group], s=48,
                            marker=marker, color=colour, label=label, zorder=3)
-                for r in group:
+                for r in (r for r in group if labels.get(r, r)):
                     ax.annotate(labels.get(r, r), coords[r], textcoords="offset points",
                                 xytext=(5, 4), fontsize=7)
         ax.axhline(0, color="#ccc", lw=0.6, zorder=1)

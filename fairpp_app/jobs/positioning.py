@@ -194,6 +194,24 @@ def position_run(store: Store, run_name: str, personas: list[Persona], split: st
     return pos
 
 
+def shared_point_labels(coords: dict[str, tuple[float, float]], labels: dict[str, str]
+                        ) -> dict[str, str]:
+    """Labels for a map where respondents answering alike sit on one point: the first of
+    them is labelled "a = b", the others get an empty label (the same model asked through
+    two backends lands on one spot, and two names printed there would overwrite each other)."""
+    first: dict[tuple[float, float], str] = {}
+    out: dict[str, str] = {}
+    for name, (x, y) in coords.items():
+        key = (round(x, 6), round(y, 6))
+        lead = first.setdefault(key, name)
+        if lead == name:
+            out[name] = labels.get(name, name)
+        else:
+            out[lead] += " = " + labels.get(name, name)
+            out[name] = ""
+    return out
+
+
 def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as fh:

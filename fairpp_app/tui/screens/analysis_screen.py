@@ -30,7 +30,7 @@ from fairpp_app.core.errors import user_message
 from fairpp_app.core.metrics import MIN_SIMILARITY
 from fairpp_app.core.questions import dimension_poles
 from fairpp_app.jobs.position_sets import set_picks
-from fairpp_app.jobs.positioning import Pick, Positioning, exports_dir, write_csv
+from fairpp_app.jobs.positioning import Pick, Positioning, exports_dir, shared_point_labels, write_csv
 from fairpp_app.jobs.run_metrics import SPLIT_CHOICES
 from fairpp_app.store import browse
 from fairpp_app.tui.screens.base_screen import BaseScreen
@@ -231,15 +231,18 @@ class AnalysisScreen(BaseScreen):
         self.query_one("#resp-bars", Static).update(self._respondent_bars(r, labels))
         self.query_one("#dim-bars", Static).update(self._dimension_bars(r, labels))
         self.query_one("#tier-bars", Static).update(self._tier_bars(r))
-        self.query_one(RespondentMap).show(r.coords, {s: self.short(s) for s in r.respondents},
-                                           r.personas, r.explained)
+        self.query_one(RespondentMap).show(
+            r.coords, shared_point_labels(r.coords, {s: self.short(s) for s in r.respondents}),
+            r.personas, r.explained)
 
     def _respondent_bars(self, r: Positioning, labels: dict) -> Table:
         table = Table.grid(padding=(0, 1))
         table.add_column(no_wrap=True)
         table.add_column(no_wrap=True)
         table.add_column(justify="right")
-        for resp in r.respondents:
+        # Models first: they are what this view is opened for once runs are placed beside.
+        models = [x for x in r.respondents if x not in r.personas]
+        for resp in [*models, *r.personas]:
             table.add_row(Text(labels[resp], style="bold"), "", "")
             sims = r.similarity.get(resp, {})
             best = max((v for v in sims.values() if v is not None), default=None)
