@@ -147,3 +147,29 @@ def test_two_real_models_and_one_down(persona_db, tmp_path, capsys):
     assert {"embedded", "served"} <= set(result["respondents"])
     assert result["similarity"]["served"] == pytest.approx(table["served"]["similarity"])
     assert result["sources"]["served"] == table["served"]["run"]
+
+
+def test_metrics_with_other_runs_labels_each_model(store, capsys):
+    """``metrics --with``: the models of other runs beside the personas of one run, with the
+    numbers ``run_metrics`` gives each run alone; a model name met twice gets its run's name."""
+    from tests.support.tui_data import MODEL, RUN, insert_synthetic_run
+
+    insert_synthetic_run(store, n=40)
+    for name, model in (("other", "served"), ("again", MODEL)):
+        run = store.create_run(name, "simulation", backend="openai", model=model, mode="logprob",
+                               status="finished")
+        store.upsert_records([{"run_id": run["id"], "question_id": q.id, "respondent": model,
+                               "respondent_kind": "model", "answer": "ABC"[i % 3 if i % 5 else 0],
+                               "method": "logprob"}
+                              for i, q in enumerate(store.questions("test", limit=30))])
+    personas = builtin_personas()
+    alone = run_metrics(store, "other", personas, "test", persona_run=RUN)
+    store.close()
+    assert main(["--db", str(store.path), "metrics", "--run", RUN, "--with", "other",
+                 "--with", "again", "--split", "test", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["respondents"][-3:] == ["served", MODEL, f"{MODEL} (again)"]
+    assert result["sources"] == {**dict.fromkeys(result["respondents"][:-3], RUN), MODEL: RUN,
+                                 f"{MODEL} (again)": "again", "served": "other"}
+    assert result["similarity"]["served"] == pytest.approx(alone["similarity"]["served"])
+    assert result["questions"]["served"] == 30
