@@ -24,6 +24,7 @@ matplotlib.use("Agg")  # no display, whatever MPLBACKEND says
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from fairpp_app.core.metrics import MIN_SIMILARITY
 from fairpp_app.core.questions import dimension_poles
@@ -206,6 +207,7 @@ def training_similarity(name: str, title: str, evals: list[dict], personas: Sequ
                     lw=2.4 if p == target else 1.0, color=CYCLE[k % len(CYCLE)],
                     label=labels.get(p, p) + (" (target)" if p == target else ""))
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("similarity")
         fig.legend(fontsize=6, loc="outside right upper")
         ax.set_title(title)
@@ -220,6 +222,7 @@ def loss_curve(name: str, title: str, steps: list[dict]) -> Drawn:
         ax.plot([s["step"] for s in steps], [s["loss"] for s in steps], color=CYCLE[1], lw=1.2,
                 marker="." if len(steps) < 50 else None)
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("loss")
         ax.set_title(title)
     return Drawn(name, title, fig)

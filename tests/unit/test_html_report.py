@@ -98,6 +98,8 @@ def test_chromium_notices_a_console_error(tmp_path):
     page.write_text("<!DOCTYPE html><html><body><p>x</p><script>notDefined()</script></body></html>")
     _, lines = chromium.dump_dom(page, tmp_path / "profile")
     assert any("Uncaught" in line and "notDefined" in line for line in lines)
+    measured, lines = chromium.measure_figures(page, tmp_path / "profile")
+    assert measured == [] and any("notDefined" in line for line in lines)  # framed pages too
 
 
 @pytest.mark.model
@@ -141,6 +143,11 @@ def test_report_of_a_position_call_and_a_training_in_chromium(store, slugs, tiny
     figures = _figures(dom)
     # Fig. 5, Fig. 3, Fig. 4, the models' bars, and the training's similarity and loss curves.
     assert len(figures) == 6 and all(_drawn(svg) for svg in figures)
+    laid_out, console = chromium.measure_figures(page, tmp_path / "profile")
+    assert console == [] and laid_out is not None and len(laid_out) == 6
+    for figure in laid_out:  # each drew something of a visible size, on a visible canvas
+        assert figure["width"] > 200 and figure["height"] > 100
+        assert figure["drawn_width"] > 100 and figure["drawn_height"] > 50 and figure["shapes"] > 10
     shot = tmp_path / "report.png"
     assert chromium.screenshot(page, shot, tmp_path / "profile") == []
     print(f"screenshot: {shot}")
