@@ -197,6 +197,10 @@ def report_html(args: argparse.Namespace) -> int:
     from fairpp_app.jobs.position_sets import ModelRow, table_one
     from fairpp_app.training.report import build_report
 
+    if args.html is not None and args.html.is_dir():
+        raise UsageError(f"--html {args.html} is a folder; name the file to write")
+    if args.figures is not None and args.figures.exists() and not args.figures.is_dir():
+        raise UsageError(f"--figures {args.figures} is a file; name a folder")
     store, personas = open_store(args)
     target = resolve(args.target, personas)
     with store:

@@ -72,6 +72,8 @@ def test_report_flags_that_need_each_other(store, capsys):
     assert main(db + ["report", "--html", "x.html"]) == 2  # no training, no --from-run
     assert "--from-run" in capsys.readouterr().err
     assert main(db + ["report", "--html", "x.html", "--set", "nope"]) == 4
+    assert main(db + ["report", "--html", str(store.path.parent), "--from-run", RUN]) == 2
+    assert "is a folder" in capsys.readouterr().err
 
 
 def test_table_two_shows_intervals_its_rows_carry():

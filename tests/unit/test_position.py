@@ -173,3 +173,18 @@ def test_metrics_with_other_runs_labels_each_model(store, capsys):
                                  f"{MODEL} (again)": "again", "served": "other"}
     assert result["similarity"]["served"] == pytest.approx(alone["similarity"]["served"])
     assert result["questions"]["served"] == 30
+
+
+def test_a_position_set_is_replaced_by_a_rerun_and_named_when_missing(store):
+    from fairpp_app.core.errors import NotFoundError
+
+    with pytest.raises(NotFoundError, match="fairpp position .* --name NAME"):
+        store.get_position_set("pair")
+    first = store.save_position_set("pair", "personas", "test", [{"label": "a", "run": "r1"}], {})
+    again = store.save_position_set("pair", "personas", "test", [{"label": "a", "run": "r2"}],
+                                    {"limit": 3})
+    assert again["id"] == first["id"] and again["models"] == [{"label": "a", "run": "r2"}]
+    assert again["params"] == {"limit": 3} and again["created_at"] == first["created_at"]
+    store.save_position_set("other", "personas", "all", [], {})
+    with pytest.raises(NotFoundError, match="sets here: pair, other"):
+        store.get_position_set("nope")
