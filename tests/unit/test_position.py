@@ -188,3 +188,17 @@ def test_a_position_set_is_replaced_by_a_rerun_and_named_when_missing(store):
     store.save_position_set("other", "personas", "all", [], {})
     with pytest.raises(NotFoundError, match="sets here: pair, other"):
         store.get_position_set("nope")
+
+
+@pytest.mark.model
+@pytest.mark.timeout(300)
+def test_an_unknown_tag_fails_in_its_row_and_the_other_model_finishes(persona_db, capsys):
+    from tests.support.ollama_server import FakeOllama
+
+    with FakeOllama() as server:
+        assert main(["--db", str(persona_db), "position", f"gone=ollama:no-such-tag@{server.url}",
+                     "embedded", "--from-run", PERSONA_RUN, "--limit", "2", "--json"]) == 1
+        assert server.requests == 0  # refused by its tag list before any question was sent
+    rows = {m["label"]: m for m in json.loads(capsys.readouterr().out)["models"]}
+    assert rows["gone"]["status"] == "failed" and "no-such-tag" in rows["gone"]["error"]
+    assert rows["embedded"]["status"] == "finished" and rows["embedded"]["questions"] == 2
