@@ -202,3 +202,19 @@ def test_an_unknown_tag_fails_in_its_row_and_the_other_model_finishes(persona_db
     rows = {m["label"]: m for m in json.loads(capsys.readouterr().out)["models"]}
     assert rows["gone"]["status"] == "failed" and "no-such-tag" in rows["gone"]["error"]
     assert rows["embedded"]["status"] == "finished" and rows["embedded"]["questions"] == 2
+
+
+def test_position_and_metrics_load_no_plotting_or_torch(tmp_path):
+    """matplotlib loads when a figure is drawn, not for the tables."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, fairpp_app.cli.analysis_commands, fairpp_app.jobs.position_sets, "
+            "fairpp_app.jobs.model_specs, fairpp_app.tui.screens.analysis_screen; "
+            "print(sorted(m for m in ('matplotlib', 'torch') if m in sys.modules))")
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120, env={"PYTHONPATH": str(repo), "PATH": ""})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
