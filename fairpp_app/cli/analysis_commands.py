@@ -156,17 +156,18 @@ def print_table_one(rows, slugs: list[str], personas, from_run: str, split: str)
     # Thirteen columns: a light box without padding keeps the table inside 80 columns.
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0), show_edge=False,
                   title=f"similarity to each persona of '{from_run}', {split} split")
+    # "ok" when finished cleanly; a run that finished with a fault elsewhere is "partial".
+    statuses = ["ok" if r.status == "finished" and not r.error else
+                "partial" if r.status == "finished" else r.status for r in rows]
     table.add_column("model", no_wrap=True)
     for name in [*(f"P{numbers[s]}" for s in slugs), "closest", "margin", "agree", "n", "status"]:
         table.add_column(name, no_wrap=True, justify="left" if name == "status" else "right",
-                         min_width=max(len(r.status) for r in rows) if name == "status" else None)
-    for r in rows:
+                         min_width=max(map(len, statuses)) if name == "status" else None)
+    for r, status in zip(rows, statuses):
         best = r.similarity.get(r.closest)
         cells = [f"[bold]{fmt(v)}[/]" if v is not None and v == best else fmt(v)
                  for v in (r.similarity.get(s) for s in slugs)]
         closest = f"P{numbers[r.closest]}" if r.closest else "-"
-        status = "ok" if r.status == "finished" and not r.error else r.status
-        status = "partial" if status == "finished" else status  # finished, but some other fault
         table.add_row(Text(r.label), *cells, closest, fmt(r.margin), fmt(r.agreement_closest),
                       f"{r.questions:,}" if r.questions else "-", status)
     out.print(table)
