@@ -34,6 +34,26 @@ def _add_bank(p: argparse.ArgumentParser, default: str = "(default: the bank of 
                         f"release's wording); a split is always one bank's {default}")
 
 
+MODEL_SPECS = """model specs, [LABEL=]BACKEND[:MODEL][@URL]:
+  embedded                              the Gemma 3 270M model shipped with fairpp
+  gguf:/path/model.gguf                 any GGUF file, run by llama.cpp in-process
+  ollama:TAG[@http://host:11434]        a model an Ollama server holds
+  openai:MODEL@http://host:port/v1      an OpenAI-compatible server (vLLM, llama.cpp server, ...)
+  transformers:/path/folder             a local Hugging Face model folder
+  mlx:/path/or/repo                     mlx-lm weights
+  LABEL=...                             names the row (default: the model's name)
+example: fairpp position embedded served=openai:gemma@http://127.0.0.1:8080/v1 --from-run personas"""
+
+
+def _add_picks(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--with", dest="with_runs", metavar="RUN", action="append", default=[],
+                   help="place the model respondents of this run among the personas too (an "
+                        "evaluated adapter's eval-NAME run included); repeatable")
+    p.add_argument("--set", dest="position_set", metavar="NAME",
+                   help="a position set stored by `fairpp position --name NAME`: its persona "
+                        "run and model runs")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = argparse.ArgumentParser(
@@ -101,16 +121,47 @@ def build_parser() -> argparse.ArgumentParser:
                     help="file format; hf writes a Hugging Face datasets folder")
     ex.add_argument("--out", required=True, type=Path, help="output file (folder for hf)")
 
-    m = add("metrics", "similarity of every respondent to every persona in a run")
-    m.add_argument("--run", required=True, help="run to analyse")
-    m.add_argument("--split", default="all", choices=("all", "train", "test", "scenario"))
+    m = add("metrics", "similarity of every respondent to every persona in a run, with the "
+            "model respondents of other runs placed among them (--with, --set)")
+    m.add_argument("--run", help="run to analyse: its personas and any model respondent in it "
+                   "(required unless --set names a stored position set)")
+    m.add_argument("--split", choices=("all", "train", "test", "scenario"),
+                   help="questions compared (default: all; with --set, the set's split)")
     m.add_argument("--persona-run", help="take the personas' answers from this run instead")
     _add_bank(m)
     m.add_argument("--reference", metavar="NAME",
                    help="also compare every respondent with every segment of the survey NAME "
                         "(imported with `fairpp import survey`), with 95%% intervals from its "
                         "sample sizes")
+    _add_picks(m)
     _add_json(m)
+
+    pos = add("position", "place several models among the personas of a run (the paper's "
+              "Table 1): each model answers the questions as the bare model respondent, one "
+              "resumable run per model, then its similarity to every persona is printed",
+              epilog=MODEL_SPECS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pos.add_argument("models", nargs="+", metavar="MODEL",
+                     help="a model spec, [LABEL=]BACKEND[:MODEL][@URL] (see below); repeat for more")
+    pos.add_argument("--from-run", required=True, metavar="RUN",
+                     help="run holding the personas' answers to compare with")
+    pos.add_argument("--split", default="test", choices=("test", "train", "all", "scenario"),
+                     help="questions to ask (default: test, the paper's test split)")
+    pos.add_argument("--limit", type=int, metavar="N", help="ask only the first N questions of the split")
+    pos.add_argument("--mode", default="logprob", choices=("logprob", "text"),
+                     help="logprob: score the option letters; text: generate and parse (default: logprob)")
+    pos.add_argument("--debias", default="none", choices=("none", "permute"),
+                     help="permute: also score with options A and B swapped and average (default: none)")
+    pos.add_argument("--api-key-env", metavar="NAME",
+                     help="environment variable holding the API key of the openai servers named")
+    pos.add_argument("--max-retries", type=int, default=5, metavar="N",
+                     help="retries of a failing request before that model is given up (default 5)")
+    pos.add_argument("--name", metavar="NAME",
+                     help="store the set (models, persona run, split) as NAME for `fairpp report "
+                          "--set` and the Analysis screen")
+    pos.add_argument("--plan", action="store_true",
+                     help="print the planned records and time estimate, then stop")
+    pos.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_json(pos)
 
     w = add("weights", "the paper's sample weights for a target persona")
     w.add_argument("--run", required=True, help="run holding the personas' answers")
@@ -222,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = add("report", "the paper's Table 2 for a target persona: base, role-play, SFT, WSFT, DPO, "
              "WDPO, each with a 95 percent interval (t over seeds, else a bootstrap over questions) and "
-             "whether it differs from DPO and from base beyond the intervals")
+             "whether it differs from DPO and from base beyond the intervals; with --html, a "
+             "self-contained page with Tables 1 and 2 and the paper's figures")
     rp.add_argument("--target", default="6", help="target persona: number or slug (default 6)")
     rp.add_argument("--from-run", help="run holding the personas' answers (default: that of the "
                     "latest training for the target)")
@@ -238,6 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--sweep", metavar="NAME", help="only the trainings of the sweep NAME (their "
                     "names start with NAME-), every group its own row (implies --variants)")
     _add_bank(rp)
+    rp.add_argument("--html", metavar="OUT.html", type=Path,
+                    help="write one self-contained HTML file (no network, no scripts): Table 1 "
+                         "of the models of --with/--set, Table 2, and the figures")
+    rp.add_argument("--figures", metavar="DIR", type=Path,
+                    help="write each figure of the report as PNG and SVG into DIR")
+    _add_picks(rp)
     _add_json(rp)
 
     add("backends", "list backends and whether they can run here")

@@ -71,11 +71,29 @@ def run_metrics(store: Store, run_name: str, personas: list[Persona], split: str
     bank = bank or store.run_bank(run["id"])
     slugs = [p.slug for p in personas]
     frame = run_frame(store, run_name, slugs, split, persona_run, bank)
+    result, grid = _frame_metrics(frame, slugs, run_name, split)
+    result["bank"] = bank
+    respondents, target_personas = result["respondents"], result["personas"]
+    sources = ([(store.get_run(persona_run)["id"], set(target_personas)),
+                (run["id"], set(respondents) - set(target_personas))]
+               if persona_run and persona_run != run_name else [(run["id"], set(respondents))])
+    _add_consistency(result, store, grid, sources, split)
+    return result
+
+
+def frame_metrics(frame, slugs: list[str], run_name: str, split: str = "all") -> dict:
+    """``run_metrics`` of records already gathered (one run, or several joined by
+    ``positioning.combined_frame``), without the consistency figures, which need each
+    respondent's own run; ``run_name`` only labels the result."""
+    return _frame_metrics(frame, slugs, run_name, split)[0]
+
+
+def _frame_metrics(frame, slugs: list[str], run_name: str, split: str) -> tuple[dict, _AnswerGrid]:
     respondents = ordered_respondents(frame, slugs)
     target_personas = [s for s in slugs if s in respondents]
     grid = _AnswerGrid(frame, respondents)
 
-    result: dict = {"run": run_name, "bank": bank, "split": split, "personas": target_personas,
+    result: dict = {"run": run_name, "split": split, "personas": target_personas,
                     "respondents": respondents, "similarity": {}, "agreement": {},
                     "soft_similarity": {}, "soft_agreement": {}, "by_dimension": {},
                     "counts": {}, "questions": {}}
@@ -105,11 +123,7 @@ def run_metrics(store: Store, run_name: str, personas: list[Persona], split: str
             result["soft_similarity"][r] = soft_s
             result["soft_agreement"][r] = soft_a
         result["by_dimension"][r] = by_dim
-    sources = ([(store.get_run(persona_run)["id"], set(target_personas)),
-                (run["id"], set(respondents) - set(target_personas))]
-               if persona_run and persona_run != run_name else [(run["id"], set(respondents))])
-    _add_consistency(result, store, grid, sources, split)
-    return result
+    return result, grid
 
 
 def _add_consistency(result: dict, store: Store, grid: _AnswerGrid,

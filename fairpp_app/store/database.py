@@ -684,6 +684,38 @@ class Store:
                 self.db.execute("SELECT question_id, respondent, answer, raw_text, p_a, p_b, p_c "
                                 "FROM records WHERE run_id = ?", [run_id])}
 
+    # ---- position sets -------------------------------------------------------------------
+
+    def save_position_set(self, name: str, persona_run: str, split: str, models: list[dict],
+                          params: dict) -> dict:
+        """Create or replace the set ``name`` (a rerun of the same command updates it)."""
+        now = _now()
+        self.db.execute(
+            """INSERT INTO position_sets (name, persona_run, split, models, params, created_at,
+                                          updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT(name) DO UPDATE SET persona_run = excluded.persona_run,
+                   split = excluded.split, models = excluded.models, params = excluded.params,
+                   updated_at = excluded.updated_at""",
+            [name, persona_run, split, json.dumps(models, sort_keys=True),
+             json.dumps(params, sort_keys=True), now, now])
+        return self.get_position_set(name)
+
+    def list_position_sets(self) -> list[dict]:
+        rows = list(self.db.query("SELECT * FROM position_sets ORDER BY id"))
+        for row in rows:
+            row["models"] = json.loads(row["models"])
+            row["params"] = json.loads(row["params"])
+        return rows
+
+    def get_position_set(self, name: str) -> dict:
+        sets = self.list_position_sets()
+        for row in sets:
+            if row["name"] == name:
+                return row
+        hint = (f"; sets here: {', '.join(r['name'] for r in sets)}" if sets
+                else "; store one with `fairpp position ... --name NAME`")
+        raise NotFoundError(f"no position set named '{name}'{hint}")
+
     # ---- overview ------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
