@@ -143,7 +143,32 @@ def _table_one(rows: list[ModelRow], slugs: list[str], short: dict[str, str]) ->
 
 
 _KNOWN = {"row", "source", "questions", "similarity", "target_similarity", "margin", "agreement",
-          "answers", "note"}
+          "answers", "note", "method", "trainings", "seeds", "per_seed", "interval", "vs_dpo",
+          "vs_base"}
+def _with_interval(row: dict, key: str, text: str, percent: bool = False) -> str:
+    """A cell's value with its interval below it, when the row carries one (the alignment
+    report's ``interval``: a [low, high] per metric)."""
+    bounds = (row.get("interval") or {}).get(key)
+    if not bounds or None in bounds:
+        return text
+    lo, hi = bounds
+    span = f"{lo * 100:+.2f}%, {hi * 100:+.2f}%" if percent else f"{lo:.3f}, {hi:.3f}"
+    return f"{text}<br><small>[{span}]</small>"
+
+
+def _marks(row: dict) -> str:
+    """Where a row's interval lies wholly above (+) or below (-) DPO's and base's."""
+    out = []
+    for name, key in (("DPO", "vs_dpo"), ("base", "vs_base")):
+        got = row.get(key) or {}
+        signs = {k: v for k, v in got.items() if v}
+        if signs:
+            out.append(f"{'above' if signs.get('target_similarity', 0) > 0 else 'below'} {name} "
+                       + ", ".join(f"{k.replace('_', ' ')} {'+' if v > 0 else '-'}"
+                                   for k, v in signs.items()))
+        elif got:
+            out.append(f"within {name}")
+    return "; ".join(out)
 
 
 def _table_two(report: dict, short: dict[str, str]) -> str:
@@ -152,8 +177,9 @@ def _table_two(report: dict, short: dict[str, str]) -> str:
              if k not in _KNOWN and any(_interval(row.get(k)) or isinstance(row.get(k), (int, float))
                                         for row in report["rows"])]
     head = "".join(f"<th>{_e(short.get(s, s))}</th>" for s in slugs)
-    head += "<th>target</th><th>margin</th><th>agree</th><th>n</th>"
-    head += "".join(f"<th>{_e(k.replace('_', ' '))}</th>" for k in extra) + "<th>source</th>"
+    head += "<th>target</th><th>margin</th><th>agree</th><th>n</th><th>seeds</th>"
+    head += "".join(f"<th>{_e(k.replace('_', ' '))}</th>" for k in extra)
+    head += "<th>beyond the intervals</th><th>source</th>"
     body = []
     for row in report["rows"]:
         cells = "".join(f"<td>{_num(row['similarity'].get(s))}</td>" for s in slugs)
@@ -162,13 +188,21 @@ def _table_two(report: dict, short: dict[str, str]) -> str:
         for k in extra:
             v = row.get(k)
             more += f"<td>{_e(_interval(v) or (_num(v) if isinstance(v, float) else v))}</td>"
+        kind = (row.get("interval") or {}).get("kind")
+        seeds = len(row.get("seeds") or []) or "–"
         body.append(f"<tr><td>{_e(row['row'])}</td>{cells}<td class=best>"
-                    f"{_num(row['target_similarity'])}</td><td>{margin}</td>"
-                    f"<td>{_num(row['agreement'])}</td><td>{row['questions'] or '–'}</td>{more}"
+                    f"{_with_interval(row, 'target_similarity', _num(row['target_similarity']))}</td>"
+                    f"<td>{_with_interval(row, 'margin', margin, percent=True)}</td>"
+                    f"<td>{_with_interval(row, 'agreement', _num(row['agreement']))}</td>"
+                    f"<td>{row['questions'] or '–'}</td><td>{seeds}{f' ({kind})' if kind else ''}"
+                    f"</td>{more}<td class=note>{_e(_marks(row))}</td>"
                     f"<td class=note>{_e(row['source'])} {_e(row['note'])}</td></tr>")
     t = report["target"]
     return (f"<p>Target persona {t['number']} ({_e(t['name'])}), {_e(report['split'])} split, "
-            f"personas from <code>{_e(report['from_run'])}</code>.</p>"
+            f"personas from <code>{_e(report['from_run'])}</code>. Below each figure: its 95% "
+            "interval (t over seeds where a row has several, else a bootstrap over the "
+            "questions); a row is above or below DPO or base only where the intervals do not "
+            "overlap.</p>"
             f"<table><tr><th></th>{head}</tr>{''.join(body)}</table>")
 
 
