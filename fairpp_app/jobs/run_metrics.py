@@ -77,7 +77,7 @@ def run_metrics(store: Store, run_name: str, personas: list[Persona], split: str
     sources = ([(store.get_run(persona_run)["id"], set(target_personas)),
                 (run["id"], set(respondents) - set(target_personas))]
                if persona_run and persona_run != run_name else [(run["id"], set(respondents))])
-    _add_consistency(result, store, grid, sources, split)
+    _add_consistency(result, store, grid, sources, split, bank)
     return result
 
 
@@ -127,7 +127,7 @@ def _frame_metrics(frame, slugs: list[str], run_name: str, split: str) -> tuple[
 
 
 def _add_consistency(result: dict, store: Store, grid: _AnswerGrid,
-                     sources: list[tuple[int, set[str]]], split: str) -> None:
+                     sources: list[tuple[int, set[str]]], split: str, bank: str) -> None:
     """Each respondent's distance from uniform and answer consistency (core/consistency),
     read from the run its answers come from."""
     result["uniform_distance"], result["consistency"] = {}, {}
@@ -136,7 +136,7 @@ def _add_consistency(result: dict, store: Store, grid: _AnswerGrid,
     for run_id, members in sources:
         twins += [(grid.row[a], grid.row[b]) for a, b in store.framing_twins(run_id)
                   if a in grid.row and b in grid.row]
-        frame = store.order_probabilities(run_id, split, sorted(members))
+        frame = store.order_probabilities(run_id, split, sorted(members), bank)
         for resp, part in frame.groupby("respondent"):
             if resp in members:
                 orders[resp] = (part[["p_a_fwd", "p_b_fwd", "p_c_fwd"]].to_numpy(dtype=float),

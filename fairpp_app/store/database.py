@@ -35,8 +35,9 @@ from fairpp_app.store.migrations import (  # noqa: F401  (re-exported: tests and
     validate_and_upgrade,
 )
 
-#: Two questions are one question in its two framings when these fields agree.
-TWIN_FIELDS = ("kind", "topic", "category", "problem", "group_type", "group_name", "dimension")
+#: Two questions are one question in its two framings when these fields agree (the bank too:
+#: the official wording of a question is its twin in the other bank, not another framing).
+TWIN_FIELDS = ("bank", "kind", "topic", "category", "problem", "group_type", "group_name", "dimension")
 
 
 def twin_sql(t: str, q: str) -> tuple[str, str]:
@@ -502,13 +503,19 @@ class Store:
                      bank: str | None = None):
         """Records joined with their question's fields, as a pandas DataFrame: those of one
         bank, by default the run's own (:meth:`run_bank`)."""
+        return self._record_query(
+            "r.question_id, r.respondent, r.respondent_kind, r.answer, r.p_a, r.p_b, r.p_c, "
+            "r.raw_text, r.method, q.dimension, q.framing, q.topic, q.split, q.group_name",
+            run_id, split, respondents, bank)
+
+    def _record_query(self, columns: str, run_id: int, split: str, respondents: list[str] | None,
+                      bank: str | None, where: str = ""):
+        """``columns`` of a run's records on one bank (default: the run's own) and split, as a
+        DataFrame; ``r`` is the record, ``q`` its question."""
         import pandas as pd
 
-        sql = """
-            SELECT r.question_id, r.respondent, r.respondent_kind, r.answer, r.p_a, r.p_b, r.p_c,
-                   r.raw_text, r.method, q.dimension, q.framing, q.topic, q.split, q.group_name
-            FROM records r JOIN questions q ON q.id = r.question_id
-            WHERE r.run_id = ? AND q.bank = ?"""
+        sql = (f"SELECT {columns} FROM records r JOIN questions q ON q.id = r.question_id "
+               f"WHERE r.run_id = ? AND q.bank = ?{where}")
         args: list[Any] = [run_id, bank or self.run_bank(run_id)]
         if split != "all":
             sql += " AND q.split = ?"
@@ -798,23 +805,14 @@ class Store:
     # ---- answer consistency (core/consistency.py) -----------------------------------------
 
     def order_probabilities(self, run_id: int, split: str = "all",
-                            respondents: list[str] | None = None):
+                            respondents: list[str] | None = None, bank: str | None = None):
         """Records scored in both option orders, as a DataFrame: question_id, respondent,
-        ``fwd`` (the order shown) and ``swap`` (A and B swapped, mapped back) per letter."""
-        import pandas as pd
-
-        sql = ("SELECT r.question_id, r.respondent, r.p_a_fwd, r.p_b_fwd, r.p_c_fwd, "
-               "r.p_a_swap, r.p_b_swap, r.p_c_swap FROM records r "
-               "JOIN questions q ON q.id = r.question_id "
-               "WHERE r.run_id = ? AND r.p_a_fwd IS NOT NULL AND r.p_a_swap IS NOT NULL")
-        args: list[Any] = [run_id]
-        if split != "all":
-            sql += " AND q.split = ?"
-            args.append(split)
-        if respondents:
-            sql += f" AND r.respondent IN ({','.join('?' * len(respondents))})"
-            args.extend(respondents)
-        return pd.read_sql_query(sql, self.db.conn, params=args)
+        ``fwd`` (the order shown) and ``swap`` (A and B swapped, mapped back) per letter; on one
+        bank (default: the run's own)."""
+        return self._record_query(
+            "r.question_id, r.respondent, r.p_a_fwd, r.p_b_fwd, r.p_c_fwd, "
+            "r.p_a_swap, r.p_b_swap, r.p_c_swap", run_id, split, respondents, bank,
+            " AND r.p_a_fwd IS NOT NULL AND r.p_a_swap IS NOT NULL")
 
     def framing_twins(self, run_id: int) -> list[tuple[str, str]]:
         """(framing 1 id, framing 2 id) of every question a run answered in both framings."""
