@@ -9,11 +9,18 @@ CPU); it runs four whole sequences per pair: policy and reference, chosen and re
 fairpp runs one last-position pass per question for the policy and one for the reference,
 covering both of the question's pairs.
 
+``--recipe paper`` times the paper's recipe instead (REFERENCE section 7): the
+"Human:/Assistant:" prompt, the letter followed by EOS, three pairs per question. Stock TRL
+gets the same prompt text and the bare letters (its DPO tokenisation appends EOS, as the
+authors' trainer did) and runs its four sequences per pair; fairpp runs one prompt pass per
+question and one extra position per letter, for the policy and once for the reference.
+
 Each optimizer step is timed (the first of each trainer is a warm-up and is dropped) and
 the medians of pairs per second are compared. Stock TRL is slow here (well under one pair
 per second), so it gets only a handful of steps.
 
     .venv/bin/python bench/train.py [--model DIR_OR_GGUF] [--stock-steps 3] [--ours-steps 6]
+    .venv/bin/python bench/train.py --recipe paper --pairs-per-step 6
 
 The last line is ``ratio: X``, fairpp pairs/s over stock TRL pairs/s.
 """
@@ -35,6 +42,7 @@ from fairpp_app.core.prompts import build_prompt
 from fairpp_app.core.questions import LETTERS, build_bank
 from fairpp_app.training.config import TrainingConfig
 from fairpp_app.training.data import Example
+from fairpp_app.training.recipes import RECIPES, paper_prompt
 
 # Before transformers is first imported (inside the functions below): no progress bars, no
 # deprecation chatter between the timings.
@@ -85,7 +93,17 @@ def lora_config(model):
                       bias="none", task_type="CAUSAL_LM")
 
 
-def stock_trl(path: Path, work: list[Example], pairs_per_step: int, steps: int, out: Path) -> list[float]:
+def stock_rows(work: list[Example], recipe: str) -> list[dict]:
+    """The pairs as text, the way TRL's documentation feeds them."""
+    if recipe == "paper":
+        return [{"prompt": paper_prompt(e.question), "chosen": c, "rejected": r}
+                for e in work for c, r in e.pairs(3)]
+    return [{"prompt": build_prompt(e.question, None).as_text(), "chosen": " " + c,
+             "rejected": " " + r} for e in work for c, r in e.pairs()]
+
+
+def stock_trl(path: Path, work: list[Example], pairs_per_step: int, steps: int, out: Path,
+              recipe: str = "fairpp") -> list[float]:
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback
     from trl import DPOConfig, DPOTrainer
@@ -94,8 +112,7 @@ def stock_trl(path: Path, work: list[Example], pairs_per_step: int, steps: int, 
 
     tokenizer = load_tokenizer(path)
     model = load_causal_lm(path, "cpu")
-    rows = [{"prompt": build_prompt(e.question, None).as_text(), "chosen": " " + c,
-             "rejected": " " + r} for e in work for c, r in e.pairs()]
+    rows = stock_rows(work, recipe)
     timer = StepTimer()
     args = DPOConfig(output_dir=str(out / "stock"), per_device_train_batch_size=pairs_per_step,
                      max_steps=steps, bf16=False, use_cpu=True, report_to=[], save_strategy="no",
@@ -108,14 +125,17 @@ def stock_trl(path: Path, work: list[Example], pairs_per_step: int, steps: int, 
     return [pairs_per_step / t for t in timer.times[1:]]
 
 
-def ours(path: Path, work: list[Example], pairs_per_step: int, steps: int, out: Path) -> list[float]:
+def ours(path: Path, work: list[Example], pairs_per_step: int, steps: int, out: Path,
+         recipe: str = "fairpp") -> list[float]:
     from fairpp_app.training.torch_trainer import build_trainer, prepare_model
 
+    per_question = RECIPES[recipe].pairs
     config = TrainingConfig(method="wdpo", from_run="bench", base=str(path), name="bench",
-                            batch_size=pairs_per_step // 2, grad_accum=1, max_steps=steps,
-                            lr=1e-4, save_every=10_000, eval_every=0)
-    session = SimpleNamespace(config=config, name="bench",
-                              data=lambda: SimpleNamespace(examples=work))
+                            batch_size=pairs_per_step // per_question, grad_accum=1,
+                            max_steps=steps, lr=1e-4, save_every=10_000, eval_every=0,
+                            recipe=recipe)
+    data = SimpleNamespace(examples=work, schedule=lambda weighting, seed: work)
+    session = SimpleNamespace(config=config, name="bench", data=lambda: data)
     model, tokenizer, _ = prepare_model(config, "cpu", str(path))
     timer = StepTimer()
     trainer = build_trainer(session, model, tokenizer, "cpu", output_dir=out / "ours",
@@ -127,15 +147,22 @@ def ours(path: Path, work: list[Example], pairs_per_step: int, steps: int, out: 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model folder or GGUF (default: embedded)")
-    parser.add_argument("--pairs-per-step", type=int, default=4,
-                        help="pairs per optimizer step for both trainers (even; default 4)")
+    parser.add_argument("--recipe", default="fairpp", choices=tuple(RECIPES),
+                        help="fairpp (the letter path, two pairs per question) or paper (letter + "
+                             "EOS after the Human/Assistant prompt, three pairs); default fairpp")
+    parser.add_argument("--pairs-per-step", type=int, default=None,
+                        help="pairs per optimizer step for both trainers, a multiple of the "
+                             "recipe's pairs per question (default: 2 questions' worth)")
     parser.add_argument("--stock-steps", type=int, default=3, help="timed stock TRL steps (default 3)")
     parser.add_argument("--ours-steps", type=int, default=6, help="timed fairpp steps (default 6)")
     parser.add_argument("--which", default="both", choices=("both", "stock", "ours"),
                         help="time one side only (no ratio); default both")
     args = parser.parse_args()
-    if args.pairs_per_step < 2 or args.pairs_per_step % 2:
-        parser.error("--pairs-per-step must be even (a question gives two pairs)")
+    per_question = RECIPES[args.recipe].pairs
+    args.pairs_per_step = args.pairs_per_step or 2 * per_question
+    if args.pairs_per_step < per_question or args.pairs_per_step % per_question:
+        parser.error(f"--pairs-per-step must be a multiple of {per_question} (a question gives "
+                     f"{per_question} pairs under --recipe {args.recipe})")
 
     from transformers.utils import logging as hf_logging
 
@@ -143,20 +170,20 @@ def main() -> int:
 
     hf_logging.set_verbosity_error()
     path = resolve_model(args.model)
-    n_questions = (args.ours_steps + 1) * args.pairs_per_step // 2
-    work = examples(max(n_questions, (args.stock_steps + 1) * args.pairs_per_step // 2))
-    print(f"{path.name} on cpu (float32), LoRA r=16, {args.pairs_per_step} pairs per step",
-          file=sys.stderr)
+    n_questions = (args.ours_steps + 1) * args.pairs_per_step // per_question
+    work = examples(max(n_questions, (args.stock_steps + 1) * args.pairs_per_step // per_question))
+    print(f"{path.name} on cpu (float32), LoRA r=16, {args.pairs_per_step} pairs per step, "
+          f"recipe {args.recipe}", file=sys.stderr)
     rates = {}
     with tempfile.TemporaryDirectory() as tmp:
         if args.which in ("both", "stock"):
             print("stock TRL DPOTrainer:", file=sys.stderr)
             rates["stock TRL DPOTrainer"] = stock_trl(path, work, args.pairs_per_step,
-                                                      args.stock_steps + 1, Path(tmp))
+                                                      args.stock_steps + 1, Path(tmp), args.recipe)
         if args.which in ("both", "ours"):
             print("fairpp fast path:", file=sys.stderr)
             rates["fairpp fast path"] = ours(path, work, args.pairs_per_step,
-                                             args.ours_steps + 1, Path(tmp))
+                                             args.ours_steps + 1, Path(tmp), args.recipe)
     medians = {k: statistics.median(v) for k, v in rates.items()}
     for k, v in medians.items():
         print(f"{k}: {v:.3f} pairs/s (median of {len(rates[k])} steps)")

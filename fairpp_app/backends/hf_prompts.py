@@ -68,7 +68,10 @@ class HFPrompts:
 
     def ids(self, prompt: Prompt) -> list[int]:
         """The ids the model is fed: rendered, tokenised, BOS in front where it belongs."""
-        text, has_bos = self.render(prompt)
+        return self.text_ids(*self.render(prompt))
+
+    def text_ids(self, text: str, has_bos: bool = False) -> list[int]:
+        """Ids of already rendered text (a training recipe's own prompt), under the same BOS rule."""
         ids = self.encode(text)
         if self.adds_bos and not has_bos:
             ids.insert(0, int(self.bos_id))
@@ -112,3 +115,11 @@ class HFPromptMethods:
     def completion_ids(self) -> dict[str, int]:
         """Letter -> the token id training puts after the prompt."""
         return self.prompts.completion_ids()
+
+    def text_ids(self, text: str) -> list[int]:
+        """Token ids of plain text given as is (no template), BOS in front where it belongs."""
+        return self.prompts.text_ids(text)
+
+    def text_encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` with no special tokens."""
+        return self.prompts.encode(text)

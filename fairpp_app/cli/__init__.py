@@ -22,8 +22,9 @@ HANDLERS = {
     "import": "data_commands", "export": "data_commands",
     "simulate": "run_commands", "scenarios": "run_commands", "runs": "run_commands",
     "jobs": "run_commands",
-    "metrics": "run_commands", "weights": "run_commands",
-    "train": "training_commands", "evaluate": "training_commands", "report": "training_commands",
+    "weights": "run_commands", "metrics": "analysis_commands", "position": "analysis_commands",
+    "train": "training_commands", "evaluate": "training_commands", "report": "analysis_commands",
+    "sweep": "sweep_commands",
     "backends": "system_commands", "doctor": "system_commands", "info": "system_commands",
 }
 

@@ -34,6 +34,26 @@ def _add_bank(p: argparse.ArgumentParser, default: str = "(default: the bank of 
                         f"release's wording); a split is always one bank's {default}")
 
 
+MODEL_SPECS = """model specs, [LABEL=]BACKEND[:MODEL][@URL]:
+  embedded                              the Gemma 3 270M model shipped with fairpp
+  gguf:/path/model.gguf                 any GGUF file, run by llama.cpp in-process
+  ollama:TAG[@http://host:11434]        a model an Ollama server holds
+  openai:MODEL@http://host:port/v1      an OpenAI-compatible server (vLLM, llama.cpp server, ...)
+  transformers:/path/folder             a local Hugging Face model folder
+  mlx:/path/or/repo                     mlx-lm weights
+  LABEL=...                             names the row (default: the model's name)
+example: fairpp position embedded served=openai:gemma@http://127.0.0.1:8080/v1 --from-run personas"""
+
+
+def _add_picks(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--with", dest="with_runs", metavar="RUN", action="append", default=[],
+                   help="place the model respondents of this run among the personas too (an "
+                        "evaluated adapter's eval-NAME run included); repeatable")
+    p.add_argument("--set", dest="position_set", metavar="NAME",
+                   help="a position set stored by `fairpp position --name NAME`: its persona "
+                        "run and model runs")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = argparse.ArgumentParser(
@@ -101,9 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="file format; hf writes a Hugging Face datasets folder")
     ex.add_argument("--out", required=True, type=Path, help="output file (folder for hf)")
 
-    m = add("metrics", "similarity of every respondent to every persona in a run")
-    m.add_argument("--run", required=True, help="run to analyse")
-    m.add_argument("--split", default="all", choices=("all", "train", "test", "scenario"))
+    m = add("metrics", "similarity of every respondent to every persona in a run, with the "
+            "model respondents of other runs placed among them (--with, --set)")
+    m.add_argument("--run", help="run to analyse: its personas and any model respondent in it "
+                   "(required unless --set names a stored position set)")
+    m.add_argument("--split", choices=("all", "train", "test", "scenario"),
+                   help="questions compared (default: all; with --set, the set's split)")
     m.add_argument("--persona-run", help="take the personas' answers from this run instead; "
                    "wording consistency reads both banks of the run and this one together")
     _add_bank(m)
@@ -111,7 +134,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also compare every respondent with every segment of the survey NAME "
                         "(imported with `fairpp import survey`), with 95%% intervals from its "
                         "sample sizes")
+    _add_picks(m)
     _add_json(m)
+
+    pos = add("position", "place several models among the personas of a run (the paper's "
+              "Table 1): each model answers the questions as the bare model respondent, one "
+              "resumable run per model, then its similarity to every persona is printed",
+              epilog=MODEL_SPECS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pos.add_argument("models", nargs="+", metavar="MODEL",
+                     help="a model spec, [LABEL=]BACKEND[:MODEL][@URL] (see below); repeat for more")
+    pos.add_argument("--from-run", required=True, metavar="RUN",
+                     help="run holding the personas' answers to compare with")
+    pos.add_argument("--split", default="test", choices=("test", "train", "all", "scenario"),
+                     help="questions to ask (default: test, the paper's test split)")
+    pos.add_argument("--limit", type=int, metavar="N", help="ask only the first N questions of the split")
+    pos.add_argument("--mode", default="logprob", choices=("logprob", "text"),
+                     help="logprob: score the option letters; text: generate and parse (default: logprob)")
+    pos.add_argument("--debias", default="none", choices=("none", "permute"),
+                     help="permute: also score with options A and B swapped and average (default: none)")
+    pos.add_argument("--api-key-env", metavar="NAME",
+                     help="environment variable holding the API key of the openai servers named")
+    pos.add_argument("--max-retries", type=int, default=5, metavar="N",
+                     help="retries of a failing request before that model is given up (default 5)")
+    pos.add_argument("--name", metavar="NAME",
+                     help="store the set (models, persona run, split) as NAME for `fairpp report "
+                          "--set` and the Analysis screen")
+    pos.add_argument("--plan", action="store_true",
+                     help="print the planned records and time estimate, then stop")
+    pos.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_json(pos)
 
     w = add("weights", "the paper's sample weights for a target persona")
     w.add_argument("--run", required=True, help="run holding the personas' answers")
@@ -172,6 +223,37 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--quiet", action="store_true", help="no line per step on stderr")
     _add_json(tr)
 
+    sw = add("sweep", "train and evaluate a grid (methods x recipes x weighting x alpha x beta x "
+             "seeds) unattended, then print the report with intervals; rerun the same command "
+             "to resume after any stop, kill -9 included",
+             epilog="a sweep file (TOML or JSON) holds name, [grid] (or [[grid]] tables: "
+                    "methods, recipes, weighting, alpha, beta, seeds as lists), [train] (any "
+                    "training setting shared by every cell, e.g. from_run, target, max_steps) "
+                    "and [evaluate] (split, limit, device, base); flags override it. With "
+                    "--recipes paper a dpo/wdpo cell starts from the sft/wsft cell of its seed.")
+    sw.add_argument("--file", metavar="PATH", type=Path, help="sweep file (TOML or JSON)")
+    sw.add_argument("--name", help="sweep name, the prefix of its cells' training names "
+                    "(default: sweep)")
+    grid_help = {"methods": "training methods", "recipes": "recipes (fairpp, paper)",
+                 "weighting": "weighting estimators of the w-methods (batch, dataset, sample)",
+                 "alpha": "tier exponents alpha of the w-methods",
+                 "beta": "tier-size exponents beta of the w-methods",
+                 "seeds": "seeds: each cell is trained once per seed"}
+    for key, text in grid_help.items():
+        sw.add_argument(f"--{key}", metavar="LIST", help=f"{text}, comma-separated")
+    add_config_flags(sw, "train", skip=("method", "recipe", "weighting", "alpha", "beta", "seed",
+                                        "name", "init_from"))
+    sw.add_argument("--evaluate-split", choices=("test", "scenario", "train", "all"),
+                    help="questions each cell answers after training, as `fairpp evaluate "
+                         "--split` (default: test)")
+    sw.add_argument("--evaluate-limit", type=int, metavar="N",
+                    help="answer only the first N questions of that split")
+    sw.add_argument("--evaluate-device", choices=("auto", "cpu", "cuda", "mps"),
+                    help="device of the evaluations (default: auto)")
+    sw.add_argument("--no-base", action="store_true", help="do not evaluate the base model")
+    sw.add_argument("--quiet", action="store_true", help="no line per training step on stderr")
+    _add_json(sw)
+
     ev = add("evaluate", "answer a split with a trained adapter (or the base model) as the bare "
              "model respondent; stored as run eval-NAME, resumable")
     which = ev.add_mutually_exclusive_group(required=True)
@@ -190,16 +272,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bank(ev, "(default: an adapter's training's bank; --base uses fairpp)")
     _add_json(ev)
 
-    rp = add("report", "the paper's Table 2 for a target persona: base, role-play, SFT, WSFT, DPO, WDPO")
+    rp = add("report", "the paper's Table 2 for a target persona: base, role-play, SFT, WSFT, DPO, "
+             "WDPO, each with a 95 percent interval (t over seeds, else a bootstrap over questions) and "
+             "whether it differs from DPO and from base beyond the intervals; with --html, a "
+             "self-contained page with Tables 1 and 2 and the paper's figures")
     rp.add_argument("--target", default="6", help="target persona: number or slug (default 6)")
     rp.add_argument("--from-run", help="run holding the personas' answers (default: that of the "
                     "latest training for the target)")
     rp.add_argument("--split", default="test", choices=("test", "scenario", "train", "all"),
                     help="questions compared (default: test)")
     rp.add_argument("--use", metavar="NAME", action="append", default=[],
-                    help="fill its method's row with the training NAME instead of the latest one "
-                         "(repeat for several methods)")
+                    help="fill its method's row with the training NAME alone instead of the "
+                         "latest one and its seed siblings (repeat for several methods)")
+    rp.add_argument("--variants", action="store_true",
+                    help="a row for every group of trainings that differ only by --seed (a "
+                         "sweep's grid), labelled by the settings that differ; by default each "
+                         "method shows the group of its latest training")
+    rp.add_argument("--sweep", metavar="NAME", help="only the trainings of the sweep NAME (their "
+                    "names start with NAME-), every group its own row (implies --variants)")
     _add_bank(rp)
+    rp.add_argument("--html", metavar="OUT.html", type=Path,
+                    help="write one self-contained HTML file (no network, no scripts): Table 1 "
+                         "of the models of --with/--set, Table 2, and the figures")
+    rp.add_argument("--figures", metavar="DIR", type=Path,
+                    help="write each figure of the report as PNG and SVG into DIR")
+    _add_picks(rp)
     _add_json(rp)
 
     add("backends", "list backends and whether they can run here")
@@ -221,8 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_config_flags(parser: argparse.ArgumentParser, which: str) -> None:
-    """Flags generated from a config dataclass's fields (the TUI form uses the same fields)."""
+def add_config_flags(parser: argparse.ArgumentParser, which: str, skip: tuple[str, ...] = ()) -> None:
+    """Flags generated from a config dataclass's fields (the TUI form uses the same fields);
+    ``skip`` leaves some out (a command that sets them its own way)."""
     import dataclasses
     import typing
 
@@ -232,6 +330,8 @@ def add_config_flags(parser: argparse.ArgumentParser, which: str) -> None:
     cls = {"simulate": SimulationConfig, "train": TrainingConfig}[which]
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
         flag = "--" + f.name.replace("_", "-")
         meta = dict(f.metadata)
         help_ = meta.get("help", "")

@@ -1,4 +1,4 @@
-"""``fairpp simulate``, ``scenarios``, ``runs``, ``jobs``, ``metrics`` and ``weights``: runs and what they hold."""
+"""``fairpp simulate``, ``scenarios``, ``runs``, ``jobs`` and ``weights``: runs and what they hold."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 from rich.table import Table
 
-from fairpp_app.cli.output import err, fmt, open_store, out, print_json
+from fairpp_app.cli.output import err, open_store, out, print_json
 from fairpp_app.cli.parser import config_from_args
 from fairpp_app.core.errors import NotFoundError, UsageError
 
@@ -221,106 +221,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
                       r["status"], f"{r['records']:,}")
     out.print(table)
     return 0
-
-
-def cmd_metrics(args: argparse.Namespace) -> int:
-    from fairpp_app.jobs.run_metrics import run_metrics
-
-    store, personas = open_store(args)
-    with store:
-        result = run_metrics(store, args.run, personas, args.split, args.persona_run,
-                             bank=args.bank)
-        if args.reference:
-            from fairpp_app.jobs.survey import compare
-
-            result["reference"] = compare(store, args.run, args.reference, personas,
-                                          args.split, args.persona_run, bank=args.bank)
-    if args.json:
-        print_json(result)
-        return 0
-    if not result["respondents"]:
-        err.print(f"no answers in split '{args.split}' of the {result['bank']} bank in this run"
-                  + (" and the persona-run" if args.persona_run else "") + "; --bank chooses "
-                  "the other bank" + ("; only wording consistency (both banks) is reported"
-                                      if result["consistency"] else ""))
-    slugs = result["personas"]
-    numbers = {p.slug: str(p.number) for p in personas}
-    for key, title in (("similarity", "similarity (1 - JS distance of A/B/C shares)"),
-                       ("agreement", "per-question agreement")):
-        extra = ("unif",) if key == "similarity" else ()
-        table = Table("respondent", *[f"P{numbers[s]}" for s in slugs], *extra, title=title)
-        for r in result["respondents"]:
-            beside = (fmt(result["uniform_distance"][r]["shares"]),) if extra else ()
-            table.add_row(r, *[fmt(result[key][r].get(s)) for s in slugs], *beside)
-        out.print(table)
-    counts = Table("respondent", "A", "B", "C", "unparsed", title="answers")
-    for r, c in result["counts"].items():
-        counts.add_row(r, *(f"{c[k]:,}" for k in ("A", "B", "C", "unparsed")))
-    out.print(counts)
-    out.print("persona columns: " + ", ".join(f"P{numbers[s]}={s}" for s in slugs))
-    _print_consistency(result)
-    if "reference" in result:
-        _print_reference(result["reference"], numbers)
-    return 0
-
-
-def _print_consistency(result: dict) -> None:
-    rows = result["consistency"]  # every respondent with a figure (wording can add some)
-    # Only the checks some respondent has a figure for, so the table fits 80 columns.
-    checks = [(name, size) for name, size in (("order", "questions"), ("framing", "pairs"),
-                                              ("wording", "pairs"))
-              if any(c.get(name) for c in rows.values())] or [("framing", "pairs")]
-    table = Table(title="answer consistency")
-    table.add_column("respondent", no_wrap=True)
-    for name, size in checks:
-        for head in (name, "flips", "n" if size == "questions" else "pairs"):
-            table.add_column(head)
-    table.add_column("unif")
-    table.add_column("unif p")
-    for r, c in rows.items():
-        u = result["uniform_distance"].get(r, {})
-        cells = []
-        for name, size in checks:
-            figures = c.get(name) or {}
-            cells += [fmt(figures.get("share")), fmt(figures.get("flips")),
-                      str(figures.get(size, "-"))]
-        table.add_row(r, *cells, fmt(u.get("shares")), fmt(u.get("probabilities")))
-    out.print(table)
-    out.print("order: share of questions answered the same with options A and B swapped (n "
-              "questions); framing: share of framing 1/2 pairs answered the same; wording: "
-              "share of fairpp questions answered the same in their official wording (read "
-              "from the run and the --persona-run, both banks); flips: A in one, B in the "
-              "other; unif: JS distance of the answer shares from uniform (unif p: mean over "
-              "questions, from the option probabilities)")
-    if not any(c["order"] for c in rows.values()):
-        err.print("option order: no record scored in both orders (simulate with --debias "
-                  "permute; runs from before schema 6 kept only the average)")
-
-
-def _print_reference(ref: dict, numbers: dict[str, str]) -> None:
-    segments = ref["segments"]
-    heads = [f"{g['segment']} (P{numbers.get(g['persona'], '?')})" for g in segments]
-    for key, title in (("similarity", "similarity to human segments (1 - JS distance)"),
-                       ("agreement", "agreement with the segment's most common answer"),
-                       ("match", "chance a random member of the segment answers the same")):
-        table = Table("respondent", *heads,
-                      title=f"{title}, [95% interval] from the sample sizes; * the segment's persona")
-        for r in ref["respondents"]:
-            cells = []
-            for g in segments:
-                c = ref["comparison"][r][g["segment"]]
-                mark = "*" if g["persona"] == r else ""
-                cells.append("-" if c[key] is None else
-                             f"{mark}{c[key]:.3f} [{c[key + '_ci'][0]:.3f}, {c[key + '_ci'][1]:.3f}]")
-            table.add_row(r, *cells)
-        out.print(table)
-    table = Table("segment", "persona", "items", "people (median)", "uniform",
-                  "closest persona", title=f"survey '{ref['survey']}'")
-    for g in segments:
-        closest = ref["closest_persona"][g["segment"]]
-        table.add_row(g["segment"], g["persona"], str(g["items"]), f"{g['people']['median']:g}",
-                      fmt(g["uniform_distance"]), closest or "-")
-    out.print(table)
 
 
 def cmd_weights(args: argparse.Namespace) -> int:

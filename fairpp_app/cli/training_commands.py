@@ -84,6 +84,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = TrainingConfig.from_json(json.loads(args.config_json))
     else:
         config = config_from_args(TrainingConfig, args)
+    if config is not None:
+        _recipe_note(config)
     stop = Stop()
     with stop_on_signals(stop):
         store, personas = open_store(args)
@@ -104,6 +106,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         err.print(f"training '{outcome.name}' {outcome.status} at step {outcome.step}"
                   + (f"; adapter in {outcome.adapter_path}" if outcome.adapter_path else ""))
     return {"finished": 0, "cancelled": 130, "paused": 130}.get(outcome.status, 1)
+
+
+def _recipe_note(config) -> None:
+    """Say what a non-default recipe or weighting changes, and what the paper did besides."""
+    from fairpp_app.training.methods import method
+
+    parts = [f"{k.replace('_', ' ')} {v}" for k, v in config.recipe_parts().items()]
+    if parts or config.weighting != "batch":
+        err.print(f"recipe {config.recipe}: " + ", ".join(parts + [f"weighting {config.weighting}"]))
+    if config.recipe == "paper" and method(config.method).preference and not config.init_from:
+        start = "wsft" if method(config.method).weighted else "sft"
+        err.print(f"note: the paper starts {config.method} from its {start} model; train that "
+                  f"first with --recipe paper and pass --init-from NAME (fairpp sweep does both)")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -150,11 +165,24 @@ def cmd_report(args: argparse.Namespace) -> int:
     store, personas = open_store(args)
     target = resolve(args.target, personas)
     with store:
+        only = None
+        if args.sweep:
+            only = [t["name"] for t in store.list_trainings(target=target.slug)
+                    if t["name"].startswith(f"{args.sweep}-")]
+            if not only:
+                raise UsageError(f"no training of sweep '{args.sweep}' aims at persona "
+                                 f"{target.number}")
         report = build_report(store, personas, target, args.from_run, args.split, use=args.use,
-                              bank=args.bank)
+                              variants=args.variants or bool(args.sweep), only=only, bank=args.bank)
     if args.json:
         print_json(report)
         return 0
+    print_report(report, personas, target)
+    return 0
+
+
+def print_report(report: dict, personas, target) -> None:
+    """The report as two tables on stdout (results, then intervals) and its notes on stderr."""
     numbers = {p.slug: p.number for p in personas}
     slugs = report["personas"]
     from rich import box
@@ -164,6 +192,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                   box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0), show_edge=False,
                   title=f"persona {target.number} ({target.slug}), {report['split']} split, "
                         f"personas from '{report['from_run']}'")
+    table.columns[0].overflow = "fold"  # a variant's label names its settings: keep all of it
     for row in report["rows"]:
         margin = "-" if row["margin"] is None else f"{row['margin'] * 100:+.2f}%"
         table.add_row(row["row"], *[fmt(row["similarity"].get(s)) for s in slugs],
@@ -182,4 +211,42 @@ def cmd_report(args: argparse.Namespace) -> int:
             err.print(f"{row['row']}: {row['note']}")
     err.print("similarity = 1 - JS distance of A/B/C shares; margin = target minus the mean of "
               "the others; agree = per-question agreement with the target; n = questions")
-    return 0
+    out.print(_interval_table(report))
+    err.print("95% intervals: t over the seeds where a row has several (seeds = their number), "
+              "else a bootstrap over the questions (boot); vs DPO / vs base: s(imilarity to the "
+              "target) and m(argin) +/- when the intervals do not overlap, = when they do")
+
+
+def _interval_table(report: dict):
+    """Means with their 95% intervals, and the marks against DPO and base."""
+    from rich import box
+
+    def span(row, key, fmt):
+        bounds = (row.get("interval") or {}).get(key)
+        return f"{fmt(bounds[0])}..{fmt(bounds[1])}" if bounds else ""
+
+    def marks(compared):
+        if not compared:
+            return ""
+        names = {"target_similarity": "s", "margin": "m"}
+        return " ".join(f"{names[k]}{'+' if v > 0 else '-' if v < 0 else '='}"
+                        for k, v in compared.items() if k in names and v is not None)
+
+    similarity, margin = (lambda v: f"{v:.3f}"), (lambda v: f"{v * 100:+.1f}")
+    table = Table("", "seeds", "target", "95%", "margin%", "95%", "vs DPO", "vs base",
+                  box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 0),
+                  title="intervals")
+    table.columns[0].overflow, table.columns[0].min_width = "fold", 18
+    for column in table.columns[1:]:
+        column.no_wrap = True
+    for row in report["rows"]:
+        interval = row.get("interval") or {}
+        seeds = (str(len(row.get("seeds") or [])) if interval.get("kind") == "t" else
+                 "boot" if interval else "-")
+        have = {k: row.get(k) is not None for k in ("target_similarity", "margin")}
+        table.add_row(row["row"], seeds,
+                      similarity(row["target_similarity"]) if have["target_similarity"] else "-",
+                      span(row, "target_similarity", similarity),
+                      margin(row["margin"]) if have["margin"] else "-", span(row, "margin", margin),
+                      marks(row.get("vs_dpo")), marks(row.get("vs_base")))
+    return table

@@ -19,7 +19,7 @@ import numpy as np
 
 from fairpp_app.core.personas import Persona
 from fairpp_app.core.questions import LETTERS
-from fairpp_app.jobs.run_metrics import answer_maps, run_metrics
+from fairpp_app.jobs.run_metrics import answer_maps, frame_metrics
 from fairpp_app.store.database import Store
 
 VIEWS = ("similarity", "respondents", "dimensions", "agreement", "tiers", "map")
@@ -38,6 +38,8 @@ class Positioning:
     agreement: dict[str, dict[str, float | None]]
     shares: dict[str, dict[int, tuple[float, float, float]]]  # respondent -> dim -> A/B/C
     answered: dict[str, int]
+    sources: dict[str, str] = field(default_factory=dict)  # respondent -> run it came from
+    picked: list[list[str]] = field(default_factory=list)  # per pick, the respondents it brought
     tiers: list[dict] = field(default_factory=list)  # {"tier", "count", "weight"}
     coords: dict[str, tuple[float, float]] = field(default_factory=dict)
     explained: tuple[float, float] = (0.0, 0.0)  # variance share of the two axes
@@ -122,13 +124,59 @@ def pca_2d(matrix: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
     return out, (shares[0], shares[1])
 
 
+@dataclass(frozen=True)
+class Pick:
+    """A run placed beside the persona run; ``label`` names its model respondent."""
+
+    run: str
+    label: str | None = None
+
+
+def combined_frame(store: Store, run_name: str, picks: list[Pick], split: str, slugs: list[str],
+                   bank: str | None = None):
+    """The records of ``run_name`` plus the model respondents of each picked run, as one frame,
+    on one question bank (default: that of ``run_name``'s answers).
+
+    Returns ``(frame, sources, labels)``: ``sources`` maps each respondent to its run and
+    ``labels[i]`` lists the respondents pick ``i`` brought. A picked
+    run's persona answers are left out (the personas are those of ``run_name``); its model
+    respondent takes the pick's label, else its own name, else ``name (run)`` when another
+    run already brought a respondent of that name (the same model asked twice).
+    """
+    import pandas as pd
+
+    run_id = store.get_run(run_name)["id"]
+    bank = bank or store.run_bank(run_id)
+    frame = store.record_frame(run_id, split, bank=bank)
+    sources = dict.fromkeys(dict.fromkeys(frame["respondent"]), run_name)
+    frames, labels = [frame], []
+    for pick in picks:
+        extra = store.record_frame(store.get_run(pick.run)["id"], split, bank=bank)
+        extra = extra[~extra["respondent"].isin(slugs)]
+        names = list(dict.fromkeys(extra["respondent"]))
+        rename = {}
+        for name in names:
+            label = pick.label if pick.label and len(names) == 1 else name
+            if label in sources:
+                label = f"{label} ({pick.run})"
+            rename[name] = label
+            sources[label] = pick.run
+        labels.append(list(rename.values()))
+        frames.append(extra.assign(respondent=extra["respondent"].map(rename)))
+    if len(frames) > 1:
+        frame = pd.concat(frames, ignore_index=True)
+    return frame, sources, labels
+
+
 def position_run(store: Store, run_name: str, personas: list[Persona], split: str = "all",
-                 target: str | None = None) -> Positioning:
-    """Compute every analysis view of a run (seconds on 238,623 records: call off the UI thread)."""
+                 target: str | None = None, picks: list[Pick] | None = None) -> Positioning:
+    """Compute every analysis view of a run, with the model respondents of ``picks`` placed
+    among its personas (seconds on 238,623 records: call off the UI thread)."""
     from fairpp_app.core.weighting import compute_weights
 
-    result = run_metrics(store, run_name, personas, split)
-    frame = store.record_frame(store.get_run(run_name)["id"], split)
+    slugs_all = [p.slug for p in personas]
+    frame, sources, picked = combined_frame(store, run_name, list(picks or ()), split, slugs_all)
+    result = frame_metrics(frame, slugs_all, run_name, split)
     answers = answer_maps(frame)
     dims = {qid: int(d) for qid, d in zip(frame["question_id"], frame["dimension"])}
     respondents = result["respondents"]
@@ -136,7 +184,8 @@ def position_run(store: Store, run_name: str, personas: list[Persona], split: st
     pos = Positioning(
         run=run_name, split=split, target=target, personas=slugs, respondents=respondents,
         similarity=result["similarity"], agreement=result["agreement"],
-        shares=dimension_shares(answers, dims), answered=result["questions"])
+        shares=dimension_shares(answers, dims), answered=result["questions"], sources=sources,
+        picked=picked)
     if target in slugs:
         by_question: dict[str, dict[str, str | None]] = {}
         for s in slugs:
@@ -147,6 +196,24 @@ def position_run(store: Store, run_name: str, personas: list[Persona], split: st
     coords, pos.explained = pca_2d(matrix)
     pos.coords = {r: (float(x), float(y)) for r, (x, y) in zip(respondents, coords)}
     return pos
+
+
+def shared_point_labels(coords: dict[str, tuple[float, float]], labels: dict[str, str]
+                        ) -> dict[str, str]:
+    """Labels for a map where respondents answering alike sit on one point: the first of
+    them is labelled "a = b", the others get an empty label (the same model asked through
+    two backends lands on one spot, and two names printed there would overwrite each other)."""
+    first: dict[tuple[float, float], str] = {}
+    out: dict[str, str] = {}
+    for name, (x, y) in coords.items():
+        key = (round(x, 6), round(y, 6))
+        lead = first.setdefault(key, name)
+        if lead == name:
+            out[name] = labels.get(name, name)
+        else:
+            out[lead] += " = " + labels.get(name, name)
+            out[name] = ""
+    return out
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:

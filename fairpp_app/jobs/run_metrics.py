@@ -72,11 +72,36 @@ def run_metrics(store: Store, run_name: str, personas: list[Persona], split: str
     bank = bank or store.run_bank(run["id"])
     slugs = [p.slug for p in personas]
     frame = run_frame(store, run_name, slugs, split, persona_run, bank)
+    result, grid = _frame_metrics(frame, slugs, run_name, split)
+    result["bank"] = bank
+    respondents, target_personas = result["respondents"], result["personas"]
+    separate = bool(persona_run and persona_run != run_name)
+    sources = ([(store.get_run(persona_run)["id"], set(target_personas)),
+                (run["id"], set(respondents) - set(target_personas))]
+               if separate else [(run["id"], set(respondents))])
+    _add_consistency(result, store, grid, sources, split, bank)
+    wording = wording_consistency(store, run["id"], store.get_run(persona_run)["id"]
+                                  if separate else None, set(slugs), split, bank)
+    for r, figures in wording.items():
+        # A respondent can have both wordings in the runs read and no answer in the bank
+        # compared (a persona-run of the other bank): it is listed here alone.
+        result["consistency"].setdefault(r, {"order": None, "framing": None})["wording"] = figures
+    return result
+
+
+def frame_metrics(frame, slugs: list[str], run_name: str, split: str = "all") -> dict:
+    """``run_metrics`` of records already gathered (one run, or several joined by
+    ``positioning.combined_frame``), without the consistency figures, which need each
+    respondent's own run; ``run_name`` only labels the result."""
+    return _frame_metrics(frame, slugs, run_name, split)[0]
+
+
+def _frame_metrics(frame, slugs: list[str], run_name: str, split: str) -> tuple[dict, _AnswerGrid]:
     respondents = ordered_respondents(frame, slugs)
     target_personas = [s for s in slugs if s in respondents]
     grid = _AnswerGrid(frame, respondents)
 
-    result: dict = {"run": run_name, "bank": bank, "split": split, "personas": target_personas,
+    result: dict = {"run": run_name, "split": split, "personas": target_personas,
                     "respondents": respondents, "similarity": {}, "agreement": {},
                     "soft_similarity": {}, "soft_agreement": {}, "by_dimension": {},
                     "counts": {}, "questions": {}}
@@ -106,18 +131,7 @@ def run_metrics(store: Store, run_name: str, personas: list[Persona], split: str
             result["soft_similarity"][r] = soft_s
             result["soft_agreement"][r] = soft_a
         result["by_dimension"][r] = by_dim
-    separate = bool(persona_run and persona_run != run_name)
-    sources = ([(store.get_run(persona_run)["id"], set(target_personas)),
-                (run["id"], set(respondents) - set(target_personas))]
-               if separate else [(run["id"], set(respondents))])
-    _add_consistency(result, store, grid, sources, split)
-    wording = wording_consistency(store, run["id"], store.get_run(persona_run)["id"]
-                                  if separate else None, set(slugs), split, bank)
-    for r, figures in wording.items():
-        # A respondent can have both wordings in the runs read and no answer in the bank
-        # compared (a persona-run of the other bank): it is listed here alone.
-        result["consistency"].setdefault(r, {"order": None, "framing": None})["wording"] = figures
-    return result
+    return result, grid
 
 
 def wording_consistency(store: Store, run_id: int, persona_run_id: int | None,
@@ -150,7 +164,7 @@ def wording_consistency(store: Store, run_id: int, persona_run_id: int | None,
 
 
 def _add_consistency(result: dict, store: Store, grid: _AnswerGrid,
-                     sources: list[tuple[int, set[str]]], split: str) -> None:
+                     sources: list[tuple[int, set[str]]], split: str, bank: str) -> None:
     """Each respondent's distance from uniform and answer consistency (core/consistency),
     read from the run its answers come from."""
     result["uniform_distance"], result["consistency"] = {}, {}
@@ -159,7 +173,7 @@ def _add_consistency(result: dict, store: Store, grid: _AnswerGrid,
     for run_id, members in sources:
         twins += [(grid.row[a], grid.row[b]) for a, b in store.framing_twins(run_id)
                   if a in grid.row and b in grid.row]
-        frame = store.order_probabilities(run_id, split, sorted(members))
+        frame = store.order_probabilities(run_id, split, sorted(members), bank)
         for resp, part in frame.groupby("respondent"):
             if resp in members:
                 orders[resp] = (part[["p_a_fwd", "p_b_fwd", "p_c_fwd"]].to_numpy(dtype=float),

@@ -35,10 +35,9 @@ from fairpp_app.store.migrations import (  # noqa: F401  (re-exported: tests and
     validate_and_upgrade,
 )
 
-#: Two questions are one question in its two framings when these fields agree (the bank
-#: too: the other bank's question in the other framing is another wording, not a twin).
-TWIN_FIELDS = ("kind", "topic", "category", "problem", "group_type", "group_name", "dimension",
-               "bank")
+#: Two questions are one question in its two framings when these fields agree (the bank too:
+#: the official wording of a question is its twin in the other bank, not another framing).
+TWIN_FIELDS = ("bank", "kind", "topic", "category", "problem", "group_type", "group_name", "dimension")
 
 
 def twin_sql(t: str, q: str) -> tuple[str, str]:
@@ -504,13 +503,19 @@ class Store:
                      bank: str | None = None):
         """Records joined with their question's fields, as a pandas DataFrame: those of one
         bank, by default the run's own (:meth:`run_bank`)."""
+        return self._record_query(
+            "r.question_id, r.respondent, r.respondent_kind, r.answer, r.p_a, r.p_b, r.p_c, "
+            "r.raw_text, r.method, q.dimension, q.framing, q.topic, q.split, q.group_name",
+            run_id, split, respondents, bank)
+
+    def _record_query(self, columns: str, run_id: int, split: str, respondents: list[str] | None,
+                      bank: str | None, where: str = ""):
+        """``columns`` of a run's records on one bank (default: the run's own) and split, as a
+        DataFrame; ``r`` is the record, ``q`` its question."""
         import pandas as pd
 
-        sql = """
-            SELECT r.question_id, r.respondent, r.respondent_kind, r.answer, r.p_a, r.p_b, r.p_c,
-                   r.raw_text, r.method, q.dimension, q.framing, q.topic, q.split, q.group_name
-            FROM records r JOIN questions q ON q.id = r.question_id
-            WHERE r.run_id = ? AND q.bank = ?"""
+        sql = (f"SELECT {columns} FROM records r JOIN questions q ON q.id = r.question_id "
+               f"WHERE r.run_id = ? AND q.bank = ?{where}")
         args: list[Any] = [run_id, bank or self.run_bank(run_id)]
         if split != "all":
             sql += " AND q.split = ?"
@@ -697,6 +702,38 @@ class Store:
                 self.db.execute("SELECT question_id, respondent, answer, raw_text, p_a, p_b, p_c "
                                 "FROM records WHERE run_id = ?", [run_id])}
 
+    # ---- position sets -------------------------------------------------------------------
+
+    def save_position_set(self, name: str, persona_run: str, split: str, models: list[dict],
+                          params: dict) -> dict:
+        """Create or replace the set ``name`` (a rerun of the same command updates it)."""
+        now = _now()
+        self.db.execute(
+            """INSERT INTO position_sets (name, persona_run, split, models, params, created_at,
+                                          updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT(name) DO UPDATE SET persona_run = excluded.persona_run,
+                   split = excluded.split, models = excluded.models, params = excluded.params,
+                   updated_at = excluded.updated_at""",
+            [name, persona_run, split, json.dumps(models, sort_keys=True),
+             json.dumps(params, sort_keys=True), now, now])
+        return self.get_position_set(name)
+
+    def list_position_sets(self) -> list[dict]:
+        rows = list(self.db.query("SELECT * FROM position_sets ORDER BY id"))
+        for row in rows:
+            row["models"] = json.loads(row["models"])
+            row["params"] = json.loads(row["params"])
+        return rows
+
+    def get_position_set(self, name: str) -> dict:
+        sets = self.list_position_sets()
+        for row in sets:
+            if row["name"] == name:
+                return row
+        hint = (f"; sets here: {', '.join(r['name'] for r in sets)}" if sets
+                else "; store one with `fairpp position ... --name NAME`")
+        raise NotFoundError(f"no position set named '{name}'{hint}")
+
     # ---- overview ------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
@@ -779,23 +816,14 @@ class Store:
     # ---- answer consistency (core/consistency.py) -----------------------------------------
 
     def order_probabilities(self, run_id: int, split: str = "all",
-                            respondents: list[str] | None = None):
+                            respondents: list[str] | None = None, bank: str | None = None):
         """Records scored in both option orders, as a DataFrame: question_id, respondent,
-        ``fwd`` (the order shown) and ``swap`` (A and B swapped, mapped back) per letter."""
-        import pandas as pd
-
-        sql = ("SELECT r.question_id, r.respondent, r.p_a_fwd, r.p_b_fwd, r.p_c_fwd, "
-               "r.p_a_swap, r.p_b_swap, r.p_c_swap FROM records r "
-               "JOIN questions q ON q.id = r.question_id "
-               "WHERE r.run_id = ? AND r.p_a_fwd IS NOT NULL AND r.p_a_swap IS NOT NULL")
-        args: list[Any] = [run_id]
-        if split != "all":
-            sql += " AND q.split = ?"
-            args.append(split)
-        if respondents:
-            sql += f" AND r.respondent IN ({','.join('?' * len(respondents))})"
-            args.extend(respondents)
-        return pd.read_sql_query(sql, self.db.conn, params=args)
+        ``fwd`` (the order shown) and ``swap`` (A and B swapped, mapped back) per letter; on one
+        bank (default: the run's own)."""
+        return self._record_query(
+            "r.question_id, r.respondent, r.p_a_fwd, r.p_b_fwd, r.p_c_fwd, "
+            "r.p_a_swap, r.p_b_swap, r.p_c_swap", run_id, split, respondents, bank,
+            " AND r.p_a_fwd IS NOT NULL AND r.p_a_swap IS NOT NULL")
 
     def framing_twins(self, run_id: int) -> list[tuple[str, str]]:
         """(framing 1 id, framing 2 id) of every question a run answered in both framings."""

@@ -162,8 +162,6 @@ def _v5(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_questions_bank_split ON questions(bank, split)")
 
 
-
-
 def _v6(db: sqlite_utils.Database) -> None:
     """Both option orders of a ``--debias permute`` record, and human reference surveys.
 
@@ -211,6 +209,26 @@ def _v6(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_survey_shares_question ON survey_shares(question_id)")
     # A question's other framing in one lookup (answer consistency, the inspector's `i`).
     db.execute("CREATE INDEX idx_questions_twin ON questions(problem, group_name, dimension, kind)")
+
+
+
+
+def _v7(db: sqlite_utils.Database) -> None:
+    """Position sets (``fairpp position --name``): which models were placed among the
+    personas of which run, on which split; ``models`` is JSON (label, spec, run per model)."""
+    db.execute("""
+        CREATE TABLE position_sets (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            persona_run TEXT NOT NULL,
+            split TEXT NOT NULL,
+            models TEXT NOT NULL DEFAULT '[]',
+            params TEXT NOT NULL DEFAULT '{}',
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )""")
+
+
 
 
 def _v8(db: sqlite_utils.Database) -> None:
@@ -263,8 +281,7 @@ def _v8(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_questions_twin_id ON questions(twin_id)")
 
 
-# v7 (position sets) comes from another branch; until it is merged, v8 runs as the seventh step.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v8]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

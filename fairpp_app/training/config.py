@@ -14,11 +14,12 @@ from dataclasses import asdict, dataclass, field, fields
 
 from fairpp_app.core import questions
 from fairpp_app.core.errors import UsageError
-from fairpp_app.training import methods
+from fairpp_app.training import methods, recipes
 
 DEVICES = ("auto", "cuda", "cpu", "mps", "mlx")
 BANKS = ("auto", *questions.BANKS)
 OPTIMIZERS = ("adamw_torch", "rmsprop", "sgd")
+WEIGHTINGS = ("batch", "dataset", "sample")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -64,12 +65,30 @@ class TrainingConfig:
     dpo_beta: float = field(default=0.1, metadata=_help("DPO temperature beta"))
     alpha: float = field(default=1.0, metadata=_help("weight tier exponent alpha (w-methods)"))
     beta: float = field(default=1.0, metadata=_help("weight tier-size exponent beta (w-methods)"))
+    weighting: str = field(default="batch", metadata=_help(
+        "how the w-methods use the weights: batch = sum w*loss / sum w per micro-batch (the "
+        "paper's); dataset = weights normalised over the whole training set, so a heavy question "
+        "cannot own a step; sample = questions drawn in proportion to their weight (with "
+        "replacement, from --seed), plain mean loss", choices=WEIGHTINGS))
+    recipe: str = field(default="fairpp", metadata=_help(
+        "fairpp: the prompt `fairpp simulate` uses, the letter alone, two pairs per question; "
+        "paper: the authors' trainer: '\\n\\nHuman: QUESTION+OPTIONS\\n\\nAssistant:', the letter "
+        "then EOS, three pairs (the third: the two other letters in a random order from --seed); "
+        "the paper starts DPO from SFT: add --init-from", choices=recipes.NAMES))
+    prompt_format: str | None = field(default=None, metadata=_help(
+        "fairpp or paper (default: the recipe's)"))
+    completion: str | None = field(default=None, metadata=_help(
+        "letter or letter-eos, the letter followed by the tokenizer's EOS (default: the recipe's)"))
+    pairs: int | None = field(default=None, metadata=_help(
+        "preference pairs per question, 2 or 3 (default: the recipe's)"))
     save_every: int = field(default=50, metadata=_help(
         "checkpoint (adapter, optimizer, scheduler) every N steps; --resume continues from the last"))
     eval_every: int = field(default=50, metadata=_help(
         "answer the held-out questions every N steps and report similarity to each persona (0: never)"))
     eval_limit: int = field(default=100, metadata=_help("held-out test questions used by --eval-every"))
-    seed: int = field(default=42, metadata=_help("seed for the LoRA init and the data order"))
+    seed: int = field(default=42, metadata=_help(
+        "seed of every random choice: the LoRA init, the data order, weighted sampling and the "
+        "paper recipe's third pair"))
     generic_path: bool = field(default=False, metadata=_help(
         "score completions the generic TRL way (whole prompt+completion sequences, chosen and "
         "rejected separately); same loss, several times slower"))
@@ -78,7 +97,14 @@ class TrainingConfig:
         "imported release's); auto: the bank of the from-run's answers", choices=BANKS))
 
     def __post_init__(self) -> None:
-        methods.method(self.method)  # refuses an unknown name, listing the known ones
+        spec = methods.method(self.method)  # refuses an unknown name, listing the known ones
+        self._resolve_recipe()
+        if self.weighting not in WEIGHTINGS:
+            raise UsageError(f"--weighting must be one of {', '.join(WEIGHTINGS)}, not "
+                             f"'{self.weighting}'")
+        if self.weighting != "batch" and not spec.weighted:
+            raise UsageError(f"--weighting {self.weighting} applies to the weighted methods "
+                             f"(wdpo, wsft); {self.method} gives every question weight 1")
         if self.device not in DEVICES:
             raise UsageError(f"--device must be one of {', '.join(DEVICES)}, not '{self.device}'")
         if self.optim not in OPTIMIZERS:
@@ -108,6 +134,31 @@ class TrainingConfig:
             raise UsageError("--alpha and --beta must be zero or positive")
         if not 0 <= self.lora_dropout < 1:
             raise UsageError("--lora-dropout must be in [0, 1)")
+
+    def _resolve_recipe(self) -> None:
+        """Switches left unset take the recipe's value, so the stored config says what ran."""
+        base = recipes.recipe(self.recipe)
+        if self.prompt_format is None:
+            self.prompt_format = base.prompt_format
+        if self.completion is None:
+            self.completion = base.completion
+        if self.pairs is None:
+            self.pairs = base.pairs
+        if self.prompt_format not in recipes.PROMPT_FORMATS:
+            raise UsageError(f"--prompt-format must be one of {', '.join(recipes.PROMPT_FORMATS)}, "
+                             f"not '{self.prompt_format}'")
+        if self.completion not in recipes.COMPLETIONS:
+            raise UsageError(f"--completion must be one of {', '.join(recipes.COMPLETIONS)}, "
+                             f"not '{self.completion}'")
+        if self.pairs not in recipes.PAIRS:
+            raise UsageError(f"--pairs must be 2 or 3, not {self.pairs}")
+
+    def recipe_parts(self) -> dict:
+        """The parts of the recipe that differ from fairpp's own (empty for the default)."""
+        base = recipes.RECIPES["fairpp"]
+        parts = {"prompt_format": self.prompt_format, "completion": self.completion,
+                 "pairs": self.pairs}
+        return {k: v for k, v in parts.items() if getattr(base, k) != v}
 
     def as_json(self) -> dict:
         return asdict(self)

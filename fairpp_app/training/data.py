@@ -13,15 +13,30 @@ and B swapped, probabilities averaged), every question is also trained in its sw
 order, the letters swapped with it, so the model learns the option rather than its
 position, and sees both layouts that its evaluation will ask.
 
+With three pairs per question (the paper's recipe) the third pair is the two other letters
+in a random order: drawn per question from ``--seed`` and the question id (so a ``--limit``
+or a resume draws the same), and kept as the order of ``rejected``.
+
+The weighting estimators (``--weighting``) change what a trainer iterates, never the
+examples themselves: ``TrainingSet.schedule`` gives the list with the weights the loss
+reads (as they are; rescaled to mean 1 over the set; or drawn in proportion to weight
+with weight 1), and ``by_batch`` says whether the loss divides by the micro-batch's weight
+sum (the paper's) or by its number of questions (an unbiased estimate of the set's
+weighted mean).
+
 The data hash covers every example with its weight and order, the method and the prompt
-template, so a resumed training can tell that its data changed underneath it.
+template (and the recipe's parts where they differ from fairpp's), so a resumed training
+can tell that its data changed underneath it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+import random
+from dataclasses import dataclass, field, replace
+
+import numpy as np
 
 from fairpp_app.core.errors import UsageError
 from fairpp_app.core.personas import Persona
@@ -52,8 +67,11 @@ class Example:
                        (flip[self.rejected[0]], flip[self.rejected[1]]),
                        self.weight, self.tier, not self.swapped)
 
-    def pairs(self) -> list[tuple[str, str]]:
-        return [(self.chosen, r) for r in self.rejected]
+    def pairs(self, n: int = 2) -> list[tuple[str, str]]:
+        """The (preferred, rejected) letter pairs: the target over each other letter, then
+        (with ``n`` = 3) the first rejected letter over the second."""
+        out = [(self.chosen, r) for r in self.rejected]
+        return out + [self.rejected] if n == 3 else out
 
 
 @dataclass
@@ -65,6 +83,7 @@ class TrainingSet:
     alpha: float
     beta: float
     permute: bool = False
+    pairs: int = 2
     skipped: list[str] = field(default_factory=list)   # target answer unparsed
     tiers: list[dict] = field(default_factory=list)
     data_hash: str = ""
@@ -75,7 +94,22 @@ class TrainingSet:
 
     @property
     def n_pairs(self) -> int:
-        return method_of(self.method).pairs_per_example * len(self.examples)
+        per = self.pairs if method_of(self.method).preference else 1
+        return per * len(self.examples)
+
+    def schedule(self, weighting: str, seed: int) -> list[Example]:
+        """The examples a trainer iterates under ``weighting``, with the weights its loss reads."""
+        if weighting == "batch" or not method_of(self.method).weighted:
+            return self.examples
+        weights = np.array([e.weight for e in self.examples], dtype=float)
+        total, n = float(weights.sum()), len(self.examples)
+        if total <= 0:
+            raise UsageError("every training question has weight 0; nothing to train on")
+        if weighting == "dataset":
+            return [replace(e, weight=e.weight * n / total) for e in self.examples]
+        rng = np.random.default_rng([seed, 1])
+        drawn = rng.choice(n, size=n, replace=True, p=weights / total)
+        return [replace(self.examples[i], weight=1.0) for i in drawn]
 
     def letter_shares(self, weighted: bool = False) -> dict[str, float]:
         """Share of each letter among the target's answers (by weight when ``weighted``).
@@ -97,23 +131,40 @@ class TrainingSet:
                 "data_hash": self.data_hash, "weighted": weighted,
                 "both_orders": self.permute, "letters": self.letter_shares(),
                 "weighted_letters": self.letter_shares(True) if weighted else None,
-                "alpha": self.alpha, "beta": self.beta}
+                "alpha": self.alpha, "beta": self.beta, "pairs_per_question": self.pairs}
 
 
-def data_hash(method: str, examples: list[Example]) -> str:
-    blob = json.dumps({"method": method, "template": template_hash(),
-                       "examples": [[e.question.id, e.chosen, list(e.rejected), round(e.weight, 12)]
-                                    + ([True] if e.swapped else [])
-                                    for e in examples]})
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def by_batch(weighting: str) -> bool:
+    """Whether the loss divides by the micro-batch's weight sum (else by its question count)."""
+    return weighting == "batch"
+
+
+def data_hash(method: str, examples: list[Example], recipe: dict | None = None) -> str:
+    content = {"method": method, "template": template_hash(),
+               "examples": [[e.question.id, e.chosen, list(e.rejected), round(e.weight, 12)]
+                            + ([True] if e.swapped else [])
+                            for e in examples]}
+    if recipe:  # only where it differs from fairpp's, so earlier trainings keep their hash
+        content["recipe"] = recipe
+    return hashlib.sha256(json.dumps(content).encode()).hexdigest()[:16]
+
+
+def third_pair_order(seed: int, qid: str, rejected: tuple[str, str]) -> tuple[str, str]:
+    """The two other letters in a random order drawn from the seed and the question."""
+    swap = random.Random(f"{seed}\x1f{qid}").random() < 0.5
+    return (rejected[1], rejected[0]) if swap else rejected
 
 
 def build_training_set(store: Store, from_run: str, target: Persona, personas: list[Persona],
                        method: str, alpha: float = 1.0, beta: float = 1.0,
                        limit: int | None = None, save_weights: bool = True,
-                       bank: str | None = None) -> TrainingSet:
+                       bank: str | None = None, *,
+                       pairs: int = 2, seed: int = 42, recipe: dict | None = None) -> TrainingSet:
     """The training examples of ``method`` toward ``target`` from ``from_run``'s answers on
-    the train split of ``bank`` (default: the bank of the run's answers)."""
+    the train split of ``bank`` (default: the bank of the run's answers).
+
+    ``recipe`` holds the parts of the recipe that differ from fairpp's (they enter the hash).
+    """
     weighted = method_of(method).weighted
     permute = run_debias(store, from_run) == "permute"
     slugs = [p.slug for p in personas]
@@ -145,6 +196,8 @@ def build_training_set(store: Store, from_run: str, target: Persona, personas: l
             skipped.append(q.id)
             continue
         first, second = (x for x in LETTERS if x != letter)
+        if pairs == 3:
+            first, second = third_pair_order(seed, q.id, (first, second))
         if weighted:
             tier, w = weights[q.id]
         else:
@@ -156,8 +209,8 @@ def build_training_set(store: Store, from_run: str, target: Persona, personas: l
     if not examples:
         raise UsageError(f"every train answer of persona {target.number} in run '{from_run}' is "
                          "unparsed; nothing to train on")
-    return TrainingSet(examples, target, method, from_run, alpha, beta, permute, skipped, tiers,
-                       data_hash(method, examples))
+    return TrainingSet(examples, target, method, from_run, alpha, beta, permute, pairs, skipped,
+                       tiers, data_hash(method, examples, recipe))
 
 
 def run_debias(store: Store, run: str) -> str:

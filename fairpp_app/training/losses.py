@@ -17,6 +17,15 @@ log-probabilities laid out per question: ``logps[:, 0]`` the preferred letter an
 ``sft`` and ``dpo`` are the losses the method registry names: both take the same
 arguments, so a trainer calls a method's loss without knowing which one it is (the
 reference is ``None`` for a method that is not a preference method).
+
+Two keywords cover the recipes and the weighting estimators. ``pairs=3`` adds the paper's
+third pair, column 1 over column 2 (the data put the two other letters in a random order
+there). Every pair carries its question's weight and each question has the same number
+of pairs, so the mean over a question's pairs, weighted per question, is the paper's
+weighted mean over pairs. ``by_batch=False`` divides by the number of questions instead
+of the weight sum: with weights rescaled to mean 1 over the whole set (``--weighting
+dataset``) that estimates the set's weighted mean without letting one heavy question own
+a micro-batch, and with weights 1 (``--weighting sample``) it is the plain mean.
 """
 
 from __future__ import annotations
@@ -27,7 +36,9 @@ from typing import Any
 Array = Any
 
 
-def weighted_mean(values: Array, weights: Array) -> Array:
+def weighted_mean(values: Array, weights: Array, by_batch: bool = True) -> Array:
+    if not by_batch:
+        return (values * weights).sum() / values.shape[0]
     total = weights.sum()
     return (values * weights).sum() / (total + (total == 0))
 
@@ -44,32 +55,43 @@ def dpo_logits(policy: Array, reference: Array, beta: float) -> Array:
     return beta * (chosen - rejected)
 
 
-def wsft_loss(logps: Array, weights: Array) -> Array:
-    return weighted_mean(sft_terms(logps), weights)
+def third_pair_logits(policy: Array, reference: Array, beta: float) -> Array:
+    """The paper's third pair, column 1 over column 2, shape (B, 1)."""
+    ratio = policy[:, 1:] - reference[:, 1:]
+    return beta * (ratio[:, :1] - ratio[:, 1:])
+
+
+def pair_logits(policy: Array, reference: Array, beta: float, pairs: int = 2) -> list[Array]:
+    """Every pair's logits (= its implicit reward margin), as (B, 2) and, with 3 pairs, (B, 1)."""
+    parts = [dpo_logits(policy, reference, beta)]
+    if pairs == 3:
+        parts.append(third_pair_logits(policy, reference, beta))
+    return parts
+
+
+def wsft_loss(logps: Array, weights: Array, by_batch: bool = True) -> Array:
+    return weighted_mean(sft_terms(logps), weights, by_batch)
 
 
 def wdpo_loss(policy: Array, reference: Array, weights: Array, beta: float,
-              softplus: Callable[[Array], Array]) -> Array:
+              softplus: Callable[[Array], Array], pairs: int = 2, by_batch: bool = True) -> Array:
     """Weighted DPO over every pair of the micro-batch; each pair carries its question's weight."""
-    logits = dpo_logits(policy, reference, beta)
-    pair_weights = weights[:, None] + 0 * logits
-    return weighted_mean(softplus(-logits), pair_weights)
-
-
-def dpo_rewards(policy: Array, reference: Array, beta: float) -> tuple[Array, Array]:
-    """Implicit rewards of the preferred and rejected letters, each (B, n_rejected)."""
-    chosen = beta * (policy[:, :1] - reference[:, :1])
-    rejected = beta * (policy[:, 1:] - reference[:, 1:])
-    return chosen + 0 * rejected, rejected
+    if pairs == 2 and by_batch:
+        logits = dpo_logits(policy, reference, beta)
+        pair_weights = weights[:, None] + 0 * logits
+        return weighted_mean(softplus(-logits), pair_weights)
+    per_question = sum(softplus(-part).sum(axis=1) for part in pair_logits(policy, reference,
+                                                                          beta, pairs)) / pairs
+    return weighted_mean(per_question, weights, by_batch)
 
 
 def sft(policy: Array, reference: Array | None, weights: Array, beta: float,
-        softplus: Callable[[Array], Array]) -> Array:
-    """SFT and WSFT: the weighted NLL of the preferred letter (no reference, no beta)."""
-    return wsft_loss(policy, weights)
+        softplus: Callable[[Array], Array], pairs: int = 2, by_batch: bool = True) -> Array:
+    """SFT and WSFT: the weighted NLL of the preferred completion (no reference, no beta)."""
+    return wsft_loss(policy, weights, by_batch)
 
 
 def dpo(policy: Array, reference: Array | None, weights: Array, beta: float,
-        softplus: Callable[[Array], Array]) -> Array:
+        softplus: Callable[[Array], Array], pairs: int = 2, by_batch: bool = True) -> Array:
     """DPO and WDPO over every pair of the micro-batch."""
-    return wdpo_loss(policy, reference, weights, beta, softplus)
+    return wdpo_loss(policy, reference, weights, beta, softplus, pairs, by_batch)

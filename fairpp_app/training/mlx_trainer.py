@@ -22,6 +22,12 @@ token under a chat template, ``" A"`` after "Answer:" in plain text). Prompts of
 length in a micro-batch share a forward pass; nothing is padded, as mlx-lm's models take
 no padding mask outside their batch caches.
 
+The paper's recipe (``recipes``) scores the letter followed by EOS: each of the three
+letters becomes its own row (prompt + letter), its prefix fills a cache, and the last two
+positions alone reach the output projection (the letter's log-prob, then EOS's after it).
+Unlike the torch trainer, the prompt runs once per letter: mlx-lm's caches are not
+repeated along the batch here.
+
 The reference of DPO is the same model with every LoRA layer's scale set to 0 (the
 branch then adds exactly 0), computed once per question and kept: the base never
 changes. That also holds on resume, when the adapter loaded from a checkpoint is no
@@ -67,9 +73,9 @@ from mlx_lm.tuner.utils import linear_to_lora_layers, load_adapters
 from fairpp_app.backends.base import BackendOptions
 from fairpp_app.backends.mlx_backend import MLXBackend
 from fairpp_app.core.errors import UsageError
-from fairpp_app.training import checkpoints, ending, lora, losses
+from fairpp_app.training import checkpoints, ending, lora, losses, recipes
 from fairpp_app.training.config import TrainingConfig
-from fairpp_app.training.data import Example
+from fairpp_app.training.data import Example, by_batch
 from fairpp_app.training.failures import TrainingDiverged, TrainingOutOfMemory
 from fairpp_app.training.live_eval import LiveEvaluator
 from fairpp_app.training.methods import method as method_of
@@ -147,27 +153,45 @@ def adapter_disabled(model):
             m.scale = s
 
 
-def last_logprobs(model, tokens: mx.array, softcap: float | None = None) -> mx.array:
-    """(B, vocab) log-softmax at the last position of equal-length prompts ``tokens`` (B, L)."""
+def last_logprobs(model, tokens: mx.array, softcap: float | None = None, keep: int = 1) -> mx.array:
+    """Log-softmax at the last ``keep`` positions of equal-length rows ``tokens`` (B, L):
+    (B, vocab) for one position, (B, keep, vocab) for more."""
     cache = cache_lib.make_prompt_cache(model)
-    if tokens.shape[1] > 1:
-        model(tokens[:, :-1], cache=cache)  # fills the cache; its logits are never evaluated
-    logits = model(tokens[:, -1:], cache=cache)[:, -1].astype(mx.float32)
+    if tokens.shape[1] > keep:
+        model(tokens[:, :-keep], cache=cache)  # fills the cache; its logits are never evaluated
+    logits = model(tokens[:, -keep:], cache=cache).astype(mx.float32)
     if softcap:
         logits = mx.tanh(logits / softcap) * softcap
-    return logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+    logps = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+    return logps[:, -1] if keep == 1 else logps
+
+
+def _letter_eos(model, prompts: list[list[int]], letters: mx.array, eos: int,
+                softcap: float | None) -> mx.array:
+    """(B, 3) log p(letter, EOS | prompt) for equal-length prompts: a row per letter."""
+    n, k = letters.shape
+    letter_list = letters.tolist()
+    rows = mx.array([p + [letter_list[i][j]] for i, p in enumerate(prompts) for j in range(k)])
+    lp = last_logprobs(model, rows, softcap, keep=2)                  # (n*k, 2, vocab)
+    first = mx.take_along_axis(lp[:, 0], letters.reshape(n * k, 1), axis=1)[:, 0]
+    return (first + lp[:, 1, eos]).reshape(n, k)
 
 
 def letter_logprobs(model, prompts: list[list[int]], letters: mx.array,
-                    softcap: float | None = None) -> mx.array:
-    """(B, 3) log-probs of each row's letter ids ``letters`` after its prompt, in order."""
+                    softcap: float | None = None, eos: int | None = None) -> mx.array:
+    """(B, 3) log-probs of each row's letter ids ``letters`` after its prompt, in order
+    (each followed by ``eos`` when given)."""
     groups: dict[int, list[int]] = {}
     for i, ids in enumerate(prompts):
         groups.setdefault(len(ids), []).append(i)
     parts, order = [], []
     for rows in groups.values():
-        lp = last_logprobs(model, mx.array([prompts[i] for i in rows]), softcap)
-        parts.append(mx.take_along_axis(lp, letters[mx.array(rows)], axis=1))
+        chosen = letters[mx.array(rows)]
+        if eos is None:
+            lp = last_logprobs(model, mx.array([prompts[i] for i in rows]), softcap)
+            parts.append(mx.take_along_axis(lp, chosen, axis=1))
+        else:
+            parts.append(_letter_eos(model, [prompts[i] for i in rows], chosen, eos, softcap))
         order.extend(rows)
     out = mx.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
     if order != sorted(order):
@@ -218,7 +242,9 @@ class MLXTrainer:
         self.method = config.method
         self.spec = method_of(config.method)
         self.softcap = backend.logit_softcap
-        self.letter_ids = backend.completion_ids()
+        self.letter_ids = recipes.letter_ids(backend, config.prompt_format)
+        self.eos = recipes.eos_id(backend) if config.completion == "letter-eos" else None
+        self.by_batch = by_batch(config.weighting)
         self._prompts: dict[int, list[int]] = {}
         self._reference: dict[int, mx.array] = {}
         self.optimizer = make_optimizer(config)
@@ -228,7 +254,9 @@ class MLXTrainer:
     def prompts(self, rows: list[int]) -> list[list[int]]:
         for i in rows:
             if i not in self._prompts:
-                self._prompts[i] = self.backend.prompt_ids(self.examples[i].prompt())
+                ex = self.examples[i]
+                self._prompts[i] = recipes.prompt_ids(self.backend, ex.prompt(), ex.question,
+                                                      ex.swapped, self.config.prompt_format)
         return [self._prompts[i] for i in rows]
 
     def letters(self, rows: list[int]) -> mx.array:
@@ -239,7 +267,8 @@ class MLXTrainer:
         return mx.array([self.examples[i].weight for i in rows], dtype=mx.float32)
 
     def policy(self, rows: list[int]) -> mx.array:
-        return letter_logprobs(self.model, self.prompts(rows), self.letters(rows), self.softcap)
+        return letter_logprobs(self.model, self.prompts(rows), self.letters(rows), self.softcap,
+                               self.eos)
 
     def reference(self, rows: list[int]) -> mx.array:
         """The base model's (B, 3) log-probs, computed once per question."""
@@ -254,7 +283,8 @@ class MLXTrainer:
 
     def _loss(self, rows: list[int], reference: mx.array | None):
         policy = self.policy(rows)
-        loss = self.spec.loss(policy, reference, self.weights(rows), self.config.dpo_beta, softplus)
+        loss = self.spec.loss(policy, reference, self.weights(rows), self.config.dpo_beta, softplus,
+                              pairs=self.config.pairs, by_batch=self.by_batch)
         return loss, policy
 
     def loss(self, rows: list[int]) -> mx.array:
@@ -267,9 +297,11 @@ class MLXTrainer:
         (loss, policy), grads = self._loss_and_grad(rows, reference)
         metrics = {}
         if reference is not None:
-            chosen, rejected = losses.dpo_rewards(policy, reference, self.config.dpo_beta)
-            metrics = {"reward_margin": (chosen - rejected).mean(),
-                       "reward_accuracy": (chosen > rejected).astype(mx.float32).mean()}
+            # A pair's logit is its implicit reward margin (chosen reward minus rejected).
+            margins = mx.concatenate([p.reshape(-1) for p in losses.pair_logits(
+                policy, reference, self.config.dpo_beta, self.config.pairs)])
+            metrics = {"reward_margin": margins.mean(),
+                       "reward_accuracy": (margins > 0).astype(mx.float32).mean()}
         mx.eval(loss, grads, metrics)
         return loss, grads, metrics
 
@@ -378,7 +410,7 @@ def _train(session: TrainingSession) -> TrainingOutcome:
     lora_config = add_lora(backend.model, config)
     device = f"mlx-{backend.describe()['device']}"
     session.open_row(base_spec(base), {"base_path": str(backend.path), "framework": "mlx"})
-    trainer = MLXTrainer(backend, data.examples, config)
+    trainer = MLXTrainer(backend, data.schedule(config.weighting, config.seed), config)
     resume_from = (checkpoints.last(session.checkpoint_dir, CHECKPOINT_FILES)
                    if session.resumed else None)
     if resume_from is not None:
@@ -421,5 +453,6 @@ def _train(session: TrainingSession) -> TrainingOutcome:
             "base_path": str(backend.path), "device": device, "framework": "mlx",
             "mlx_adapter": MLX_ADAPTER, "peft_adapter": peft,
             "completion": {"chat_template": backend.uses_chat_template,
-                           "letter_ids": trainer.letter_ids}})
+                           "letter_ids": trainer.letter_ids, "eos_id": trainer.eos,
+                           "prompt_format": config.prompt_format}})
     return ending.finished(session, step, str(adapter))

@@ -13,10 +13,21 @@ per-question agreement with the target, which the marginal-only similarity canno
 - SFT / WSFT / DPO / WDPO: the latest finished training of each method for the target,
   through its ``eval-NAME`` run (``fairpp evaluate --adapter NAME``). The method rows,
   their labels and their order come from the method registry.
+
+A method row stands for a group: the trainings whose stored configuration differs only by
+``--seed`` (and by what cannot change the result: name, device, checkpoint and live-eval
+cadence; a start ``--init-from`` counts by what it started from, not by its name). Its
+numbers are the means over the group's seeds (one training per seed, the latest), with a
+t-interval over the seeds; a row of one set of answers gets a bootstrap interval over the
+questions (``intervals``). Every row says whether it differs from the DPO row and from the
+base row beyond the intervals. ``variants`` gives every group its own row (a sweep's grid),
+labelled by the settings that tell the groups apart; ``only`` limits the trainings looked
+at. Row fields are only ever added, so readers of earlier reports keep working.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 from fairpp_app.backends.hf_models import model_display_name
@@ -24,9 +35,19 @@ from fairpp_app.core.errors import UsageError
 from fairpp_app.core.personas import Persona
 from fairpp_app.jobs.run_metrics import persona_answers
 from fairpp_app.store.database import Store
-from fairpp_app.training import methods
+from fairpp_app.training import intervals, methods, recipes
 from fairpp_app.training.compare import base_run_name, compare_with_personas, eval_run_name
+from fairpp_app.training.config import TrainingConfig
 from fairpp_app.training.data import run_debias
+
+#: Settings that cannot change what a training learns: trainings differing only in these
+#: (and the seed) are one group.
+UNGROUPED = ("name", "seed", "device", "save_every", "eval_every", "eval_limit", "generic_path",
+             "init_from")
+#: Settings a variant's label may name, in this order.
+LABELLED = ("recipe", "prompt_format", "completion", "pairs", "weighting", "alpha", "beta",
+            "dpo_beta", "lr", "optim", "warmup_steps", "epochs", "max_steps", "batch_size",
+            "grad_accum", "lora_r", "lora_alpha", "lora_dropout", "limit", "base")
 
 
 def _row(label: str, source: str | None, result: dict | None, target: Persona, note: str = "",
@@ -36,7 +57,7 @@ def _row(label: str, source: str | None, result: dict | None, target: Persona, n
     return {"row": label, "source": source, "questions": questions,
             "similarity": sims, "target_similarity": sims.get(target.slug),
             "margin": (result or {}).get("margin"), "agreement": agrees.get(target.slug),
-            "answers": (result or {}).get("answers"), "note": note}
+            "answers": (result or {}).get("answers"), "note": note, "_result": result}
 
 
 def _answer_counts(answers) -> dict[str, int]:
@@ -46,15 +67,173 @@ def _answer_counts(answers) -> dict[str, int]:
 
 
 def _answers_row(store: Store, run: str, respondent: str, answers: dict, personas: list[Persona],
-                 target: Persona, split: str, bank: str) -> tuple[dict | None, int]:
-    """``respondent``'s answers in ``run`` on the questions the personas answered, compared."""
+                 target: Persona, split: str, bank: str, bootstrap: bool = True
+                 ) -> tuple[dict | None, int]:
+    """``respondent``'s answers in ``run`` on the questions the personas answered, compared
+    (with a bootstrap interval over those questions unless ``bootstrap`` is off)."""
     theirs = persona_answers(store, run, [respondent], split, bank)
     mine = {qid: by.get(respondent) for qid, by in theirs.items() if qid in answers}
     if not mine:
         return None, 0
+    return _compared(mine, answers, personas, target, bootstrap), len(mine)
+
+
+def _compared(mine: dict, answers: dict, personas: list[Persona], target: Persona,
+              bootstrap: bool = True) -> dict:
     result = {**compare_with_personas(mine, answers, personas, target),
-              "answers": _answer_counts(mine.values())}
-    return result, len(mine)
+              "answers": _answer_counts(mine.values()), "mine": mine}
+    if bootstrap:
+        result["interval"] = _bootstrap(result, answers, personas, target)
+    return result
+
+
+def _bootstrap(result: dict, answers: dict, personas: list[Persona], target: Persona) -> dict:
+    return intervals.bootstrap_interval(result["mine"], answers, [p.slug for p in personas],
+                                        target.slug)
+
+
+# ---- groups of trainings that differ only by seed -------------------------------------------
+
+def _config(row: dict) -> dict:
+    return TrainingConfig.from_json(row["config"].get("config", {})).as_json()
+
+
+def group_key(store: Store, row: dict, _depth: int = 0) -> str:
+    """What a training's result depends on, as a string: equal keys differ only by seed."""
+    config = _config(row)
+    start = config.get("init_from")
+    key = {k: v for k, v in config.items() if k not in UNGROUPED}
+    key["method"] = row["method"]
+    if not methods.method(row["method"]).weighted:  # settings the method ignores
+        for k in ("alpha", "beta", "weighting"):
+            key.pop(k, None)
+    if start is not None and _depth < 16:
+        started = store.find_training(start)  # a deleted start is known by its name only
+        key["init"] = group_key(store, started, _depth + 1) if started else start
+    return json.dumps(key, sort_keys=True)
+
+
+def _groups(store: Store, trainings: list[dict]) -> dict[str, list[dict]]:
+    """Trainings by group key (in their order), one per seed: the latest of that seed."""
+    groups: dict[str, dict[int, dict]] = {}
+    for row in sorted(trainings, key=lambda r: r["id"]):
+        groups.setdefault(group_key(store, row), {})[_config(row)["seed"]] = row
+    return {k: sorted(by_seed.values(), key=lambda r: r["id"]) for k, by_seed in groups.items()}
+
+
+def _variant_labels(method_label: str, configs: list[dict]) -> list[str]:
+    """Each config's label: the method's, plus the settings that tell the configs apart (the
+    recipe and weighting always where they are not the defaults)."""
+    defaults = TrainingConfig().as_json()
+    varying = [k for k in LABELLED if len({json.dumps(c.get(k)) for c in configs}) > 1
+               or k in ("recipe", "weighting") and any(c.get(k) != defaults[k] for c in configs)]
+    labels = []
+    for c in configs:
+        base = recipes.RECIPES.get(c.get("recipe"))
+        parts = [f"{k}={c.get(k)}" for k in varying
+                 if not (k in ("recipe", "weighting") and c.get(k) == defaults[k]
+                         and len({x.get(k) for x in configs}) == 1)
+                 and not (base and getattr(base, k, object()) == c.get(k))]
+        if c.get("init_from"):
+            parts.append("from-sft")
+        labels.append(" ".join([method_label, *parts]))
+    return labels
+
+
+def _group_row(store: Store, label: str, group: list[dict], answers: dict, personas: list[Persona],
+               target: Persona, split: str, debias: str, bank: str) -> dict:
+    """One row from a group's evaluated trainings: means over seeds, and their interval."""
+    results, notes = [], []
+    for row in group:
+        name = row["name"]
+        run = eval_run_name(name)
+        if store.find_run(run) is None:
+            notes.append(f"not evaluated: fairpp evaluate --adapter {name} --split {split}")
+            continue
+        if run_debias(store, run) != debias:
+            notes.append(f"{run} answered with --debias {run_debias(store, run)} but the personas "
+                         f"with --debias {debias}: not comparable")
+            continue
+        # A seed's own bootstrap is needed only when it ends up alone in its row.
+        result, n = _answers_row(store, run, name, answers, personas, target, split, bank,
+                                 bootstrap=False)
+        if result is None:
+            notes.append(f"{run} has no answers to the personas' questions on split '{split}'")
+            continue
+        results.append((row, result, n))
+    latest = group[-1]["name"]
+    if not results:
+        out = _row(label, latest, None, target, "; ".join(notes))
+        return {**out, "trainings": [r["name"] for r in group], "seeds": [], "interval": None}
+    if len(results) == 1:
+        row, result, n = results[0]
+        out = _row(label, row["name"], result, target, "; ".join(notes), questions=n)
+        out["interval"] = _bootstrap(result, answers, personas, target)
+    else:
+        per_seed = [{"training": r["name"], "seed": _config(r)["seed"],
+                     "target_similarity": res["similarity"].get(target.slug),
+                     "margin": res["margin"], "agreement": res["agreement"].get(target.slug)}
+                    for r, res, _ in results]
+        slugs = {s for _, res, _ in results for s in res["similarity"]}
+        mean = {"similarity": {s: _mean([res["similarity"].get(s) for _, res, _ in results])
+                               for s in slugs},
+                "agreement": {target.slug: _mean([p["agreement"] for p in per_seed])},
+                "margin": _mean([p["margin"] for p in per_seed]),
+                "answers": dict(sum((Counter(res["answers"]) for _, res, _ in results), Counter()))}
+        out = _row(label, results[-1][0]["name"], mean, target, "; ".join(notes),
+                   questions=min(n for _, _, n in results))
+        out["interval"] = intervals.seed_interval(per_seed)
+        out["per_seed"] = per_seed
+    out["trainings"] = [r["name"] for r, _, _ in results]
+    out["seeds"] = [_config(r)["seed"] for r, _, _ in results]
+    return out
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _method_rows(store: Store, trainings: list[dict], chosen: dict[str, str], variants: bool,
+                 context: tuple) -> list[dict]:
+    rows: list[dict] = []
+    groups = _groups(store, trainings)
+    target = context[2]
+    for entry in methods.report_order():
+        mine = {k: g for k, g in groups.items() if g[0]["method"] == entry.name}
+        if entry.name in chosen:  # --use: that training alone
+            found = [_group_row(store, entry.label, [store.get_training(chosen[entry.name])],
+                                *context)]
+        elif not mine:
+            found = [{**_row(entry.label, None, None, target, "no finished training"),
+                      "trainings": [], "seeds": [], "interval": None}]
+        elif not variants:
+            latest = max(trainings_of(mine.values()), key=lambda r: r["id"])
+            key = next(k for k, g in mine.items() if latest in g)
+            found = [_group_row(store, entry.label, mine[key], *context)]
+        else:
+            labels = _variant_labels(entry.label, [_config(g[-1]) for g in mine.values()])
+            found = [_group_row(store, label, group, *context)
+                     for label, group in zip(labels, mine.values())]
+        for row in found:
+            row["method"] = entry.name
+        rows += found
+    return rows
+
+
+def trainings_of(groups) -> list[dict]:
+    return [row for group in groups for row in group]
+
+
+def _mark(rows: list[dict]) -> None:
+    """Each row's comparison with the DPO row and the base row, beyond the intervals."""
+    base = rows[0] if rows and rows[0]["row"] == "base" else None
+    dpo_rows = [r for r in rows if r.get("method") == "dpo" and r.get("interval")]
+    dpo = next((r for r in dpo_rows if r["row"] == "DPO"), dpo_rows[0] if dpo_rows else None)
+    for row in rows:
+        row["vs_dpo"] = intervals.compare(row, dpo) if row.get("interval") else None
+        row["vs_base"] = (intervals.compare(row, base) if row.get("interval") and base
+                          and base.get("interval") else None)
 
 
 def _run_with(store: Store, respondent: str, split: str, *, kind: str | None = None,
@@ -76,11 +255,15 @@ def _run_with(store: Store, respondent: str, split: str, *, kind: str | None = N
 
 def build_report(store: Store, personas: list[Persona], target: Persona,
                  from_run: str | None = None, split: str = "test",
-                 use: list[str] | None = None, bank: str | None = None) -> dict:
-    """The rows; ``use`` names trainings that fill their method's row instead of the latest.
+                 use: list[str] | None = None, bank: str | None = None, *, variants: bool = False,
+                 only: list[str] | None = None) -> dict:
+    """The rows; ``use`` names trainings that fill their method's row instead of the latest
+    group's; ``variants`` gives every group a row; ``only`` limits the trainings considered.
     ``bank``: the question bank compared (default: that of the reference run's answers)."""
     used = [store.get_training(name) for name in use or []]
     trainings = store.list_trainings(target=target.slug, status="finished")
+    if only is not None:
+        trainings = [t for t in trainings if t["name"] in set(only)]
     if from_run is None:
         source = used or trainings
         if not source:
@@ -130,30 +313,18 @@ def build_report(store: Store, personas: list[Persona], target: Persona,
         rows.append(_row("role-play", run, result, target, questions=n))
     else:
         mine = {qid: by.get(target.slug) for qid, by in answers.items() if target.slug in by}
-        result = {**compare_with_personas(mine, answers, personas, target),
-                  "answers": _answer_counts(mine.values())}
+        result = _compared(mine, answers, personas, target)
         rows.append(_row("role-play", from_run, result, target,
                          f"the target's own answers in {from_run} (no role-play run of "
                          f"{display})", questions=len(mine)))
 
-    for entry in methods.report_order():
-        method, label = entry.name, entry.label
-        latest = [t for t in trainings if t["method"] == method]
-        if not latest and method not in chosen:
-            rows.append(_row(label, None, None, target, "no finished training"))
-            continue
-        name = chosen.get(method) or latest[-1]["name"]
-        run = eval_run_name(name)
-        if store.find_run(run) is None:
-            rows.append(_row(label, name, None, target,
-                             f"not evaluated: fairpp evaluate --adapter {name} --split {split}"))
-            continue
-        result, n = _answers_row(store, run, name, answers, personas, target, split, bank)
-        note = "" if result else f"{run} has no answers to the questions of {from_run} on split '{split}'"
-        if result and run_debias(store, run) != debias:
-            note = (f"{run} answered with --debias {run_debias(store, run)} but the personas in "
-                    f"{from_run} with --debias {debias}: not comparable")
-        rows.append(_row(label, name, result, target, note, questions=n))
+    for row in rows:
+        row.update(method=None, trainings=[], seeds=[],
+                   interval=(row.get("_result") or {}).get("interval"))
+    rows += _method_rows(store, trainings, chosen, variants, (answers, personas, target, split, debias, bank))
+    for row in rows:
+        row.pop("_result", None)
+    _mark(rows)
     return {"target": {"number": target.number, "slug": target.slug, "name": target.name},
             "from_run": from_run, "bank": bank, "split": split, "base_model": display,
             "personas": [p.slug for p in personas], "rows": rows, "methods": list(methods.NAMES)}

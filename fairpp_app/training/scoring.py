@@ -41,6 +41,11 @@ class ModelScorer(TransformersBackend):
     def keeps_logits(self) -> bool:
         return self._keeps_logits
 
+    @property
+    def cache_arg(self) -> str:
+        """The forward's keyword for a KV cache (transformers 5 renamed it)."""
+        return self._cache_arg
+
     def completion_id(self, letter: str) -> int:
         return self._completion_ids[letter]
 

@@ -142,7 +142,9 @@ class TrainingSession:
             cfg = self.config
             self._data = build_training_set(self.store, cfg.from_run, self.target, self.personas,
                                             cfg.method, cfg.alpha, cfg.beta, cfg.limit,
-                                            save_weights=self.main, bank=self.bank)
+                                            save_weights=self.main, bank=self.bank,
+                                            pairs=cfg.pairs, seed=cfg.seed,
+                                            recipe=cfg.recipe_parts())
             if self.row is not None:
                 stored = self.row["config"].get("data", {}).get("data_hash")
                 if stored and stored != self._data.data_hash:

@@ -12,6 +12,13 @@ rejected). The reference is the same peft model with its adapter disabled (no se
 copy), and each question's reference log-probs are kept after their first computation,
 since the base never changes.
 
+The paper's recipe (``recipes``) scores the letter followed by EOS, two tokens. Its fast
+path still runs each prompt once: that pass keeps its KV cache and gives the letter's
+log-prob from the last position; the cache is then repeated three times along the batch
+and the three letters go through the model as one more position each, whose single row
+gives log p(EOS | prompt, letter). Gradients flow through the cache. Only completion
+positions are ever projected onto the vocabulary.
+
 ``--generic-path`` computes the same quantities the TRL way instead: prompt+completion
 sequences right-padded by TRL's ``DataCollatorForPreference``, the full per-position
 logits, per-token log-probs of the completion summed. Both feed the same weighted losses
@@ -46,10 +53,10 @@ from trl.trainer.utils import disable_dropout_in_model, pad, selective_log_softm
 
 from fairpp_app.backends import hf_models
 from fairpp_app.core.errors import UsageError
-from fairpp_app.training import checkpoints, ending, lora, losses
+from fairpp_app.training import checkpoints, ending, lora, losses, recipes
 from fairpp_app.training.callbacks import CancelCallback, EventCallback, LiveEvalCallback
 from fairpp_app.training.config import TrainingConfig
-from fairpp_app.training.data import Example
+from fairpp_app.training.data import Example, by_batch
 from fairpp_app.training.failures import TrainingDiverged, TrainingOutOfMemory
 from fairpp_app.training.live_eval import LiveEvaluator
 from fairpp_app.training.methods import method as method_of
@@ -92,9 +99,12 @@ def add_lora(model, config: TrainingConfig):
 class QuestionDataset(Dataset):
     """One row per question: prompt ids, the letter ids (preferred first), the weight."""
 
-    def __init__(self, examples: list[Example], scorer: ModelScorer) -> None:
+    def __init__(self, examples: list[Example], scorer: ModelScorer,
+                 prompt_format: str = "fairpp") -> None:
         self.examples = examples
         self.scorer = scorer
+        self.prompt_format = prompt_format
+        self.letter_ids = recipes.letter_ids(scorer, prompt_format)
         self._ids: dict[int, list[int]] = {}
 
     def __len__(self) -> int:
@@ -103,9 +113,9 @@ class QuestionDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         ex = self.examples[i]
         if i not in self._ids:
-            self._ids[i] = self.scorer.prompt_ids(ex.prompt())
-        letters = [self.scorer.completion_id(ex.chosen)] + [self.scorer.completion_id(r)
-                                                            for r in ex.rejected]
+            self._ids[i] = recipes.prompt_ids(self.scorer, ex.prompt(), ex.question, ex.swapped,
+                                              self.prompt_format)
+        letters = [self.letter_ids[ex.chosen]] + [self.letter_ids[r] for r in ex.rejected]
         return {"prompt_ids": self._ids[i], "letter_ids": letters, "weight": ex.weight, "index": i}
 
 
@@ -137,10 +147,12 @@ class PairSequenceCollator:
     """TRL's preference layout: per pair, prompt+chosen and prompt+rejected, right-padded."""
 
     pad_id: int
+    eos_id: int | None = None  # appended to every completion (the paper's letter + EOS)
 
     def __call__(self, features: list[dict]) -> dict:
-        pairs = [{"prompt_ids": f["prompt_ids"], "chosen_ids": [f["letter_ids"][0]],
-                  "rejected_ids": [f["letter_ids"][k]]}
+        tail = [] if self.eos_id is None else [self.eos_id]
+        pairs = [{"prompt_ids": f["prompt_ids"], "chosen_ids": [f["letter_ids"][0]] + tail,
+                  "rejected_ids": [f["letter_ids"][k]] + tail}
                  for f in features for k in (1, 2)]
         batch = DataCollatorForPreference(pad_token_id=self.pad_id)(pairs)
         return {**batch, **_extras(features)}
@@ -158,6 +170,31 @@ def last_token_logprobs(model, batch: dict, keeps_logits: bool = True) -> torch.
         kwargs["logits_to_keep"] = 1
     logits = model(**kwargs).logits[:, -1, :].float()
     return torch.log_softmax(logits, dim=-1).gather(1, batch["letter_ids"])
+
+
+def letter_eos_logprobs(model, batch: dict, eos_id: int, cache_arg: str,
+                        keeps_logits: bool = True) -> torch.Tensor:
+    """(B, 3) log p(letter, EOS | prompt) for each letter: one prompt pass, one token per letter."""
+    kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+              "use_cache": True}
+    if "position_ids" in batch:
+        kwargs["position_ids"] = batch["position_ids"]
+    if keeps_logits:
+        kwargs["logits_to_keep"] = 1
+    out = model(**kwargs)
+    first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1).gather(1, batch["letter_ids"])
+    cache = getattr(out, "cache", None) or out.past_key_values
+    n, k = batch["letter_ids"].shape
+    cache.batch_repeat_interleave(k)
+    mask = batch["attention_mask"].repeat_interleave(k, dim=0)
+    step = {"input_ids": batch["letter_ids"].reshape(n * k, 1),
+            "attention_mask": torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1),
+            "use_cache": True, cache_arg: cache}
+    if "position_ids" in batch:
+        step["position_ids"] = mask.sum(-1, keepdim=True)  # the position after the last real token
+    logits = model(**step).logits[:, -1, :].float()
+    second = torch.log_softmax(logits, dim=-1)[:, eos_id].view(n, k)
+    return first + second
 
 
 def sequence_logprobs(model, input_ids, attention_mask, completion_mask) -> torch.Tensor:
@@ -185,7 +222,8 @@ class WeightedAlignmentTrainer(Trainer):
     """Trainer whose loss is the paper's weighted SFT / DPO over one-letter completions."""
 
     def __init__(self, *args, method: str, dpo_beta: float, scorer: ModelScorer,
-                 generic: bool = False, **kwargs) -> None:
+                 generic: bool = False, pairs: int = 2, by_batch: bool = True,
+                 eos_id: int | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.scorer = scorer  # the live evaluation and the adapter's metadata read it
         self.keeps_logits = scorer.keeps_logits
@@ -193,6 +231,9 @@ class WeightedAlignmentTrainer(Trainer):
         self.spec = method_of(method)
         self.dpo_beta = dpo_beta
         self.generic = generic
+        self.pairs = pairs
+        self.by_batch = by_batch
+        self.eos_id = eos_id
         # compute_loss returns a per-micro-batch mean: the Trainer divides by the accumulation.
         self.loss_is_scaled_for_ga = False
         self._metrics: dict[str, list[float]] = defaultdict(list)
@@ -201,6 +242,9 @@ class WeightedAlignmentTrainer(Trainer):
     def letter_logprobs(self, model, inputs: dict) -> torch.Tensor:
         if self.generic:
             return pair_sequence_logprobs(model, inputs, chosen_only=not self.spec.preference)
+        if self.eos_id is not None:
+            return letter_eos_logprobs(model, inputs, self.eos_id, self.scorer.cache_arg,
+                                       self.keeps_logits)
         return last_token_logprobs(model, inputs, self.keeps_logits)
 
     def reference_logprobs(self, model, inputs: dict) -> torch.Tensor:
@@ -218,11 +262,14 @@ class WeightedAlignmentTrainer(Trainer):
         weights = inputs["weight"]
         policy = self.letter_logprobs(model, inputs)
         reference = self.reference_logprobs(model, inputs) if self.spec.preference else None
-        loss = self.spec.loss(policy, reference, weights, self.dpo_beta, F.softplus)
+        loss = self.spec.loss(policy, reference, weights, self.dpo_beta, F.softplus,
+                              pairs=self.pairs, by_batch=self.by_batch)
         if reference is not None:
-            chosen, rejected = losses.dpo_rewards(policy.detach(), reference, self.dpo_beta)
-            self._metrics["reward_margin"].append((chosen - rejected).mean().item())
-            self._metrics["reward_accuracy"].append((chosen > rejected).float().mean().item())
+            # A pair's logit is its implicit reward margin (chosen reward minus rejected).
+            margins = torch.cat([p.flatten() for p in losses.pair_logits(
+                policy.detach(), reference, self.dpo_beta, self.pairs)])
+            self._metrics["reward_margin"].append(margins.mean().item())
+            self._metrics["reward_accuracy"].append((margins > 0).float().mean().item())
         self._metrics["logp_chosen"].append(policy[:, 0].detach().mean().item())
         value = loss.detach().float().item()
         if not math.isfinite(value):
@@ -257,14 +304,16 @@ def build_trainer(session: TrainingSession, model, tokenizer, device: str, *,
     """The peft model's trainer over the session's examples (also used by tests and the bench)."""
     config = session.config
     scorer = ModelScorer(model, tokenizer, device, name=session.name)
-    dataset = QuestionDataset(session.data().examples, scorer)
-    collator = (PairSequenceCollator(scorer.pad_id) if config.generic_path else
+    examples = session.data().schedule(config.weighting, config.seed)
+    dataset = QuestionDataset(examples, scorer, config.prompt_format)
+    eos = recipes.eos_id(scorer) if config.completion == "letter-eos" else None
+    collator = (PairSequenceCollator(scorer.pad_id, eos) if config.generic_path else
                 LastTokenCollator(scorer.pad_id, positions=scorer.takes_positions))
     trainer = WeightedAlignmentTrainer(
         model=model, args=training_arguments(config, device, output_dir), train_dataset=dataset,
         data_collator=collator, processing_class=tokenizer, callbacks=callbacks or [],
         method=config.method, dpo_beta=config.dpo_beta, generic=config.generic_path,
-        scorer=scorer)
+        scorer=scorer, pairs=config.pairs, by_batch=by_batch(config.weighting), eos_id=eos)
     # stdout is data: the Trainer's own printing of every log dict goes.
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
@@ -353,7 +402,9 @@ def _train(session: TrainingSession) -> TrainingOutcome:
                 session.write_metadata(adapter, step, {
                     "base_path": str(path), "device": device,
                     "completion": {"chat_template": trainer.scorer.chat,
-                                   "letter_ids": trainer.scorer.completion_ids()}})
+                                   "letter_ids": trainer.train_dataset.letter_ids,
+                                   "eos_id": trainer.eos_id,
+                                   "prompt_format": config.prompt_format}})
             return ending.finished(session, step, str(adapter))
     finally:
         hf_logging.set_verbosity(verbosity)

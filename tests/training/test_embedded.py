@@ -73,3 +73,34 @@ def test_fast_path_matches_generic_on_the_embedded_model(embedded, personas, tmp
         fast = last_token_logprobs(model, LastTokenCollator(pad)(features))
         generic = pair_sequence_logprobs(model, PairSequenceCollator(pad)(features))
     assert torch.allclose(fast, generic, atol=1e-4)
+
+
+def test_paper_recipe_fast_path_matches_whole_sequences_on_the_embedded_model(embedded, personas,
+                                                                            tmp_path):
+    """Letter + EOS through Gemma's hybrid (sliding-window) cache, repeated per letter, with
+    left padding: the same log-probs as the whole prompt+letter+EOS sequences."""
+    from fairpp_app.core.personas import resolve
+    from fairpp_app.training.data import build_training_set
+    from fairpp_app.training.torch_trainer import (
+        LastTokenCollator,
+        PairSequenceCollator,
+        build_trainer,
+        letter_eos_logprobs,
+        pair_sequence_logprobs,
+        prepare_model,
+    )
+
+    config = TrainingConfig(method="wdpo", from_run=PERSONA_RUN, name="eq-paper", batch_size=3,
+                            recipe="paper")
+    data = build_training_set(embedded, PERSONA_RUN, resolve("6", personas), personas, "wdpo",
+                              limit=3, save_weights=False, pairs=3)
+    session = SimpleNamespace(config=config, name="eq-paper", data=lambda: data)
+    model, tokenizer, _ = prepare_model(config, "cpu", None)
+    trainer = build_trainer(session, model, tokenizer, "cpu", output_dir=tmp_path)
+    features = [trainer.train_dataset[i] for i in range(3)]
+    assert len({len(f["prompt_ids"]) for f in features}) > 1  # left padding is exercised
+    pad, eos, scorer = trainer.scorer.pad_id, trainer.eos_id, trainer.scorer
+    with torch.no_grad():
+        fast = letter_eos_logprobs(model, LastTokenCollator(pad)(features), eos, scorer.cache_arg)
+        generic = pair_sequence_logprobs(model, PairSequenceCollator(pad, eos)(features))
+    assert torch.allclose(fast, generic, atol=1e-4)

@@ -87,7 +87,8 @@ def test_inspector(snap_db, snap_compare):
 def test_analysis_heatmap(snap_db, snap_compare):
     """Analysis of the synthetic run, split all, target persona 6: the Similarity tab with the
     7x7 persona heatmap, 1.000 on the diagonal, every cell coloured on the scale shown by the
-    legend above it (0.17 to 1.00)."""
+    legend above it (0.17 to 1.00); the bar ends with the position-set selector (none stored),
+    the footer shows f Save figure and m Models."""
     path, _ = snap_db
 
     async def open_analysis(pilot) -> None:

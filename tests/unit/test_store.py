@@ -21,7 +21,7 @@ V2_TABLES = {"trainings", "weight_sets", "weights"}
 def test_new_store_is_wal_at_current_version(tmp_path):
     with Store(tmp_path / "new.db") as s:
         assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert s.version == SCHEMA_VERSION == 7
+        assert s.version == SCHEMA_VERSION == 8
         assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert s.db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
         assert s.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1

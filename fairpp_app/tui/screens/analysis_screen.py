@@ -3,7 +3,13 @@
 All numbers come from ``positioning.position_run`` (which builds on ``analysis.run_metrics``,
 the CLI's ``fairpp metrics``), computed in a thread worker because a full run is a quarter
 of a million records. Each tab draws one view; ``s`` writes the current view's numbers as
-CSV and ``v`` the current picture as SVG, both into the exports folder of the data dir.
+CSV, ``v`` the current picture as a Textual SVG screenshot and ``f`` the view as a figure
+(PNG and SVG, drawn by ``jobs.figures`` as the HTML report draws it), all into the exports
+folder of the data dir.
+
+Beside the run's own respondents, the model respondents of other runs can join every view:
+a stored position set (``fairpp position --name``) from the bar, or any runs ticked in the
+``m`` dialog; each is labelled by its model (or the set's label).
 """
 
 from __future__ import annotations
@@ -23,10 +29,12 @@ from textual.widgets import Footer, Header, Label, Select, Static, TabbedContent
 from fairpp_app.core.errors import user_message
 from fairpp_app.core.metrics import MIN_SIMILARITY
 from fairpp_app.core.questions import dimension_poles
-from fairpp_app.jobs.positioning import Positioning, exports_dir, write_csv
+from fairpp_app.jobs.position_sets import set_picks
+from fairpp_app.jobs.positioning import Pick, Positioning, exports_dir, shared_point_labels, write_csv
 from fairpp_app.jobs.run_metrics import SPLIT_CHOICES
 from fairpp_app.store import browse
 from fairpp_app.tui.screens.base_screen import BaseScreen
+from fairpp_app.tui.screens.runs_dialog import RunsDialog
 from fairpp_app.tui.widgets.bars import LETTER_COLOURS, bar, legend, stacked
 from fairpp_app.tui.widgets.heatmap import Heatmap
 from fairpp_app.tui.widgets.plots import RespondentMap
@@ -41,6 +49,8 @@ class AnalysisScreen(BaseScreen):
     BINDINGS = [
         Binding("s", "save_csv", "Save CSV"),
         Binding("v", "save_svg", "Save SVG"),
+        Binding("f", "save_figure", "Save figure"),
+        Binding("m", "choose_runs", "Models"),
         Binding("g", "compute", "Recompute"),
         Binding("right_square_bracket", "tab(1)", "Next view", show=False),
         Binding("left_square_bracket", "tab(-1)", "Previous view", show=False),
@@ -48,6 +58,9 @@ class AnalysisScreen(BaseScreen):
     PALETTE = [
         ("Analysis: save the current view as CSV", "save_csv", "into the exports folder"),
         ("Analysis: save the current view as SVG", "save_svg", "a screenshot of this screen"),
+        ("Analysis: save the current view as a figure", "save_figure",
+         "PNG and SVG drawn as in the HTML report"),
+        ("Analysis: choose model runs to show beside the personas", "choose_runs", ""),
         ("Analysis: recompute", "compute", "re-read the run"),
         ("Analysis: next view", "tab(1)", ""),
         ("Analysis: previous view", "tab(-1)", ""),
@@ -57,12 +70,14 @@ class AnalysisScreen(BaseScreen):
     @dataclass
     class Computed(Message):
         result: Positioning
+        picks: tuple[Pick, ...] = ()
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.result: Positioning | None = None
         self.split = "all"
         self.pending: tuple | None = None
+        self.picks: list[Pick] = []
 
     def compose(self) -> ComposeResult:
         app = self.app
@@ -82,6 +97,10 @@ class AnalysisScreen(BaseScreen):
             yield Label("target", classes="bar-label")
             yield Select([(f"P{p.number} {p.name}", p.slug) for p in app.personas],
                          value=app.target, allow_blank=False, id="an-target",
+                         compact=True)
+            yield Label("set", classes="bar-label")
+            self.set_names = [row["name"] for row in app.store.list_position_sets()]
+            yield Select([(n, n) for n in self.set_names], prompt="no position set", id="an-set",
                          compact=True)
         yield Static(id="an-status")
         with TabbedContent(id="an-tabs"):
@@ -119,6 +138,11 @@ class AnalysisScreen(BaseScreen):
                 select.set_options([(name, name) for name in runs])
                 if self.app.run_name:
                     select.value = self.app.run_name
+        sets = [row["name"] for row in self.app.store.list_position_sets()]
+        if sets != self.set_names:  # a set stored meanwhile (by the CLI)
+            self.set_names = sets
+            with self.prevent(Select.Changed):
+                self.query_one("#an-set", Select).set_options([(n, n) for n in sets])
         if self.app.run_name and (self.result is None or self.result.run != self.app.run_name
                                   or self.result.target != self.app.target):
             with self.prevent(Select.Changed):
@@ -134,7 +158,7 @@ class AnalysisScreen(BaseScreen):
         if not name:
             status.update("No run with answers yet: simulate (4) or import one.")
             return
-        key = (name, self.split, self.app.target)
+        key = (name, self.split, self.app.target, tuple(self.picks))
         if key == self.pending:
             return  # already on its way
         self.pending = key
@@ -142,13 +166,13 @@ class AnalysisScreen(BaseScreen):
         self.compute(*key)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="analysis")
-    def compute(self, run: str, split: str, target: str) -> None:
+    def compute(self, run: str, split: str, target: str, picks: tuple[Pick, ...]) -> None:
         from fairpp_app.jobs.positioning import position_run
         from fairpp_app.store.database import Store
 
         with Store(self.app.db_path) as store:
-            result = position_run(store, run, list(self.app.personas), split, target)
-        self.post_message(self.Computed(result))
+            result = position_run(store, run, list(self.app.personas), split, target, list(picks))
+        self.post_message(self.Computed(result, picks))
 
     def worker_failed(self, worker, error: BaseException) -> str | None:
         """The app's worker-failure handler calls this; the status line says it too."""
@@ -158,7 +182,7 @@ class AnalysisScreen(BaseScreen):
 
     def on_analysis_screen_computed(self, message: Computed) -> None:
         r = message.result
-        if (r.run, r.split, r.target) != self.pending:
+        if (r.run, r.split, r.target, message.picks) != self.pending:
             return  # a superseded request finishing late
         self.pending = None
         status = self.query_one("#an-status", Static)
@@ -167,8 +191,11 @@ class AnalysisScreen(BaseScreen):
             status.update(f"run {r.run} has no answers in split {r.split}")
         else:
             n = max(r.answered.values(), default=0)
-            status.update(f"run [b]{r.run}[/b] · split {r.split} · {len(r.respondents)} "
-                          f"respondents · up to {n:,} questions each")
+            models = [name for names in r.picked for name in names]
+            beside = f" · beside: {', '.join(models)}" if models else ""
+            status.update(Text.from_markup(
+                f"run [b]{r.run}[/b] · split {r.split} · {len(r.respondents)} respondents · up "
+                f"to {n:,} questions each") + Text(beside))
         self.draw()
 
     # ---- drawing --------------------------------------------------------------------------------
@@ -204,15 +231,18 @@ class AnalysisScreen(BaseScreen):
         self.query_one("#resp-bars", Static).update(self._respondent_bars(r, labels))
         self.query_one("#dim-bars", Static).update(self._dimension_bars(r, labels))
         self.query_one("#tier-bars", Static).update(self._tier_bars(r))
-        self.query_one(RespondentMap).show(r.coords, {s: self.short(s) for s in r.respondents},
-                                           r.personas, r.explained)
+        self.query_one(RespondentMap).show(
+            r.coords, shared_point_labels(r.coords, {s: self.short(s) for s in r.respondents}),
+            r.personas, r.explained)
 
     def _respondent_bars(self, r: Positioning, labels: dict) -> Table:
         table = Table.grid(padding=(0, 1))
         table.add_column(no_wrap=True)
         table.add_column(no_wrap=True)
         table.add_column(justify="right")
-        for resp in r.respondents:
+        # Models first: they are what this view is opened for once runs are placed beside.
+        models = [x for x in r.respondents if x not in r.personas]
+        for resp in [*models, *r.personas]:
             table.add_row(Text(labels[resp], style="bold"), "", "")
             sims = r.similarity.get(resp, {})
             best = max((v for v in sims.values() if v is not None), default=None)
@@ -301,6 +331,63 @@ class AnalysisScreen(BaseScreen):
         path = write_csv(exports_dir() / self._export_name("csv"), header, rows)
         self.last_export = path
         self.notify(f"saved {path}", title="CSV")
+
+    @dataclass
+    class FigureSaved(Message):
+        paths: list
+
+    def action_save_figure(self) -> None:
+        if self.result is None:
+            self.notify("nothing computed yet", severity="warning")
+            return
+        self.save_figure(self.result, self.current_view())
+
+    @work(thread=True, exit_on_error=False, group="figure")
+    def save_figure(self, result: Positioning, view: str) -> None:
+        from fairpp_app.jobs import figures
+
+        labels = {s: self.label(s) for s in result.respondents}
+        short = {s: self.short(s) for s in result.personas}
+        drawn = figures.view_figure(result, view, labels, short)
+        # "-figure": beside the screenshot `v` writes under the view's own name.
+        paths = figures.write_files(drawn, exports_dir(), f"{drawn.name}-figure")
+        self.post_message(self.FigureSaved(paths))
+
+    def on_analysis_screen_figure_saved(self, message: FigureSaved) -> None:
+        self.last_export = message.paths[0]
+        self.notify(f"saved {message.paths[0]} and .png", title="Figure")
+
+    def action_choose_runs(self) -> None:
+        current = self.app.run_name
+        runs = [r for r in browse.runs_with_records(self.app.store) if r["name"] != current]
+        if not runs:
+            self.notify("no other run with answers to place beside the personas", severity="warning")
+            return
+
+        def chosen(names: list[str] | None) -> None:
+            if names is None:
+                return
+            labels = {p.run: p.label for p in self.picks}
+            picks = [Pick(n, labels.get(n)) for n in names]
+            if picks != self.picks:
+                self.picks = picks
+                self.action_compute()
+
+        self.app.push_screen(RunsDialog(runs, [p.run for p in self.picks]), chosen)
+
+    @on(Select.Changed, "#an-set")
+    def _set_changed(self, event: Select.Changed) -> None:
+        if event.value is Select.NULL:
+            self.picks = []
+        else:
+            chosen = self.app.store.get_position_set(event.value)
+            self.picks = set_picks(chosen)
+            self.app.run_name = chosen["persona_run"]
+            self.split = chosen["split"]
+            with self.prevent(Select.Changed):
+                self.query_one("#an-run", Select).value = chosen["persona_run"]
+                self.query_one("#an-split", Select).value = chosen["split"]
+        self.action_compute()
 
     def action_save_svg(self) -> None:
         if self.result is None:

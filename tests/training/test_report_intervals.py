@@ -1,0 +1,108 @@
+"""The report's intervals: trainings that differ only by seed become one row with a t-interval,
+a single set of answers gets a bootstrap interval over the questions, and rows are marked
+against DPO and base. Tiny model, one step per training, real evaluation runs.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fairpp_app.cli import main
+from fairpp_app.core.personas import resolve
+from fairpp_app.training import intervals
+from fairpp_app.training.config import TrainingConfig
+from fairpp_app.training.runner import run_training
+from tests.support.training_data import N_TEST, PERSONA_RUN, TARGET_SLUG
+
+
+def test_t_interval_and_overlap_rules():
+    values = [0.61, 0.64, 0.58]
+    low, high = intervals.t_interval(values)
+    assert (low + high) / 2 == pytest.approx(np.mean(values))
+    assert low < min(values) and high > max(values)  # three seeds: t(0.975, 2) is wide
+    tighter = intervals.t_interval([0.60, 0.61, 0.60, 0.61, 0.60, 0.61])
+    assert tighter[1] - tighter[0] < high - low
+    row = {"interval": {"target_similarity": [0.7, 0.8], "margin": [0.0, 0.1], "agreement": None}}
+    ref = {"interval": {"target_similarity": [0.5, 0.6], "margin": [0.05, 0.2], "agreement": [0, 1]}}
+    assert intervals.compare(row, ref) == {"target_similarity": 1, "margin": 0, "agreement": None}
+    assert intervals.compare(ref, row)["target_similarity"] == -1
+    assert intervals.compare(row, row) is None and intervals.compare(row, None) is None
+
+
+def test_bootstrap_interval_is_fixed_and_holds_the_estimate(persona_store, personas):
+    from fairpp_app.core.metrics import paired_similarity
+    from fairpp_app.jobs.run_metrics import persona_answers
+
+    slugs = [p.slug for p in personas]
+    answers = persona_answers(persona_store, PERSONA_RUN, slugs, "train")
+    other = slugs[0]
+    mine = {q: by.get(other) for q, by in answers.items()}
+    first = intervals.bootstrap_interval(mine, answers, slugs, TARGET_SLUG)
+    assert first == intervals.bootstrap_interval(mine, answers, slugs, TARGET_SLUG)
+    assert first["kind"] == "bootstrap" and first["n"] == intervals.BOOTSTRAP_SAMPLES
+    estimate = paired_similarity(mine, {q: by.get(TARGET_SLUG) for q, by in answers.items()})
+    low, high = first["target_similarity"]
+    assert low <= estimate <= high and low < high
+    assert all(first[k] is not None for k in intervals.METRICS)
+    # Fewer questions, more noise.
+    few = dict(list(mine.items())[:10])
+    narrow, wide = first["agreement"], intervals.bootstrap_interval(few, answers, slugs,
+                                                                    TARGET_SLUG)["agreement"]
+    assert wide[1] - wide[0] > narrow[1] - narrow[0]
+
+
+def _train(store, personas, tiny_dir, name, method, **kw):
+    from fairpp_app.training.evaluate import evaluate_adapter
+
+    options = dict(method=method, from_run=PERSONA_RUN, base=str(tiny_dir), name=name,
+                   batch_size=4, grad_accum=1, max_steps=1, eval_every=0, lr=5e-2)
+    config = TrainingConfig(**{**options, **kw})
+    assert run_training(store, personas, config).status == "finished"
+    assert evaluate_adapter(store, personas, name, limit=N_TEST, device="cpu").status == "finished"
+
+
+def test_seeds_make_one_row_with_a_t_interval(persona_store, personas, tiny_dir, db_path, capsys):
+    from fairpp_app.training.report import build_report
+
+    store = persona_store
+    for seed in (1, 2, 3):
+        _train(store, personas, tiny_dir, f"dpo-s{seed}", "dpo", seed=seed, lr=0.3)
+    _train(store, personas, tiny_dir, "wdpo-one", "wdpo")
+    _train(store, personas, tiny_dir, "wdpo-sample", "wdpo", weighting="sample")
+    target = resolve(TARGET_SLUG, personas)
+
+    report = build_report(store, personas, target)
+    rows = {r["row"]: r for r in report["rows"]}
+    assert list(rows) == ["base", "role-play", "SFT", "WSFT", "DPO", "WDPO"]
+    dpo = rows["DPO"]
+    assert dpo["seeds"] == [1, 2, 3] and dpo["trainings"] == ["dpo-s1", "dpo-s2", "dpo-s3"]
+    assert dpo["interval"]["kind"] == "t" and dpo["interval"]["n"] == 3
+    per_seed = [p["target_similarity"] for p in dpo["per_seed"]]
+    assert dpo["target_similarity"] == pytest.approx(np.mean(per_seed))
+    low, high = dpo["interval"]["target_similarity"]
+    assert low <= dpo["target_similarity"] <= high
+    assert sum(dpo["answers"].values()) == 3 * N_TEST
+    # The latest WDPO training is its own group: one set of answers, a bootstrap interval.
+    assert rows["WDPO"]["source"] == "wdpo-sample" and rows["WDPO"]["interval"]["kind"] == "bootstrap"
+    assert set(rows["WDPO"]["vs_dpo"]) == set(intervals.METRICS)
+    assert rows["DPO"]["vs_dpo"] is None
+    assert rows["role-play"]["interval"]["kind"] == "bootstrap"
+    assert rows["base"]["interval"] is None and rows["WDPO"]["vs_base"] is None  # not evaluated
+
+    variants = build_report(store, personas, target, variants=True)
+    labels = [r["row"] for r in variants["rows"]]
+    assert "WDPO weighting=batch" in labels and "WDPO weighting=sample" in labels
+    assert "DPO" in labels
+
+    store.close()
+    assert main(["--db", str(db_path), "report", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [r["row"] for r in printed["rows"]] == list(rows)
+    assert printed["rows"][4]["interval"]["kind"] == "t"
+    assert main(["--db", str(db_path), "report", "--variants"]) == 0
+    captured = capsys.readouterr()
+    assert "intervals" in captured.out and "weighting=sample" in captured.out
+    assert "t over the seeds" in captured.err
