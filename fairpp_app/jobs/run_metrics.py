@@ -201,11 +201,12 @@ def respondent_consistency(store: Store, run_name: str, respondent: str,
     """One respondent's ``consistency`` and ``uniform_distance``, as ``run_metrics`` reports
     them, without the rest of the run (the inspector shows the target persona's)."""
     run = store.get_run(run_name)
-    frame = store.record_frame(run["id"], split, respondents=[respondent])
+    bank = store.run_bank(run["id"])
+    frame = store.record_frame(run["id"], split, respondents=[respondent], bank=bank)
     result: dict = {"respondents": [respondent]}
     _add_consistency(result, store, _AnswerGrid(frame, [respondent]), [(run["id"], {respondent})],
-                     split)
-    wording = wording_consistency(store, run["id"], None, set(), split, store.run_bank(run["id"]))
+                     split, bank)
+    wording = wording_consistency(store, run["id"], None, set(), split, bank)
     result["consistency"][respondent]["wording"] = wording.get(respondent)
     return {"consistency": result["consistency"][respondent],
             "uniform_distance": result["uniform_distance"][respondent]}
