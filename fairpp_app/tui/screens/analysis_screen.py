@@ -7,6 +7,13 @@ CSV, ``v`` the current picture as a Textual SVG screenshot and ``f`` the view as
 (PNG and SVG, drawn by ``jobs.figures`` as the HTML report draws it), all into the exports
 folder of the data dir.
 
+Two views answer other questions and are computed apart, each in its own worker and only
+once its tab is shown: Reference (``survey.compare``: every respondent against every
+segment of an imported human survey, with intervals; a thousand draws per segment) and
+Consistency (``run_metrics``'s answer consistency and distance from uniform). Both read
+the run's own respondents, as ``fairpp metrics`` does; the models placed beside join the
+other views only.
+
 Beside the run's own respondents, the model respondents of other runs can join every view:
 a stored position set (``fairpp position --name``) from the bar, or any runs ticked in the
 ``m`` dialog; each is labelled by its model (or the set's label).
@@ -35,13 +42,17 @@ from fairpp_app.jobs.run_metrics import SPLIT_CHOICES
 from fairpp_app.store import browse
 from fairpp_app.tui.screens.base_screen import BaseScreen
 from fairpp_app.tui.screens.runs_dialog import RunsDialog
+from fairpp_app.tui.widgets import consistency_view
 from fairpp_app.tui.widgets.bars import LETTER_COLOURS, bar, legend, stacked
 from fairpp_app.tui.widgets.heatmap import Heatmap
 from fairpp_app.tui.widgets.plots import RespondentMap
+from fairpp_app.tui.widgets.reference_view import ReferenceView, reference_table
 
 TABS = (("similarity", "Similarity"), ("respondents", "Respondents"),
         ("dimensions", "Dimensions"), ("agreement", "Agreement"), ("tiers", "Tiers"),
-        ("map", "Map"))
+        ("map", "Map"), ("reference", "Reference"), ("consistency", "Consistency"))
+#: Views computed by their own worker when shown (the worker group is the view's name).
+SIDE_VIEWS = ("reference", "consistency")
 
 
 class AnalysisScreen(BaseScreen):
@@ -78,6 +89,10 @@ class AnalysisScreen(BaseScreen):
         self.split = "all"
         self.pending: tuple | None = None
         self.picks: list[Pick] = []
+        self.survey: str | None = None
+        # view -> (key, result) computed, and view -> key on its way (see side_key).
+        self.side: dict[str, tuple[tuple, dict]] = {}
+        self.side_pending: dict[str, tuple] = {}
 
     def compose(self) -> ComposeResult:
         app = self.app
@@ -120,10 +135,20 @@ class AnalysisScreen(BaseScreen):
                 yield VerticalScroll(Static(id="tier-bars"))
             with TabPane("Map", id="map"):
                 yield RespondentMap(id="an-map")
+            with TabPane("Reference", id="reference"):
+                yield ReferenceView(id="an-reference")
+            with TabPane("Consistency", id="consistency"):
+                yield VerticalScroll(Static(id="cons-body"))
         yield Footer()
 
     def on_mount(self) -> None:
+        self._offer_surveys()
         self.action_compute()
+
+    def _offer_surveys(self) -> None:
+        names = [row["name"] for row in self.app.store.list_surveys()]
+        with self.prevent(Select.Changed):
+            self.survey = self.query_one(ReferenceView).set_surveys(names, self.survey)
 
     def on_screen_resume(self) -> None:
         # Runs finished or imported since this screen was made join the list; a run chosen
@@ -143,6 +168,7 @@ class AnalysisScreen(BaseScreen):
             self.set_names = sets
             with self.prevent(Select.Changed):
                 self.query_one("#an-set", Select).set_options([(n, n) for n in sets])
+        self._offer_surveys()  # a survey imported meanwhile (by the CLI)
         if self.app.run_name and (self.result is None or self.result.run != self.app.run_name
                                   or self.result.target != self.app.target):
             with self.prevent(Select.Changed):
@@ -158,6 +184,8 @@ class AnalysisScreen(BaseScreen):
         if not name:
             status.update("No run with answers yet: simulate (4) or import one.")
             return
+        self.side.clear()  # recomputed when shown: the run, split or records changed
+        self.refresh_side()
         key = (name, self.split, self.app.target, tuple(self.picks))
         if key == self.pending:
             return  # already on its way
@@ -175,7 +203,12 @@ class AnalysisScreen(BaseScreen):
         self.post_message(self.Computed(result, picks))
 
     def worker_failed(self, worker, error: BaseException) -> str | None:
-        """The app's worker-failure handler calls this; the status line says it too."""
+        """The app's worker-failure handler calls this; the status line (or the failed
+        side view) says it too."""
+        if worker.group in SIDE_VIEWS:
+            self.side_pending.pop(worker.group, None)
+            self._side_note(worker.group, Text(user_message(error), style="red"))
+            return None
         self.pending = None
         self.query_one("#an-status", Static).update(Text(user_message(error), style="red"))
         return None
@@ -197,6 +230,100 @@ class AnalysisScreen(BaseScreen):
                 f"run [b]{r.run}[/b] · split {r.split} · {len(r.respondents)} respondents · up "
                 f"to {n:,} questions each") + Text(beside))
         self.draw()
+
+    # ---- the side views: reference and consistency ------------------------------------------
+
+    def side_key(self, view: str) -> tuple | None:
+        """What a side view's figures depend on; None when there is nothing to compute."""
+        if not self.app.run_name or (view == "reference" and not self.survey):
+            return None
+        return (self.app.run_name, self.split, self.survey if view == "reference" else None)
+
+    def refresh_side(self) -> None:
+        """Compute the side view shown, unless its figures are there or on their way."""
+        view = self.current_view()
+        if view not in SIDE_VIEWS:
+            return
+        key = self.side_key(view)
+        if key is None:
+            if view == "consistency":
+                self._side_note(view, "No run with answers yet.")
+            return
+        if self.side.get(view, (None,))[0] == key or self.side_pending.get(view) == key:
+            return
+        self.side_pending[view] = key
+        what = f"survey {key[2]}" if view == "reference" else "answer consistency"
+        self._side_note(view, f"computing {what} for {key[0]} ({key[1]})…")
+        if view == "reference":
+            self.compute_reference(key)
+        else:
+            self.compute_consistency(key)
+
+    @dataclass
+    class SideComputed(Message):
+        view: str
+        key: tuple
+        result: dict
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="reference")
+    def compute_reference(self, key: tuple) -> None:
+        from fairpp_app.jobs.survey import compare
+        from fairpp_app.store.database import Store
+
+        run, split, survey = key
+        with Store(self.app.db_path) as store:
+            result = compare(store, run, survey, list(self.app.personas), split)
+        self.post_message(self.SideComputed("reference", key, result))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="consistency")
+    def compute_consistency(self, key: tuple) -> None:
+        from fairpp_app.jobs.run_metrics import run_metrics
+        from fairpp_app.store.database import Store
+
+        run, split, _ = key
+        with Store(self.app.db_path) as store:
+            result = run_metrics(store, run, list(self.app.personas), split)
+        self.post_message(self.SideComputed("consistency", key, result))
+
+    def on_analysis_screen_side_computed(self, message: SideComputed) -> None:
+        if self.side_pending.get(message.view) != message.key:
+            return  # superseded while it was computed
+        del self.side_pending[message.view]
+        self.side[message.view] = (message.key, message.result)
+        self.draw_side(message.view)
+
+    def draw_side(self, view: str) -> None:
+        result = self.side[view][1]
+        labels = {s: self.label(s) for s in [*result["respondents"],
+                                             *(p.slug for p in self.app.personas)]}
+        if view == "reference":
+            self.query_one(ReferenceView).show(result, labels)
+        elif not result["respondents"]:
+            self._side_note(view, f"run {result['run']} has no answers in split {result['split']}")
+        else:
+            self._side_note(view, consistency_view.render(result, labels))
+
+    def _side_note(self, view: str, text) -> None:
+        if view == "reference":
+            self.query_one(ReferenceView).note(text)
+        else:
+            self.query_one("#cons-body", Static).update(text)
+
+    def side_result(self, view: str) -> dict | None:
+        """The side view's figures if they are those of what the screen shows now."""
+        key, result = self.side.get(view, (None, None))
+        return result if key is not None and key == self.side_key(view) else None
+
+    @on(TabbedContent.TabActivated)
+    def _tab_shown(self) -> None:
+        self.refresh_side()
+
+    @on(Select.Changed, "#an-survey")
+    def _survey_changed(self, event: Select.Changed) -> None:
+        name = None if event.value is Select.NULL else event.value
+        if name != self.survey:
+            self.survey = name
+            self.refresh_side()
 
     # ---- drawing --------------------------------------------------------------------------------
 
@@ -320,14 +447,35 @@ class AnalysisScreen(BaseScreen):
         self.query_one(TabbedContent).active = key
 
     def _export_name(self, ext: str) -> str:
-        r = self.result
-        return f"{r.run}-{r.split}-{self.current_view()}.{ext}".replace("/", "-")
+        return f"{self._export_stem()}.{ext}"
+
+    def _export_stem(self) -> str:
+        view = self.current_view()
+        if view in SIDE_VIEWS:
+            run, split, survey = self.side_key(view)
+            view = f"reference-{survey}" if survey else view
+        else:
+            run, split = self.result.run, self.result.split
+        return f"{run}-{split}-{view}".replace("/", "-")
+
+    def _computed(self) -> bool:
+        """Whether the view shown has figures to save (a warning says so when not)."""
+        view = self.current_view()
+        if (self.side_result(view) if view in SIDE_VIEWS else self.result) is None:
+            self.notify("nothing computed yet", severity="warning")
+            return False
+        return True
 
     def action_save_csv(self) -> None:
-        if self.result is None:
-            self.notify("nothing computed yet", severity="warning")
+        if not self._computed():
             return
-        header, rows = self.result.table(self.current_view())
+        view = self.current_view()
+        if view == "reference":
+            header, rows = reference_table(self.side_result(view))
+        elif view == "consistency":
+            header, rows = consistency_view.consistency_table(self.side_result(view))
+        else:
+            header, rows = self.result.table(view)
         path = write_csv(exports_dir() / self._export_name("csv"), header, rows)
         self.last_export = path
         self.notify(f"saved {path}", title="CSV")
@@ -337,21 +485,32 @@ class AnalysisScreen(BaseScreen):
         paths: list
 
     def action_save_figure(self) -> None:
-        if self.result is None:
-            self.notify("nothing computed yet", severity="warning")
+        if not self._computed():
             return
-        self.save_figure(self.result, self.current_view())
+        view = self.current_view()
+        result = self.side_result(view) if view in SIDE_VIEWS else self.result
+        self.save_figure(result, view, self._export_stem())
 
     @work(thread=True, exit_on_error=False, group="figure")
-    def save_figure(self, result: Positioning, view: str) -> None:
+    def save_figure(self, result: Positioning | dict, view: str, stem: str) -> None:
         from fairpp_app.jobs import figures
 
-        labels = {s: self.label(s) for s in result.respondents}
-        short = {s: self.short(s) for s in result.personas}
-        drawn = figures.view_figure(result, view, labels, short)
+        slugs = [p.slug for p in self.app.personas]
+        labels = {s: self.label(s) for s in [*slugs, *self._respondents(result)]}
+        short = {s: self.short(s) for s in slugs}
+        if view == "reference":
+            drawn = figures.reference_figure(stem, result, {**labels, **short})
+        elif view == "consistency":
+            drawn = figures.consistency_figure(stem, result, {**labels, **short})
+        else:
+            drawn = figures.view_figure(result, view, labels, short)
         # "-figure": beside the screenshot `v` writes under the view's own name.
-        paths = figures.write_files(drawn, exports_dir(), f"{drawn.name}-figure")
+        paths = figures.write_files(drawn, exports_dir(), f"{stem}-figure")
         self.post_message(self.FigureSaved(paths))
+
+    @staticmethod
+    def _respondents(result: Positioning | dict) -> list[str]:
+        return result["respondents"] if isinstance(result, dict) else result.respondents
 
     def on_analysis_screen_figure_saved(self, message: FigureSaved) -> None:
         self.last_export = message.paths[0]
@@ -390,8 +549,7 @@ class AnalysisScreen(BaseScreen):
         self.action_compute()
 
     def action_save_svg(self) -> None:
-        if self.result is None:
-            self.notify("nothing computed yet", severity="warning")
+        if not self._computed():
             return
         folder = exports_dir()
         folder.mkdir(parents=True, exist_ok=True)
