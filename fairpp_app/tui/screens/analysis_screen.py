@@ -7,14 +7,11 @@ CSV, ``v`` the current picture as a Textual SVG screenshot and ``f`` the view as
 (PNG and SVG, drawn by ``jobs.figures`` as the HTML report draws it), all into the exports
 folder of the data dir.
 
-Two views answer other questions and are computed apart, each in its own worker and only
-once its tab is shown: Reference (``survey.compare``: every respondent against every
-segment of an imported human survey, with intervals; a thousand draws per segment) and
-Consistency (``run_metrics``'s answer consistency and distance from uniform). Both read
-the run's own respondents, as ``fairpp metrics`` does; the models placed beside join the
-other views only.
+Two views are computed apart, each when its tab is shown (``analysis_side_views``):
+Reference (every respondent against every segment of an imported human survey, with
+intervals) and Consistency (answer consistency and distance from uniform).
 
-Beside the run's own respondents, the model respondents of other runs can join every view:
+Beside the run's own respondents, the model respondents of other runs can join the other views:
 a stored position set (``fairpp position --name``) from the bar, or any runs ticked in the
 ``m`` dialog; each is labelled by its model (or the set's label).
 """
@@ -40,22 +37,19 @@ from fairpp_app.jobs.position_sets import set_picks
 from fairpp_app.jobs.positioning import Pick, Positioning, exports_dir, shared_point_labels, write_csv
 from fairpp_app.jobs.run_metrics import SPLIT_CHOICES
 from fairpp_app.store import browse
-from fairpp_app.tui.screens.base_screen import BaseScreen
+from fairpp_app.tui.screens.analysis_side_views import SIDE_VIEWS, SideViewsScreen
 from fairpp_app.tui.screens.runs_dialog import RunsDialog
-from fairpp_app.tui.widgets import consistency_view
 from fairpp_app.tui.widgets.bars import LETTER_COLOURS, bar, legend, stacked
 from fairpp_app.tui.widgets.heatmap import Heatmap
 from fairpp_app.tui.widgets.plots import RespondentMap
-from fairpp_app.tui.widgets.reference_view import ReferenceView, reference_table
+from fairpp_app.tui.widgets.reference_view import ReferenceView
 
 TABS = (("similarity", "Similarity"), ("respondents", "Respondents"),
         ("dimensions", "Dimensions"), ("agreement", "Agreement"), ("tiers", "Tiers"),
         ("map", "Map"), ("reference", "Reference"), ("consistency", "Consistency"))
-#: Views computed by their own worker when shown (the worker group is the view's name).
-SIDE_VIEWS = ("reference", "consistency")
 
 
-class AnalysisScreen(BaseScreen):
+class AnalysisScreen(SideViewsScreen):
     SUB_TITLE = "Analysis"
     BINDINGS = [
         Binding("s", "save_csv", "Save CSV"),
@@ -89,10 +83,6 @@ class AnalysisScreen(BaseScreen):
         self.split = "all"
         self.pending: tuple | None = None
         self.picks: list[Pick] = []
-        self.survey: str | None = None
-        # view -> (key, result) computed, and view -> key on its way (see side_key).
-        self.side: dict[str, tuple[tuple, dict]] = {}
-        self.side_pending: dict[str, tuple] = {}
 
     def compose(self) -> ComposeResult:
         app = self.app
@@ -144,11 +134,6 @@ class AnalysisScreen(BaseScreen):
     def on_mount(self) -> None:
         self._offer_surveys()
         self.action_compute()
-
-    def _offer_surveys(self) -> None:
-        names = [row["name"] for row in self.app.store.list_surveys()]
-        with self.prevent(Select.Changed):
-            self.survey = self.query_one(ReferenceView).set_surveys(names, self.survey)
 
     def on_screen_resume(self) -> None:
         # Runs finished or imported since this screen was made join the list; a run chosen
@@ -206,9 +191,7 @@ class AnalysisScreen(BaseScreen):
         """The app's worker-failure handler calls this; the status line (or the failed
         side view) says it too."""
         if worker.group in SIDE_VIEWS:
-            self.side_pending.pop(worker.group, None)
-            self._side_note(worker.group, Text(user_message(error), style="red"))
-            return None
+            return super().worker_failed(worker, error)
         self.pending = None
         self.query_one("#an-status", Static).update(Text(user_message(error), style="red"))
         return None
@@ -230,100 +213,6 @@ class AnalysisScreen(BaseScreen):
                 f"run [b]{r.run}[/b] · split {r.split} · {len(r.respondents)} respondents · up "
                 f"to {n:,} questions each") + Text(beside))
         self.draw()
-
-    # ---- the side views: reference and consistency ------------------------------------------
-
-    def side_key(self, view: str) -> tuple | None:
-        """What a side view's figures depend on; None when there is nothing to compute."""
-        if not self.app.run_name or (view == "reference" and not self.survey):
-            return None
-        return (self.app.run_name, self.split, self.survey if view == "reference" else None)
-
-    def refresh_side(self) -> None:
-        """Compute the side view shown, unless its figures are there or on their way."""
-        view = self.current_view()
-        if view not in SIDE_VIEWS:
-            return
-        key = self.side_key(view)
-        if key is None:
-            if view == "consistency":
-                self._side_note(view, "No run with answers yet.")
-            return
-        if self.side.get(view, (None,))[0] == key or self.side_pending.get(view) == key:
-            return
-        self.side_pending[view] = key
-        what = f"survey {key[2]}" if view == "reference" else "answer consistency"
-        self._side_note(view, f"computing {what} for {key[0]} ({key[1]})…")
-        if view == "reference":
-            self.compute_reference(key)
-        else:
-            self.compute_consistency(key)
-
-    @dataclass
-    class SideComputed(Message):
-        view: str
-        key: tuple
-        result: dict
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="reference")
-    def compute_reference(self, key: tuple) -> None:
-        from fairpp_app.jobs.survey import compare
-        from fairpp_app.store.database import Store
-
-        run, split, survey = key
-        with Store(self.app.db_path) as store:
-            result = compare(store, run, survey, list(self.app.personas), split)
-        self.post_message(self.SideComputed("reference", key, result))
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="consistency")
-    def compute_consistency(self, key: tuple) -> None:
-        from fairpp_app.jobs.run_metrics import run_metrics
-        from fairpp_app.store.database import Store
-
-        run, split, _ = key
-        with Store(self.app.db_path) as store:
-            result = run_metrics(store, run, list(self.app.personas), split)
-        self.post_message(self.SideComputed("consistency", key, result))
-
-    def on_analysis_screen_side_computed(self, message: SideComputed) -> None:
-        if self.side_pending.get(message.view) != message.key:
-            return  # superseded while it was computed
-        del self.side_pending[message.view]
-        self.side[message.view] = (message.key, message.result)
-        self.draw_side(message.view)
-
-    def draw_side(self, view: str) -> None:
-        result = self.side[view][1]
-        labels = {s: self.label(s) for s in [*result["respondents"],
-                                             *(p.slug for p in self.app.personas)]}
-        if view == "reference":
-            self.query_one(ReferenceView).show(result, labels)
-        elif not result["respondents"]:
-            self._side_note(view, f"run {result['run']} has no answers in split {result['split']}")
-        else:
-            self._side_note(view, consistency_view.render(result, labels))
-
-    def _side_note(self, view: str, text) -> None:
-        if view == "reference":
-            self.query_one(ReferenceView).note(text)
-        else:
-            self.query_one("#cons-body", Static).update(text)
-
-    def side_result(self, view: str) -> dict | None:
-        """The side view's figures if they are those of what the screen shows now."""
-        key, result = self.side.get(view, (None, None))
-        return result if key is not None and key == self.side_key(view) else None
-
-    @on(TabbedContent.TabActivated)
-    def _tab_shown(self) -> None:
-        self.refresh_side()
-
-    @on(Select.Changed, "#an-survey")
-    def _survey_changed(self, event: Select.Changed) -> None:
-        name = None if event.value is Select.NULL else event.value
-        if name != self.survey:
-            self.survey = name
-            self.refresh_side()
 
     # ---- drawing --------------------------------------------------------------------------------
 
@@ -470,12 +359,7 @@ class AnalysisScreen(BaseScreen):
         if not self._computed():
             return
         view = self.current_view()
-        if view == "reference":
-            header, rows = reference_table(self.side_result(view))
-        elif view == "consistency":
-            header, rows = consistency_view.consistency_table(self.side_result(view))
-        else:
-            header, rows = self.result.table(view)
+        header, rows = self.side_table(view) if view in SIDE_VIEWS else self.result.table(view)
         path = write_csv(exports_dir() / self._export_name("csv"), header, rows)
         self.last_export = path
         self.notify(f"saved {path}", title="CSV")
@@ -498,10 +382,8 @@ class AnalysisScreen(BaseScreen):
         slugs = [p.slug for p in self.app.personas]
         labels = {s: self.label(s) for s in [*slugs, *self._respondents(result)]}
         short = {s: self.short(s) for s in slugs}
-        if view == "reference":
-            drawn = figures.reference_figure(stem, result, {**labels, **short})
-        elif view == "consistency":
-            drawn = figures.consistency_figure(stem, result, {**labels, **short})
+        if view in SIDE_VIEWS:
+            drawn = self.side_figure(view, result, stem, {**labels, **short})
         else:
             drawn = figures.view_figure(result, view, labels, short)
         # "-figure": beside the screenshot `v` writes under the view's own name.
