@@ -16,6 +16,7 @@ from fairpp_app.core.personas import builtin_personas
 from fairpp_app.jobs.positioning import exports_dir
 from fairpp_app.jobs.survey import compare, import_survey
 from fairpp_app.tui.screens.analysis_screen import AnalysisScreen
+from fairpp_app.tui.widgets.reference_view import ReferenceView
 from tests.support.tui_data import MODEL, RUN, SIZE, insert_synthetic_run, plain, until
 
 pytestmark = pytest.mark.asyncio
@@ -177,3 +178,50 @@ async def test_consistency_view_shows_the_framing_shares(store, make_app):
         await until(pilot, lambda: svg.exists() and svg.with_suffix(".png").exists(),
                     "the consistency figure")
         assert "framing" in svg.read_text()
+
+
+async def test_a_survey_imported_meanwhile_joins_the_selector(surveyed, make_app, tmp_path):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await _show(app, pilot, "reference")
+        questions = surveyed.questions("test", limit=10)
+        import_survey(surveyed, _survey_file(tmp_path / "small.csv", questions, seed=8), "small",
+                      builtin_personas())
+        await pilot.press("1")
+        await pilot.press("5")  # back on the same screen: it lists the surveys again
+        select = screen.query_one("#an-survey", Select)
+        await until(pilot, lambda: screen.query_one(ReferenceView).surveys == ["bsa", "small"],
+                    "the second survey offered")
+        select.value = "small"
+        await until(pilot, lambda: (screen.side_result("reference") or {}).get("survey") == "small",
+                    "the comparison with the second survey")
+        segment = screen.side_result("reference")["segments"][0]
+        assert segment["items"] == 10
+        assert "10 items" in plain(screen.query_one("#ref-body"))
+
+
+async def test_a_failing_side_view_says_so_in_the_view(surveyed, make_app, monkeypatch):
+    """An unexpected error in the comparison (a bug cannot be produced on purpose, hence the
+    patch) goes through the app's one handler: notified, written in the view, and the
+    other views go on."""
+    import fairpp_app.jobs.survey as survey
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("draws went wrong")
+
+    monkeypatch.setattr(survey, "compare", broken)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("5")
+        await until(pilot, lambda: isinstance(app.screen, AnalysisScreen) and app.screen.result,
+                    "the analysis of the run")
+        screen = app.screen
+        screen.query_one(TabbedContent).active = "reference"
+        message = "unexpected error (RuntimeError): draws went wrong"
+        await until(pilot, lambda: message in plain(screen.query_one("#ref-body")),
+                    "the error in the view")
+        assert any(n.severity == "error" and message in n.message for n in app._notifications)
+        assert screen.side_pending == {} and screen.result is not None
+        screen.query_one(TabbedContent).active = "consistency"
+        await until(pilot, lambda: screen.side_result("consistency") is not None,
+                    "the consistency view still computes")

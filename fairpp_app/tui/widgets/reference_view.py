@@ -60,6 +60,8 @@ def reference_table(ref: dict) -> tuple[list[str], list[list]]:
 class ReferenceView(VerticalScroll):
     """The survey selector and the comparison; ``show`` draws a ``compare`` result."""
 
+    surveys: list[str] = []  # the names offered
+
     def compose(self) -> ComposeResult:
         with Horizontal(id="ref-bar"):
             yield Label("survey", classes="bar-label")
@@ -69,6 +71,7 @@ class ReferenceView(VerticalScroll):
     def set_surveys(self, names: list[str], chosen: str | None) -> str | None:
         """Offer ``names``; returns the survey selected (``chosen`` if offered, else the
         newest), None when there is none. The caller keeps ``Select.Changed`` quiet."""
+        self.surveys = names
         select = self.query_one("#an-survey", Select)
         self.query_one("#ref-bar").display = bool(names)
         select.set_options([(n, n) for n in names])
