@@ -13,7 +13,7 @@ from textual.widgets import Select, TabbedContent
 
 from fairpp_app.core import metrics
 from fairpp_app.core.personas import builtin_personas
-from fairpp_app.jobs.positioning import exports_dir
+from fairpp_app.jobs.positioning import Pick, exports_dir
 from fairpp_app.jobs.survey import compare, import_survey
 from fairpp_app.tui.screens.analysis_screen import AnalysisScreen
 from fairpp_app.tui.widgets.reference_view import ReferenceView
@@ -37,6 +37,11 @@ def _survey_file(path, questions, seed: int = 3):
                 writer.writerow([segment, persona, q.id, a, b, round(1 - a - b, 3),
                                  int(rng.integers(20, 400))])
     return path
+
+
+def answer_ids(store) -> list[str]:
+    frame = store.record_frame(store.get_run(RUN)["id"])
+    return list(dict.fromkeys(frame["question_id"]))
 
 
 @pytest.fixture
@@ -91,6 +96,23 @@ async def test_reference_view_shows_every_segment_with_intervals(surveyed, make_
         await until(pilot, lambda: svg.exists() and png.exists(), "the reference figure")
         assert png.read_bytes()[:4] == b"\x89PNG"
         assert "Progressive Activists" in svg.read_text()
+        await pilot.press("v")
+        shot = exports_dir() / f"{RUN}-all-reference-bsa.svg"
+        await until(pilot, shot.exists, "the screenshot")
+        assert "Loyal" in shot.read_text()
+
+        # A model placed beside from another run joins the other views, not this one.
+        other = surveyed.create_run("other", "simulation", model="m2", status="finished")
+        surveyed.upsert_records([{"run_id": other["id"], "question_id": q, "respondent": "m2",
+                                  "answer": "A", "method": "text"}
+                                 for q in list(answer_ids(surveyed))[:10]])
+        screen.picks = [Pick("other")]
+        screen.action_compute()
+        await until(pilot, lambda: "m2" in screen.result.respondents, "the model beside")
+        await until(pilot, lambda: screen.side_result("reference") is not None, "the comparison")
+        assert "m2" not in screen.side_result("reference")["respondents"]
+        assert "models placed beside from other runs are not compared here" in plain(
+            screen.query_one("#ref-body"))
 
 
 async def test_reference_view_without_a_survey_says_how_to_import_one(store, make_app):

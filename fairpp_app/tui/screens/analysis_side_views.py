@@ -10,7 +10,7 @@ beside from other runs join the positioning views only.
 ``AnalysisScreen`` derives from this class (the workers must belong to a screen: a
 worker's ``StateChanged`` reaches only the node that started it, and ``BaseScreen`` passes
 a screen's on to the app's one failure handler); it supplies ``current_view``, ``label``,
-``split`` and the tabs named in ``SIDE_VIEWS``.
+``split``, ``picks`` and the tabs named in ``SIDE_VIEWS``.
 """
 
 from __future__ import annotations
@@ -104,9 +104,9 @@ class SideViewsScreen(BaseScreen):
         self.post_message(self.SideComputed("consistency", key, result))
 
     def on_side_views_screen_side_computed(self, message: SideComputed) -> None:
-        if self.side_pending.get(message.view) != message.key:
-            return  # superseded while it was computed
-        del self.side_pending[message.view]
+        if message.key != self.side_key(message.view):
+            return  # the run, split or survey changed while it was computed
+        self.side_pending.pop(message.view, None)
         self.side[message.view] = (message.key, message.result)
         self.draw_side(message.view)
 
@@ -114,12 +114,16 @@ class SideViewsScreen(BaseScreen):
         result = self.side[view][1]
         labels = {s: self.label(s) for s in [*result["respondents"],
                                              *(p.slug for p in self.app.personas)]}
-        if view == "reference":
-            self.query_one(ReferenceView).show(result, labels)
-        elif not result["respondents"]:
+        # Said rather than left out silently: the other views show the models placed beside.
+        aside = (Text("models placed beside from other runs are not compared here (as in "
+                      "`fairpp metrics`, one run's respondents)", style="dim")
+                 if self.picks else None)
+        if not result["respondents"]:
             self._side_note(view, f"run {result['run']} has no answers in split {result['split']}")
+        elif view == "reference":
+            self.query_one(ReferenceView).show(result, labels, aside)
         else:
-            self._side_note(view, consistency_view.render(result, labels))
+            self._side_note(view, consistency_view.render(result, labels, aside))
 
     def _side_note(self, view: str, text) -> None:
         if view == "reference":

@@ -71,8 +71,9 @@ def _num(value, digits: int = 3) -> str:
     return f"{value:,}" if isinstance(value, int) else f"{value:.{digits}f}"
 
 
-def render(result: dict, labels: dict[str, str]) -> Group:
-    """The table and its explanations, for ``result`` of ``run_metrics``."""
+def render(result: dict, labels: dict[str, str], aside: Text | None = None) -> Group:
+    """The table and its explanations, for ``result`` of ``run_metrics``; ``aside``: a line
+    under them."""
     checks = checks_present(result)
     table = Table(box=None, padding=(0, 1), show_edge=False, header_style="dim")
     table.add_column("respondent", no_wrap=True)
@@ -102,4 +103,6 @@ def render(result: dict, labels: dict[str, str]) -> Group:
         lines.append(Text("no record of this run was scored in both option orders: simulate "
                           "with --debias permute (runs from before schema 6 kept only the "
                           "average)", style="yellow"))
+    if aside:
+        lines.append(aside)
     return Group(*lines, Text(""), table)

@@ -85,14 +85,15 @@ class ReferenceView(VerticalScroll):
     def note(self, text: str | Text) -> None:
         self.query_one("#ref-body", Static).update(text)
 
-    def show(self, ref: dict, labels: dict[str, str]) -> None:
-        """Draw ``ref`` (``survey.compare``'s dict); ``labels`` name respondents and personas."""
+    def show(self, ref: dict, labels: dict[str, str], aside: Text | None = None) -> None:
+        """Draw ``ref`` (``survey.compare``'s dict); ``labels`` name respondents and personas;
+        ``aside``: a line under the heading."""
         head = Text.assemble(
             (f"Survey {ref['survey']} against run {ref['run']} ({ref['split']} split)", "bold"),
             f": 95% intervals from the sample sizes ({ref['draws']:,} draws); "
             "* marks the segment's own persona\n",
             "\n".join(EXPLAINED), style="")
-        blocks: list = [head]
+        blocks: list = [head, *([aside] if aside else [])]
         for seg in ref["segments"]:
             blocks += ["", self._segment(ref, seg, labels)]
         self.note(Group(*blocks))
