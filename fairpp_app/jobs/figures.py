@@ -312,8 +312,11 @@ def consistency_figure(name: str, result: dict, labels: dict[str, str]) -> Drawn
                        for r in respondents], height, color=CYCLE[k], label=check)
         kept.set_xlim(0, 1)
         kept.set_xlabel("share of answers kept")
+        # Below each panel's axis label (about half an inch down): any bar may reach the edge.
+        below = {"fontsize": 7, "loc": "upper center", "frameon": False,
+                 "bbox_to_anchor": (0.5, -0.55 / (0.3 * len(respondents) + 0.6))}
         if checks:
-            kept.legend(fontsize=7)
+            kept.legend(ncol=len(checks), **below)
         kept.set_yticks(y, [labels.get(r, r) for r in respondents])
         kept.invert_yaxis()
         for k, (key, label) in enumerate((("shares", "answer shares"),
@@ -322,6 +325,6 @@ def consistency_figure(name: str, result: dict, labels: dict[str, str]) -> Drawn
                          [value(result["uniform_distance"].get(r), key) for r in respondents],
                          0.4, color=CYCLE[4 + k], label=label)
         uniform.set_xlabel("JS distance from uniform")
-        uniform.legend(fontsize=7)
+        uniform.legend(ncol=2, **below)
         fig.suptitle(title)
     return Drawn(name, title, fig)
