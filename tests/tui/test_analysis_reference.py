@@ -214,6 +214,10 @@ async def test_a_survey_imported_meanwhile_joins_the_selector(surveyed, make_app
         select = screen.query_one("#an-survey", Select)
         await until(pilot, lambda: screen.query_one(ReferenceView).surveys == ["bsa", "small"],
                     "the second survey offered")
+        select.clear()  # the blank choice: nothing compared, and the view says so
+        await until(pilot, lambda: "Pick a survey above" in plain(screen.query_one("#ref-body")),
+                    "the hint")
+        assert screen.side_result("reference") is None
         select.value = "small"
         await until(pilot, lambda: (screen.side_result("reference") or {}).get("survey") == "small",
                     "the comparison with the second survey")

@@ -25,7 +25,7 @@ from textual.widgets import Select, Static, TabbedContent
 from fairpp_app.core.errors import user_message
 from fairpp_app.tui.screens.base_screen import BaseScreen
 from fairpp_app.tui.widgets import consistency_view
-from fairpp_app.tui.widgets.reference_view import ReferenceView, reference_table
+from fairpp_app.tui.widgets.reference_view import NO_SURVEY, ReferenceView, reference_table
 
 #: The side views' tab ids; each is also its worker's group.
 SIDE_VIEWS = ("reference", "consistency")
@@ -64,8 +64,12 @@ class SideViewsScreen(BaseScreen):
             return
         key = self.side_key(view)
         if key is None:
-            if view == "consistency":
-                self._side_note(view, "No run with answers yet.")
+            if not self.app.run_name:
+                self._side_note(view, "No run with answers yet: simulate (4) or import one.")
+            elif not self.query_one(ReferenceView).surveys:
+                self._side_note(view, NO_SURVEY)
+            else:
+                self._side_note(view, "Pick a survey above.")
             return
         if self.side.get(view, (None,))[0] == key or self.side_pending.get(view) == key:
             return
