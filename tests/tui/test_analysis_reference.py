@@ -134,8 +134,11 @@ async def test_reference_view_without_a_survey_says_how_to_import_one(store, mak
 
 def _framing_run(store, n_pairs: int = 24, seed: int = 5):
     """Three personas answer both framings of ``n_pairs`` questions; each persona keeps its
-    framing-1 letter with its own probability, so the three consistencies differ."""
+    framing-1 letter with its own probability, so the three consistencies differ. The first
+    persona was also scored in both option orders (seeded probabilities, one order copied
+    onto the other for a third of the questions)."""
     rng = random.Random(seed)
+    draws = np.random.default_rng(seed)
     personas = builtin_personas()[:3]
     store.sync_personas(builtin_personas())
     run = store.create_run("framings", "simulation", mode="text", status="finished")
@@ -150,8 +153,14 @@ def _framing_run(store, n_pairs: int = 24, seed: int = 5):
             else:
                 letter = rng.choice("ABC")
             letters.setdefault((p.slug, q.problem, q.group_name, q.dimension), letter)
-            rows.append({"run_id": run["id"], "question_id": q.id, "respondent": p.slug,
-                         "answer": letter, "raw_text": letter, "method": "text"})
+            row = {"run_id": run["id"], "question_id": q.id, "respondent": p.slug,
+                   "answer": letter, "raw_text": letter, "method": "text"}
+            if p is personas[0]:
+                fwd, swap = draws.dirichlet(np.ones(3), size=2)
+                swap = fwd if rng.random() < 1 / 3 else swap
+                row.update({f"p_{x}_{order}": float(v) for order, probs in (("fwd", fwd), ("swap", swap))
+                            for x, v in zip("abc", probs)})
+            rows.append(row)
     store.upsert_records(rows)
     return questions, personas, rows
 
@@ -173,7 +182,12 @@ async def test_consistency_view_shows_the_framing_shares(store, make_app):
         assert screen.side_result("consistency")["run"] == "framings"
         text = plain(screen.query_one("#cons-body"))
         assert "framing: share of framing 1/framing 2 pairs" in text
-        assert "no record of this run was scored in both option orders" in text
+        first = personas[0].slug
+        mine = [r for r in rows if r["respondent"] == first]
+        order = np.mean([np.argmax([r[f"p_{x}_fwd"] for x in "abc"])
+                         == np.argmax([r[f"p_{x}_swap"] for x in "abc"]) for r in mine])
+        assert f"{order:.3f}" in next(line for line in text.splitlines()
+                                      if line.strip().startswith("P1 "))
         lines = {line.split()[1]: line for line in text.splitlines()
                  if line.strip().startswith("P") and line.split()[0][1:].isdigit()}
         shares = {}
@@ -194,7 +208,9 @@ async def test_consistency_view_shows_the_framing_shares(store, make_app):
         got = {r["respondent"]: r for r in csv.DictReader(path.open())}
         for p in personas:
             assert float(got[p.slug]["framing_share"]) == pytest.approx(shares[p.slug])
-            assert got[p.slug]["order_share"] == ""  # scored in one order only
+        assert float(got[first]["order_share"]) == pytest.approx(order)
+        assert int(got[first]["order_questions"]) == len(questions)
+        assert got[personas[1].slug]["order_share"] == ""  # scored in one order only
         await pilot.press("f")
         svg = exports_dir() / "framings-all-consistency-figure.svg"
         await until(pilot, lambda: svg.exists() and svg.with_suffix(".png").exists(),
@@ -251,3 +267,5 @@ async def test_a_failing_side_view_says_so_in_the_view(surveyed, make_app, monke
         screen.query_one(TabbedContent).active = "consistency"
         await until(pilot, lambda: screen.side_result("consistency") is not None,
                     "the consistency view still computes")
+        assert "no record of this run was scored in both option orders" in plain(
+            screen.query_one("#cons-body"))
