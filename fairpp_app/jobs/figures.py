@@ -251,3 +251,80 @@ def view_figure(pos, view: str, labels: dict[str, str], short: dict[str, str]) -
         return respondent_map(name, f"Respondents on two principal axes ({where})", pos.coords,
                               pos.personas, short, pos.explained)
     raise ValueError(f"no figure for view {view!r}")
+
+
+def reference_figure(name: str, ref: dict, labels: dict[str, str]) -> Drawn:
+    """Every respondent's similarity to every human segment with its 95% interval, one
+    panel per segment; the segment's own persona drawn as a filled diamond
+    (``survey.compare``'s dict: the Analysis screen's Reference view)."""
+    segments = ref["segments"]
+    respondents = ref["respondents"]
+    title = (f"Similarity to the segments of survey {ref['survey']} "
+             f"({ref['run']}, {ref['split']} split; 95% intervals)")
+    with matplotlib.rc_context(RC):
+        fig = _figure(1.6 + 2.2 * max(1, len(segments)), 1.2 + 0.3 * len(respondents))
+        axes = fig.subplots(1, max(1, len(segments)), sharey=True, squeeze=False)[0]
+        y = list(range(len(respondents)))
+        for ax, seg in zip(axes, segments):
+            for i, r in enumerate(respondents):
+                c = ref["comparison"][r][seg["segment"]]
+                if c["similarity"] is None:
+                    continue
+                lo, hi = c["similarity_ci"]
+                own = r == seg["persona"]
+                ax.errorbar(c["similarity"], i, xerr=[[c["similarity"] - lo], [hi - c["similarity"]]],
+                            fmt="D" if own else "o", ms=6 if own else 4, capsize=2,
+                            color=CYCLE[1] if own else CYCLE[0])
+            ax.set_title(f"{seg['segment']}\n(persona {labels.get(seg['persona'], seg['persona'])})",
+                         fontsize=8)
+            ax.set_xlim(MIN_SIMILARITY, 1.0)
+            ax.grid(axis="x", color="#eee", lw=0.6)
+        axes[0].set_yticks(y, [labels.get(r, r) for r in respondents])
+        axes[0].invert_yaxis()
+        fig.supxlabel("similarity (1 - JS distance of mean shares)", fontsize=8)
+        fig.suptitle(title)
+    return Drawn(name, title, fig)
+
+
+def consistency_figure(name: str, result: dict, labels: dict[str, str]) -> Drawn:
+    """Per respondent, the share of answers kept under each consistency check and its
+    distance from uniform (``run_metrics``'s figures: the Analysis screen's Consistency view)."""
+    import numpy as np
+
+    respondents = [*result["respondents"], *(r for r in result["consistency"]
+                                             if r not in result["respondents"])]
+    checks = [k for k in ("order", "framing", "wording")
+              if any((result["consistency"].get(r) or {}).get(k) for r in respondents)]
+    title = f"Answer consistency ({result['run']}, {result['split']} split)"
+
+    def value(figures: dict | None, key: str) -> float:
+        v = (figures or {}).get(key)
+        return np.nan if v is None else v
+
+    with matplotlib.rc_context(RC):
+        fig = _figure(8.0, 1.2 + 0.3 * len(respondents))
+        kept, uniform = fig.subplots(1, 2, sharey=True, width_ratios=(3, 2))
+        y = np.arange(len(respondents))
+        height = 0.8 / max(1, len(checks))
+        for k, check in enumerate(checks):
+            kept.barh(y + (k - (len(checks) - 1) / 2) * height,
+                      [value(result["consistency"].get(r, {}).get(check), "share")
+                       for r in respondents], height, color=CYCLE[k], label=check)
+        kept.set_xlim(0, 1)
+        kept.set_xlabel("share of answers kept")
+        # Below each panel's axis label (about half an inch down): any bar may reach the edge.
+        below = {"fontsize": 7, "loc": "upper center", "frameon": False,
+                 "bbox_to_anchor": (0.5, -0.55 / (0.3 * len(respondents) + 0.6))}
+        if checks:
+            kept.legend(ncol=len(checks), **below)
+        kept.set_yticks(y, [labels.get(r, r) for r in respondents])
+        kept.invert_yaxis()
+        for k, (key, label) in enumerate((("shares", "answer shares"),
+                                          ("probabilities", "probabilities"))):
+            uniform.barh(y + (k - 0.5) * 0.4,
+                         [value(result["uniform_distance"].get(r), key) for r in respondents],
+                         0.4, color=CYCLE[4 + k], label=label)
+        uniform.set_xlabel("JS distance from uniform")
+        uniform.legend(ncol=2, **below)
+        fig.suptitle(title)
+    return Drawn(name, title, fig)

@@ -786,6 +786,10 @@ class Store:
             [survey["id"]]).fetchall())
         return survey
 
+    def list_surveys(self) -> list[dict]:
+        """Every stored survey (``name``, ``source`` file name, ``created_at``), oldest first."""
+        return list(self.db.query("SELECT name, source, created_at FROM surveys ORDER BY id"))
+
     def survey_shares(self, survey_id: int) -> list[dict]:
         """Every share row of a survey, in the order it was imported."""
         return list(self.db.query(

@@ -54,7 +54,7 @@ NAVIGATION = [
     ("questions", "Questions", "browse and filter the bank; Enter inspects"),
     ("personas", "Personas", "descriptions, prompt preview, your own personas"),
     ("simulate", "Simulate", "let personas answer through a backend"),
-    ("analysis", "Analysis", "similarity, agreement, dimensions, tiers, map"),
+    ("analysis", "Analysis", "similarity, agreement, dimensions, tiers, map, reference, consistency"),
     ("train", "Train", "fine-tune toward a persona"),
 ]
 

@@ -88,7 +88,8 @@ def test_analysis_heatmap(snap_db, snap_compare):
     """Analysis of the synthetic run, split all, target persona 6: the Similarity tab with the
     7x7 persona heatmap, 1.000 on the diagonal, every cell coloured on the scale shown by the
     legend above it (0.17 to 1.00); the bar ends with the position-set selector (none stored),
-    the footer shows f Save figure and m Models."""
+    the tab row runs from Similarity to Reference and Consistency, the footer shows f Save
+    figure and m Models."""
     path, _ = snap_db
 
     async def open_analysis(pilot) -> None:

@@ -7,7 +7,11 @@ CSV, ``v`` the current picture as a Textual SVG screenshot and ``f`` the view as
 (PNG and SVG, drawn by ``jobs.figures`` as the HTML report draws it), all into the exports
 folder of the data dir.
 
-Beside the run's own respondents, the model respondents of other runs can join every view:
+Two views are computed apart, each when its tab is shown (``analysis_side_views``):
+Reference (every respondent against every segment of an imported human survey, with
+intervals) and Consistency (answer consistency and distance from uniform).
+
+Beside the run's own respondents, the model respondents of other runs can join the other views:
 a stored position set (``fairpp position --name``) from the bar, or any runs ticked in the
 ``m`` dialog; each is labelled by its model (or the set's label).
 """
@@ -33,18 +37,19 @@ from fairpp_app.jobs.position_sets import set_picks
 from fairpp_app.jobs.positioning import Pick, Positioning, exports_dir, shared_point_labels, write_csv
 from fairpp_app.jobs.run_metrics import SPLIT_CHOICES
 from fairpp_app.store import browse
-from fairpp_app.tui.screens.base_screen import BaseScreen
+from fairpp_app.tui.screens.analysis_side_views import SIDE_VIEWS, SideViewsScreen
 from fairpp_app.tui.screens.runs_dialog import RunsDialog
 from fairpp_app.tui.widgets.bars import LETTER_COLOURS, bar, legend, stacked
 from fairpp_app.tui.widgets.heatmap import Heatmap
 from fairpp_app.tui.widgets.plots import RespondentMap
+from fairpp_app.tui.widgets.reference_view import ReferenceView
 
 TABS = (("similarity", "Similarity"), ("respondents", "Respondents"),
         ("dimensions", "Dimensions"), ("agreement", "Agreement"), ("tiers", "Tiers"),
-        ("map", "Map"))
+        ("map", "Map"), ("reference", "Reference"), ("consistency", "Consistency"))
 
 
-class AnalysisScreen(BaseScreen):
+class AnalysisScreen(SideViewsScreen):
     SUB_TITLE = "Analysis"
     BINDINGS = [
         Binding("s", "save_csv", "Save CSV"),
@@ -120,9 +125,14 @@ class AnalysisScreen(BaseScreen):
                 yield VerticalScroll(Static(id="tier-bars"))
             with TabPane("Map", id="map"):
                 yield RespondentMap(id="an-map")
+            with TabPane("Reference", id="reference"):
+                yield ReferenceView(id="an-reference")
+            with TabPane("Consistency", id="consistency"):
+                yield VerticalScroll(Static(id="cons-body"))
         yield Footer()
 
     def on_mount(self) -> None:
+        self._offer_surveys()
         self.action_compute()
 
     def on_screen_resume(self) -> None:
@@ -143,6 +153,7 @@ class AnalysisScreen(BaseScreen):
             self.set_names = sets
             with self.prevent(Select.Changed):
                 self.query_one("#an-set", Select).set_options([(n, n) for n in sets])
+        self._offer_surveys()  # a survey imported meanwhile (by the CLI)
         if self.app.run_name and (self.result is None or self.result.run != self.app.run_name
                                   or self.result.target != self.app.target):
             with self.prevent(Select.Changed):
@@ -158,6 +169,8 @@ class AnalysisScreen(BaseScreen):
         if not name:
             status.update("No run with answers yet: simulate (4) or import one.")
             return
+        self.side.clear()  # recomputed when shown: the run, split or records changed
+        self.refresh_side()
         key = (name, self.split, self.app.target, tuple(self.picks))
         if key == self.pending:
             return  # already on its way
@@ -175,7 +188,10 @@ class AnalysisScreen(BaseScreen):
         self.post_message(self.Computed(result, picks))
 
     def worker_failed(self, worker, error: BaseException) -> str | None:
-        """The app's worker-failure handler calls this; the status line says it too."""
+        """The app's worker-failure handler calls this; the status line (or the failed
+        side view) says it too."""
+        if worker.group in SIDE_VIEWS:
+            return super().worker_failed(worker, error)
         self.pending = None
         self.query_one("#an-status", Static).update(Text(user_message(error), style="red"))
         return None
@@ -320,14 +336,30 @@ class AnalysisScreen(BaseScreen):
         self.query_one(TabbedContent).active = key
 
     def _export_name(self, ext: str) -> str:
-        r = self.result
-        return f"{r.run}-{r.split}-{self.current_view()}.{ext}".replace("/", "-")
+        return f"{self._export_stem()}.{ext}"
+
+    def _export_stem(self) -> str:
+        view = self.current_view()
+        if view in SIDE_VIEWS:
+            run, split, survey = self.side_key(view)
+            view = f"reference-{survey}" if survey else view
+        else:
+            run, split = self.result.run, self.result.split
+        return f"{run}-{split}-{view}".replace("/", "-")
+
+    def _computed(self) -> bool:
+        """Whether the view shown has figures to save (a warning says so when not)."""
+        view = self.current_view()
+        if (self.side_result(view) if view in SIDE_VIEWS else self.result) is None:
+            self.notify("nothing computed yet", severity="warning")
+            return False
+        return True
 
     def action_save_csv(self) -> None:
-        if self.result is None:
-            self.notify("nothing computed yet", severity="warning")
+        if not self._computed():
             return
-        header, rows = self.result.table(self.current_view())
+        view = self.current_view()
+        header, rows = self.side_table(view) if view in SIDE_VIEWS else self.result.table(view)
         path = write_csv(exports_dir() / self._export_name("csv"), header, rows)
         self.last_export = path
         self.notify(f"saved {path}", title="CSV")
@@ -337,21 +369,30 @@ class AnalysisScreen(BaseScreen):
         paths: list
 
     def action_save_figure(self) -> None:
-        if self.result is None:
-            self.notify("nothing computed yet", severity="warning")
+        if not self._computed():
             return
-        self.save_figure(self.result, self.current_view())
+        view = self.current_view()
+        result = self.side_result(view) if view in SIDE_VIEWS else self.result
+        self.save_figure(result, view, self._export_stem())
 
     @work(thread=True, exit_on_error=False, group="figure")
-    def save_figure(self, result: Positioning, view: str) -> None:
+    def save_figure(self, result: Positioning | dict, view: str, stem: str) -> None:
         from fairpp_app.jobs import figures
 
-        labels = {s: self.label(s) for s in result.respondents}
-        short = {s: self.short(s) for s in result.personas}
-        drawn = figures.view_figure(result, view, labels, short)
+        slugs = [p.slug for p in self.app.personas]
+        labels = {s: self.label(s) for s in [*slugs, *self._respondents(result)]}
+        short = {s: self.short(s) for s in slugs}
+        if view in SIDE_VIEWS:
+            drawn = self.side_figure(view, result, stem, {**labels, **short})
+        else:
+            drawn = figures.view_figure(result, view, labels, short)
         # "-figure": beside the screenshot `v` writes under the view's own name.
-        paths = figures.write_files(drawn, exports_dir(), f"{drawn.name}-figure")
+        paths = figures.write_files(drawn, exports_dir(), f"{stem}-figure")
         self.post_message(self.FigureSaved(paths))
+
+    @staticmethod
+    def _respondents(result: Positioning | dict) -> list[str]:
+        return result["respondents"] if isinstance(result, dict) else result.respondents
 
     def on_analysis_screen_figure_saved(self, message: FigureSaved) -> None:
         self.last_export = message.paths[0]
@@ -390,8 +431,7 @@ class AnalysisScreen(BaseScreen):
         self.action_compute()
 
     def action_save_svg(self) -> None:
-        if self.result is None:
-            self.notify("nothing computed yet", severity="warning")
+        if not self._computed():
             return
         folder = exports_dir()
         folder.mkdir(parents=True, exist_ok=True)
