@@ -77,20 +77,32 @@ def test_report_flags_that_need_each_other(store, capsys):
 
 
 def test_table_two_shows_intervals_its_rows_carry():
-    """Table 2 is printed from build_report's rows as given: an interval added to a row
-    (a pair, or low/high) gets a column of its own."""
+    """Table 2 is printed from build_report's rows: a row's 95% interval (training.intervals'
+    shape: a [low, high] per metric) sits under each figure, the seeds behind the row and the
+    interval's kind beside it, and where it lies beyond DPO's interval; a field this module
+    does not know that looks like an interval still gets a column of its own."""
     from fairpp_app.jobs.html_report import _table_two
+    from fairpp_app.training import intervals
 
     slugs = ["a", "b"]
-    row = {"row": "DPO", "source": "t1", "questions": 10, "similarity": {"a": 0.5, "b": 0.7},
+    per_seed = [{"target_similarity": v, "margin": m, "agreement": 0.4}
+                for v, m in ((0.68, 0.18), (0.70, 0.20), (0.72, 0.22))]
+    interval = intervals.seed_interval(per_seed)
+    low, high = interval["target_similarity"]
+    row = {"row": "WDPO", "source": "t1", "questions": 10, "similarity": {"a": 0.5, "b": 0.7},
            "target_similarity": 0.7, "margin": 0.2, "agreement": 0.4, "answers": None,
-           "note": "", "target_interval": [0.61, 0.79],
-           "margin_interval": {"low": 0.1, "high": 0.3}}
+           "note": "", "seeds": [1, 2, 3], "interval": interval,
+           "vs_dpo": {"target_similarity": 1, "margin": 0, "agreement": None},
+           "vs_base": {"target_similarity": 0, "margin": 0, "agreement": None},
+           "margin_spread": {"low": 0.1, "high": 0.3}}
     page = _table_two({"personas": slugs, "rows": [row], "split": "test", "from_run": "r",
                        "target": {"number": 2, "name": "B", "slug": "b"}}, {"a": "P1", "b": "P2"})
-    assert "<th>target interval</th>" in page and "[0.610, 0.790]" in page
-    assert "<th>margin interval</th>" in page and "[0.100, 0.300]" in page
-    assert "+20.00%" in page
+    assert f"[{low:.3f}, {high:.3f}]" in page
+    m_low, m_high = interval["margin"]
+    assert f"[{m_low * 100:+.2f}%, {m_high * 100:+.2f}%]" in page and "+20.00%" in page
+    assert "3 (t)" in page
+    assert "above DPO target similarity +" in page and "within base" in page
+    assert "<th>margin spread</th>" in page and "[0.100, 0.300]" in page
 
 
 @needs_chromium
