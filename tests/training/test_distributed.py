@@ -31,6 +31,7 @@ from fairpp_app.core.errors import UsageError
 from fairpp_app.store.database import Store
 from fairpp_app.training.config import TrainingConfig
 from fairpp_app.training.runner import run_training
+from fairpp_app.training.session import trainings_root
 from tests.support.jobs import wait_until
 from tests.support.training_data import PERSONA_RUN
 
@@ -251,3 +252,30 @@ def test_a_killed_launch_resumes_with_the_same_line(persona_store, personas, tin
     ended = [e["payload"] for e in events if e["kind"] == "train_ended"]
     assert [(e["status"], e["step"]) for e in ended] == [("finished", 4)]
     _assert_same_curve(_losses(db_path, "sampled-one"), _losses(db_path, "sampled-two"), 4)
+
+
+@pytest.mark.slow
+def test_a_stop_sent_to_rank_0_stops_every_rank(persona_store, tiny_dir, db_path, tmp_path):
+    """``fairpp jobs stop`` signals the training's owner, rank 0 alone: every rank ends at the
+    same step (none waits forever on the others), after a checkpoint, and it resumes."""
+    from fairpp_app.jobs import supervisor
+
+    launched = _config(tiny_dir, "stopped", max_steps=500, save_every=1000, batch_size=2,
+                       grad_accum=1)
+    log = tmp_path / "launch.log"
+    process = _launch(db_path, _argv(launched), log)
+    try:
+        wait_until(lambda: persona_store.find_training("stopped") is not None
+                   and len(_losses(db_path, "stopped")) >= 2, "step 2", timeout=300)
+        owner = persona_store.get_training("stopped")["owner"]["pid"]
+        supervisor.request_stop(int(owner), "cancel")
+        process.wait(timeout=300)
+    finally:
+        if process.poll() is None:
+            _kill_launch(process)
+    row = persona_store.get_training("stopped")
+    assert row["status"] == "cancelled", log.read_text()[-4000:]
+    ended = [e["payload"] for e in _events(db_path, "stopped") if e["kind"] == "train_ended"]
+    assert len(ended) == 1 and 2 <= ended[0]["step"] < 500
+    folder = trainings_root() / "stopped" / "checkpoints"
+    assert (folder / f"checkpoint-{ended[0]['step']}" / "trainer_state.json").is_file()
