@@ -92,6 +92,15 @@ def check(config, here: World | None = None) -> None:
                          f"such as {max(n, config.batch_size - config.batch_size % n)}")
 
 
+def check_device(device: str, here: World | None = None) -> None:
+    """The device ``auto`` became must hold several processes too (MPS cannot)."""
+    here = here or world()
+    if here.spread and device == "mps":
+        raise UsageError(f"--device auto chose Apple's MPS, which cannot train in several "
+                         f"processes ({here.size} launched); pass --device cpu, or run "
+                         "`fairpp train` without accelerate")
+
+
 def per_process_batch(config, here: World | None = None) -> int:
     """Questions each process takes from every micro-batch of ``--batch-size``."""
     here = here or world()

@@ -406,7 +406,9 @@ def _train(session: TrainingSession) -> TrainingOutcome:
 
     config = session.config
     # The device first: a missing GPU should fail before minutes of loading.
-    device = distributed.process_device(hf_models.pick_device(distributed.requested_device(config.device)))
+    device = hf_models.pick_device(distributed.requested_device(config.device))
+    distributed.check_device(device)
+    device = distributed.process_device(device)
     collectives.join(device)
     data = session.data()
     verbosity = hf_logging.get_verbosity()

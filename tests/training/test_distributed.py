@@ -78,6 +78,17 @@ def test_cuda_under_a_cpu_launch_is_refused(persona_store, personas, tiny_dir, m
         run_training(persona_store, personas, _config(tiny_dir, "refused", device="cuda"))
 
 
+def test_a_launch_needs_a_device_that_holds_several_processes():
+    from fairpp_app.training import distributed
+
+    two = distributed.World(rank=1, size=2, local_rank=1)
+    with pytest.raises(UsageError, match="MPS, which cannot train in several processes"):
+        distributed.check_device("mps", two)
+    distributed.check_device("cpu", two)
+    assert distributed.process_device("cuda", two) == "cuda:1"  # each rank its own GPU
+    assert distributed.per_process_batch(_config(Path("."), "x", batch_size=8), two) == 4
+
+
 def test_a_reader_store_writes_nothing_and_leaves_rows_to_the_writer(persona_store, db_path):
     """The store of a rank other than 0: a write raises, and a row whose owner is gone stays
     ``running`` for it (marking it ``interrupted`` is a write, left to rank 0)."""
