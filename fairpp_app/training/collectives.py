@@ -92,21 +92,24 @@ def agree_on_examples(examples: list, data_hash: str) -> list:
     return box[0]
 
 
-def shared_loss(loss: torch.Tensor, weights: torch.Tensor, by_batch: bool) -> tuple[torch.Tensor, float]:
+def shared_loss(loss: torch.Tensor, weights: torch.Tensor, by_batch: bool,
+                real: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
     """(this rank's share of the global micro-batch loss, to back-propagate; the global loss).
 
     ``loss`` is ``losses.weighted_mean`` over this rank's rows, ``sum / max(d, 1 if d == 0)``
     with ``d = losses.normaliser(weights, by_batch)``. The global loss is the sum over ranks
     of the weighted sums divided by the sum of the ``d``; DDP averages gradients over the N
     ranks, so each rank back-propagates N times its sum over the global denominator.
+    ``real`` marks the rows that are questions, not fillers (weight 0): a count counts those.
     """
     dist = _dist()
     if dist is None:
         return loss, loss.detach().float().item()
     local = torch.as_tensor(losses.normaliser(weights, by_batch), dtype=torch.float64,
                             device=loss.device)
+    counted = local if by_batch or real is None else real.sum().to(local)
     mine = local + (local == 0)
-    both = torch.stack([local, loss.detach().to(torch.float64) * mine])
+    both = torch.stack([counted, loss.detach().to(torch.float64) * mine])
     dist.all_reduce(both)
     total = both[0] + (both[0] == 0)
     n = dist.get_world_size()

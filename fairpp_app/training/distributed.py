@@ -101,6 +101,12 @@ def check_device(device: str, here: World | None = None) -> None:
                          "`fairpp train` without accelerate")
 
 
+def fillers(questions: int, config, here: World | None = None) -> int:
+    """Rows of weight 0 that complete an epoch's last global micro-batch under a launch."""
+    here = here or world()
+    return -questions % config.batch_size if here.spread else 0
+
+
 def per_process_batch(config, here: World | None = None) -> int:
     """Questions each process takes from every micro-batch of ``--batch-size``."""
     here = here or world()

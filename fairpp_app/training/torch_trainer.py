@@ -104,17 +104,20 @@ class QuestionDataset(Dataset):
     """One row per question: prompt ids, the letter ids (preferred first), the weight."""
 
     def __init__(self, examples: list[Example], scorer: ModelScorer,
-                 prompt_format: str = "fairpp") -> None:
+                 prompt_format: str = "fairpp", fillers: int = 0) -> None:
         self.examples = examples
+        self.fillers = fillers  # rows of weight 0 after the questions (``EvenEpochSampler``)
         self.scorer = scorer
         self.prompt_format = prompt_format
         self.letter_ids = recipes.letter_ids(scorer, prompt_format)
         self._ids: dict[int, list[int]] = {}
 
     def __len__(self) -> int:
-        return len(self.examples)
+        return len(self.examples) + self.fillers
 
     def __getitem__(self, i: int) -> dict:
+        if i >= len(self.examples):  # a filler: the first question, weighing nothing
+            return {**self[0], "weight": 0.0, "index": i}
         ex = self.examples[i]
         if i not in self._ids:
             self._ids[i] = recipes.prompt_ids(self.scorer, ex.prompt(), ex.question, ex.swapped,
@@ -277,7 +280,8 @@ class WeightedAlignmentTrainer(Trainer):
             self._metrics["reward_margin"].append(margins.mean().item())
             self._metrics["reward_accuracy"].append((margins > 0).float().mean().item())
         self._metrics["logp_chosen"].append(policy[:, 0].detach().mean().item())
-        loss, value = collectives.shared_loss(loss, weights, self.by_batch)
+        real = inputs["index"] < len(self.train_dataset.examples)  # not a filler row
+        loss, value = collectives.shared_loss(loss, weights, self.by_batch, real)
         if not math.isfinite(value):
             lr = self.lr_scheduler.get_last_lr()[0] if self.lr_scheduler else self.args.learning_rate
             raise TrainingDiverged.at(value, self.state.global_step + 1, lr, self.args.learning_rate)
@@ -290,11 +294,44 @@ class WeightedAlignmentTrainer(Trainer):
             self._metrics.clear()
         super().log(logs, start_time)
 
+    def _get_train_sampler(self, train_dataset=None):
+        if distributed.world().spread:
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            return EvenEpochSampler(len(dataset.examples), len(dataset), self.args.data_seed)
+        return super()._get_train_sampler(train_dataset)
+
     def _save_rng_state(self, output_dir: str) -> None:
         if distributed.world().spread:
             save_rng_states(output_dir)
         else:
             super()._save_rng_state(output_dir)
+
+
+class EvenEpochSampler(torch.utils.data.Sampler):
+    """Under a launch: each epoch's questions in the one-process order, then the fillers.
+
+    The one-process sampler (accelerate's seedable one) draws epoch e as ``torch.randperm``
+    seeded with the data seed plus e; drawing the same here keeps every global micro-batch
+    the one a single process would take. The filler rows (weight 0, never counted) bring
+    the epoch to whole global micro-batches, so accelerate never tops up a short one with
+    questions from the epoch's start, which would make that step differ.
+    """
+
+    def __init__(self, questions: int, total: int, seed: int) -> None:
+        self.questions, self.total, self.seed, self.epoch = questions, total, seed, 0
+
+    def __len__(self) -> int:
+        return self.total
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        yield from torch.randperm(self.questions, generator=generator).tolist()
+        yield from range(self.questions, self.total)
+        self.epoch += 1
 
 
 def save_rng_states(output_dir: str) -> None:
@@ -347,7 +384,8 @@ def build_trainer(session: TrainingSession, model, tokenizer, device: str, *,
     data = session.data()
     examples = collectives.agree_on_examples(data.schedule(config.weighting, config.seed),
                                              data.data_hash)
-    dataset = QuestionDataset(examples, scorer, config.prompt_format)
+    dataset = QuestionDataset(examples, scorer, config.prompt_format,
+                              fillers=distributed.fillers(len(examples), config))
     eos = recipes.eos_id(scorer) if config.completion == "letter-eos" else None
     collator = (PairSequenceCollator(scorer.pad_id, eos) if config.generic_path else
                 LastTokenCollator(scorer.pad_id, positions=scorer.takes_positions))
