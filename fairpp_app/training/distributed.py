@@ -1,10 +1,13 @@
 """Training across processes (``accelerate launch``): which process this is, and what a
 configuration must be to spread over several.
 
-``accelerate launch --num_processes N -m fairpp_app.cli train ...`` starts N copies of the
-command; the launcher tells each its place through the environment (``RANK``,
-``WORLD_SIZE``, ``LOCAL_RANK``), so every layer can ask :func:`world` before torch is
-imported, and the CLI knows whether it may write before it opens the database.
+``accelerate launch --multi_gpu --num_processes N -m fairpp_app.cli train ...`` (or
+``torchrun --nproc_per_node N``) starts N copies of the command; the launcher tells each its
+place through the environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), so every layer can
+ask :func:`world` before torch is imported, and the CLI knows whether it may write before
+it opens the database. With ``--device cpu`` and no GPU the N processes talk over gloo.
+(``accelerate launch --cpu --num_processes N`` starts one process: accelerate spreads CPU
+processes only through mpirun, which then sets the same variables.)
 
 Three decisions make N processes one training:
 
@@ -15,7 +18,9 @@ Three decisions make N processes one training:
   micro-batch are split evenly over the processes (each takes ``batch_size / N``) and the
   step count, the learning-rate schedule and the stored configuration mean the same thing
   whatever N is; a training can therefore resume under another N. A batch that does not
-  split evenly is refused here, before anything loads.
+  split evenly is refused here, before anything loads. The short micro-batch that ends an
+  epoch is completed with rows of weight 0 (:func:`fillers`), so each process still takes
+  an equal part and no question is seen twice.
 * **Torch trains here, MLX does not.** The launcher runs torch's DDP; the MLX trainer is one
   process, and Apple's MPS backend cannot hold several processes, so both are refused with a
   message saying what to run instead.
