@@ -17,7 +17,7 @@ Three decisions make N processes one training:
 * **The configuration's batch is the global batch.** ``--batch-size`` questions per
   micro-batch are split evenly over the processes (each takes ``batch_size / N``) and the
   step count, the learning-rate schedule and the stored configuration mean the same thing
-  whatever N is; a training can therefore resume under another N. A batch that does not
+  whatever N is (resuming under another N is meant to work, but is not tested). A batch that does not
   split evenly is refused here, before anything loads. The short micro-batch that ends an
   epoch is completed with rows of weight 0 (:func:`fillers`), so each process still takes
   an equal part and no question is seen twice.
