@@ -52,13 +52,17 @@ def db_path(args: argparse.Namespace) -> Path:
     return Path(args.db).expanduser() if getattr(args, "db", None) else default_db_path()
 
 
-def open_store(args: argparse.Namespace):
+def open_store(args: argparse.Namespace, writer: bool = True):
+    """The store and the personas; a non-``writer`` (a launch's rank other than 0) only reads."""
     from fairpp_app.core.personas import load_personas
     from fairpp_app.store.database import Store
 
     personas = load_personas()
     store = Store(db_path(args))
-    store.sync_personas(personas)
+    if writer:
+        store.sync_personas(personas)
+    else:
+        store.refuse_writes()
     return store, personas
 
 

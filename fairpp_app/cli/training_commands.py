@@ -76,6 +76,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fairpp_app.jobs.simulation import Stop
     from fairpp_app.jobs.supervisor import adopt_log
     from fairpp_app.training.config import TrainingConfig
+    from fairpp_app.training.distributed import world
     from fairpp_app.training.runner import run_training
 
     if args.resume:
@@ -84,12 +85,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = TrainingConfig.from_json(json.loads(args.config_json))
     else:
         config = config_from_args(TrainingConfig, args)
-    if config is not None:
+    main = world().main  # under accelerate launch only rank 0 writes, prints and warns
+    if config is not None and main:
         _recipe_note(config)
     stop = Stop()
     with stop_on_signals(stop):
-        store, personas = open_store(args)
-        warn_beside_jobs(store, args.resume or (config.name if config else None))
+        store, personas = open_store(args, writer=main)
+        if main:
+            warn_beside_jobs(store, args.resume or (config.name if config else None))
         printer = _training_listener(args.quiet, personas)
 
         def listen(event) -> None:
@@ -100,7 +103,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         with store, Heartbeat(store.path):
             outcome = run_training(store, personas, config, resume=args.resume, listener=listen,
                                    cancel=stop)
-    if args.json:
+    if not main:
+        pass
+    elif args.json:
         print_json(outcome.__dict__)
     else:
         err.print(f"training '{outcome.name}' {outcome.status} at step {outcome.step}"

@@ -72,6 +72,7 @@ class Store:
                  upgrade_to: int = SCHEMA_VERSION) -> None:
         self.path = Path(path)
         self._key: str | None = None
+        self._reader = False  # see refuse_writes
         with _OPEN_LOCK:
             key = os.path.realpath(self.path)
             if not _OPEN.get(key):  # see _OPEN: never while a connection of ours is open
@@ -95,6 +96,13 @@ class Store:
                 f"{self.path} cannot be used as a fairpp database: {exc} "
                 f"({getattr(exc, 'sqlite_errorname', 'SQLITE_ERROR')}). "
                 "The file was left untouched.") from None
+
+    def refuse_writes(self) -> None:
+        """From now on this connection only reads (SQLite's ``query_only``: a write raises),
+        and it no longer marks vanished owners' rows ``interrupted`` on reading. The ranks
+        of a training launched across processes other than rank 0 open the store this way."""
+        self.db.execute("PRAGMA query_only = ON")
+        self._reader = True
 
     @property
     def version(self) -> int:
@@ -342,6 +350,8 @@ class Store:
     def _reap(self, table: str) -> list[str]:
         from fairpp_app.core import ownership
 
+        if self._reader:
+            return []  # a reader leaves ending others' rows to a writer
         gone = []
         for row_id, name, owner, beat in self.db.execute(
                 f"SELECT id, name, owner, heartbeat FROM {table} WHERE status = 'running'").fetchall():

@@ -3,7 +3,8 @@
 ``on_log`` gives a ``TrainingStep`` per logged step (loss, learning rate, and for the
 preference methods the reward margin and accuracy); the live evaluation is the shared
 :class:`~fairpp_app.training.live_eval.LiveEvaluator`, called at the Trainer's moments
-that match the MLX loop's; the cancel flag becomes the Trainer's own stop after a save.
+that match the MLX loop's; the cancel flag becomes the Trainer's own stop after a save (on
+every process of a launch at the same step, whichever of them was signalled).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import threading
 
 from transformers import TrainerCallback
 
+from fairpp_app.training import collectives
 from fairpp_app.training.live_eval import LiveEvaluator
 
 
@@ -60,7 +62,10 @@ class CancelCallback(TrainerCallback):
         self.cancel = cancel
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.cancel.is_set():
+        # A signal reaches one process of a launch: all stop at the same step, or the
+        # others would wait for it forever.
+        if collectives.any_rank(self.cancel.is_set()):
+            self.cancel.set()
             control.should_save = True
             control.should_training_stop = True
         return control

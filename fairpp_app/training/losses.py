@@ -36,10 +36,16 @@ from typing import Any
 Array = Any
 
 
+def normaliser(weights: Array, by_batch: bool = True) -> Array | int:
+    """What a micro-batch's weighted sum is divided by: its weight sum, or its row count.
+
+    (Its own function because training across processes divides by the sum of every
+    process's normaliser instead: ``collectives.shared_loss``.)"""
+    return weights.sum() if by_batch else weights.shape[0]
+
+
 def weighted_mean(values: Array, weights: Array, by_batch: bool = True) -> Array:
-    if not by_batch:
-        return (values * weights).sum() / values.shape[0]
-    total = weights.sum()
+    total = normaliser(weights, by_batch)
     return (values * weights).sum() / (total + (total == 0))
 
 

@@ -30,6 +30,7 @@ from fairpp_app.core.paths import data_dir
 from fairpp_app.core.personas import Persona, resolve
 from fairpp_app.core.prompts import template_hash
 from fairpp_app.store.database import Store
+from fairpp_app.training import distributed
 from fairpp_app.training.config import TrainingConfig
 from fairpp_app.training.data import TrainingSet, build_training_set, eval_subset, run_debias
 from fairpp_app.training.methods import method
@@ -65,11 +66,6 @@ class TrainingOutcome:
     summary: dict = field(default_factory=dict)
 
 
-def is_main_process() -> bool:
-    """Under `accelerate launch` only rank 0 writes rows, events and files."""
-    return os.environ.get("RANK", "0") == "0"
-
-
 class TrainingSession:
     """The framework-neutral half of a training: its row, its data, its files and its events."""
 
@@ -81,7 +77,8 @@ class TrainingSession:
         self.listener = listener or (lambda e: None)
         self.cancel = cancel or threading.Event()
         self.resumed = resume is not None
-        self.main = is_main_process()
+        # Under `accelerate launch` only rank 0 writes the row, events and files (``distributed``).
+        self.main = distributed.world().main
         if resume is not None:
             row = store.get_training(resume)
             if row["status"] == "finished":

@@ -31,8 +31,12 @@ from (``callbacks``). Checkpoints are the Trainer's own (adapter, optimizer, sch
 RNG and trainer state) every ``--save-every`` steps, found on resume by ``checkpoints``,
 so ``--resume`` continues a killed run at the step it last saved with the same data order.
 
-Several GPUs: ``accelerate launch -m fairpp_app.cli train ...`` runs one process per GPU
-under DDP; only rank 0 writes the database and the files.
+Across processes (``accelerate launch --num_processes N -m fairpp_app.cli train ...``, one
+per GPU, or several on the CPU with gloo) the Trainer runs DDP: ``--batch-size`` is the
+global micro-batch, each rank takes its N-th of it from the same (seeded) order, and
+``collectives`` makes the loss the one-process loss and rank 0 the only writer (see
+``distributed``). The reference pass runs on the unwrapped model, so no rank waits on
+another's cache miss.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ from trl.trainer.utils import disable_dropout_in_model, pad, selective_log_softm
 
 from fairpp_app.backends import hf_models
 from fairpp_app.core.errors import UsageError
-from fairpp_app.training import checkpoints, ending, lora, losses, recipes
+from fairpp_app.training import checkpoints, collectives, distributed, ending, lora, losses, recipes
 from fairpp_app.training.callbacks import CancelCallback, EventCallback, LiveEvalCallback
 from fairpp_app.training.config import TrainingConfig
 from fairpp_app.training.data import Example, by_batch
@@ -100,17 +104,20 @@ class QuestionDataset(Dataset):
     """One row per question: prompt ids, the letter ids (preferred first), the weight."""
 
     def __init__(self, examples: list[Example], scorer: ModelScorer,
-                 prompt_format: str = "fairpp") -> None:
+                 prompt_format: str = "fairpp", fillers: int = 0) -> None:
         self.examples = examples
+        self.fillers = fillers  # rows of weight 0 after the questions (``EvenEpochSampler``)
         self.scorer = scorer
         self.prompt_format = prompt_format
         self.letter_ids = recipes.letter_ids(scorer, prompt_format)
         self._ids: dict[int, list[int]] = {}
 
     def __len__(self) -> int:
-        return len(self.examples)
+        return len(self.examples) + self.fillers
 
     def __getitem__(self, i: int) -> dict:
+        if i >= len(self.examples):  # a filler: the first question, weighing nothing
+            return {**self[0], "weight": 0.0, "index": i}
         ex = self.examples[i]
         if i not in self._ids:
             self._ids[i] = recipes.prompt_ids(self.scorer, ex.prompt(), ex.question, ex.swapped,
@@ -251,9 +258,11 @@ class WeightedAlignmentTrainer(Trainer):
         """The base model's log-probs (adapter disabled), computed once per question."""
         keys = inputs["index"].tolist()
         if any(k not in self._reference_cache for k in keys):
+            # The unwrapped model: under DDP each forward of the wrapper is a collective, and
+            # the ranks' caches fill at different moments.
             peft_model = self.accelerator.unwrap_model(model)
             with torch.no_grad(), peft_model.disable_adapter():
-                ref = self.letter_logprobs(model, inputs).detach()
+                ref = self.letter_logprobs(peft_model, inputs).detach()
             for k, row in zip(keys, ref):
                 self._reference_cache[k] = row
         return torch.stack([self._reference_cache[k] for k in keys])
@@ -271,7 +280,8 @@ class WeightedAlignmentTrainer(Trainer):
             self._metrics["reward_margin"].append(margins.mean().item())
             self._metrics["reward_accuracy"].append((margins > 0).float().mean().item())
         self._metrics["logp_chosen"].append(policy[:, 0].detach().mean().item())
-        value = loss.detach().float().item()
+        real = inputs["index"] < len(self.train_dataset.examples)  # not a filler row
+        loss, value = collectives.shared_loss(loss, weights, self.by_batch, real)
         if not math.isfinite(value):
             lr = self.lr_scheduler.get_last_lr()[0] if self.lr_scheduler else self.args.learning_rate
             raise TrainingDiverged.at(value, self.state.global_step + 1, lr, self.args.learning_rate)
@@ -279,16 +289,80 @@ class WeightedAlignmentTrainer(Trainer):
 
     def log(self, logs: dict, start_time: float | None = None) -> None:
         if "loss" in logs and self._metrics:
-            logs.update({k: sum(v) / len(v) for k, v in self._metrics.items() if v})
+            logs.update(collectives.mean_over_ranks(
+                {k: sum(v) / len(v) for k, v in self._metrics.items() if v}))
             self._metrics.clear()
         super().log(logs, start_time)
+
+    def _get_train_sampler(self, train_dataset=None):
+        if distributed.world().spread:
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            return EvenEpochSampler(len(dataset.examples), len(dataset), self.args.data_seed)
+        return super()._get_train_sampler(train_dataset)
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        if distributed.world().spread:
+            save_rng_states(output_dir)
+        else:
+            super()._save_rng_state(output_dir)
+
+
+class EvenEpochSampler(torch.utils.data.Sampler):
+    """Under a launch: each epoch's questions in the one-process order, then the fillers.
+
+    The one-process sampler (accelerate's seedable one) draws epoch e as ``torch.randperm``
+    seeded with the data seed plus e; drawing the same here keeps every global micro-batch
+    the one a single process would take. The filler rows (weight 0, never counted) bring
+    the epoch to whole global micro-batches, so accelerate never tops up a short one with
+    questions from the epoch's start, which would make that step differ.
+    """
+
+    def __init__(self, questions: int, total: int, seed: int) -> None:
+        self.questions, self.total, self.seed, self.epoch = questions, total, seed, 0
+
+    def __len__(self) -> int:
+        return self.total
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        yield from torch.randperm(self.questions, generator=generator).tolist()
+        yield from range(self.questions, self.total)
+        self.epoch += 1
+
+
+def save_rng_states(output_dir: str) -> None:
+    """Every rank's random state, written by rank 0 in the Trainer's per-rank files.
+
+    The Trainer would have each rank write its own file; gathering them keeps rank 0 the
+    only writer, and they land before ``trainer_state.json``, which marks the checkpoint
+    whole. The states are the ones the Trainer's ``_load_rng_state`` restores per rank.
+    """
+    import random
+
+    import numpy as np
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+             "cpu": torch.random.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.random.get_rng_state_all()
+    states = collectives.gather_to_main(state)
+    if states is None:
+        return
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    for rank, one in enumerate(states):
+        torch.save(one, folder / f"rng_state_{rank}.pth")
 
 
 # ---- the run --------------------------------------------------------------------------------
 
 def training_arguments(config: TrainingConfig, device: str, output_dir: Path) -> TrainingArguments:
     return TrainingArguments(
-        output_dir=str(output_dir), per_device_train_batch_size=config.batch_size,
+        output_dir=str(output_dir), per_device_train_batch_size=distributed.per_process_batch(config),
         gradient_accumulation_steps=config.grad_accum, learning_rate=config.lr,
         num_train_epochs=config.epochs, max_steps=config.max_steps or -1,
         warmup_steps=config.warmup_steps, lr_scheduler_type="linear", optim=config.optim,
@@ -296,6 +370,9 @@ def training_arguments(config: TrainingConfig, device: str, output_dir: Path) ->
         save_steps=config.save_every, save_total_limit=checkpoints.KEEP, report_to=[], disable_tqdm=True,
         seed=config.seed, data_seed=config.seed, bf16=device.startswith("cuda"),
         use_cpu=device == "cpu", remove_unused_columns=False, dataloader_num_workers=0,
+        # Every LoRA weight takes part in each forward (the reference pass, adapter off,
+        # runs outside DDP): DDP need not search the graph for unused ones.
+        ddp_find_unused_parameters=False,
         save_only_model=False)
 
 
@@ -304,8 +381,11 @@ def build_trainer(session: TrainingSession, model, tokenizer, device: str, *,
     """The peft model's trainer over the session's examples (also used by tests and the bench)."""
     config = session.config
     scorer = ModelScorer(model, tokenizer, device, name=session.name)
-    examples = session.data().schedule(config.weighting, config.seed)
-    dataset = QuestionDataset(examples, scorer, config.prompt_format)
+    data = session.data()
+    examples = collectives.agree_on_examples(data.schedule(config.weighting, config.seed),
+                                             data.data_hash)
+    dataset = QuestionDataset(examples, scorer, config.prompt_format,
+                              fillers=distributed.fillers(len(examples), config))
     eos = recipes.eos_id(scorer) if config.completion == "letter-eos" else None
     collator = (PairSequenceCollator(scorer.pad_id, eos) if config.generic_path else
                 LastTokenCollator(scorer.pad_id, positions=scorer.takes_positions))
@@ -364,7 +444,10 @@ def _train(session: TrainingSession) -> TrainingOutcome:
 
     config = session.config
     # The device first: a missing GPU should fail before minutes of loading.
-    device = hf_models.pick_device("auto" if config.device == "mlx" else config.device)
+    device = hf_models.pick_device(distributed.requested_device(config.device))
+    distributed.check_device(device)
+    device = distributed.process_device(device)
+    collectives.join(device)
     data = session.data()
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
@@ -373,8 +456,10 @@ def _train(session: TrainingSession) -> TrainingOutcome:
             base = session.row["base_model"] if session.row else config.base
             model, tokenizer, path = prepare_model(config, device, base, session.init_chain)
             session.open_row(base_spec(base), {"base_path": str(path)})
-            resume_from = (checkpoints.last(session.checkpoint_dir, CHECKPOINT_FILES)
-                           if session.resumed else None)
+            # Rank 0 picks (and removes half-written checkpoints); the others follow.
+            resume_from = collectives.from_main(
+                lambda: checkpoints.last(session.checkpoint_dir, CHECKPOINT_FILES)
+                if session.resumed else None)
             callbacks = [EventCallback(session), CancelCallback(session.cancel)]
             trainer = build_trainer(session, model, tokenizer, device,
                                     output_dir=session.checkpoint_dir, callbacks=callbacks)
