@@ -33,7 +33,8 @@ from collections import Counter
 from fairpp_app.backends.hf_models import model_display_name
 from fairpp_app.core.errors import UsageError
 from fairpp_app.core.personas import Persona
-from fairpp_app.jobs.run_metrics import persona_answers
+from fairpp_app.core.targets import Target, as_target
+from fairpp_app.jobs.run_metrics import persona_answers, target_answers
 from fairpp_app.store.database import Store
 from fairpp_app.training import intervals, methods, recipes
 from fairpp_app.training.compare import base_run_name, compare_with_personas, eval_run_name
@@ -87,8 +88,8 @@ def _compared(mine: dict, answers: dict, personas: list[Persona], target: Person
     return result
 
 
-def _bootstrap(result: dict, answers: dict, personas: list[Persona], target: Persona) -> dict:
-    return intervals.bootstrap_interval(result["mine"], answers, [p.slug for p in personas],
+def _bootstrap(result: dict, answers: dict, personas: list[Persona], target: Target) -> dict:
+    return intervals.bootstrap_interval(result["mine"], answers, target.compared(personas),
                                         target.slug)
 
 
@@ -253,13 +254,16 @@ def _run_with(store: Store, respondent: str, split: str, *, kind: str | None = N
     return names[0] if names else None
 
 
-def build_report(store: Store, personas: list[Persona], target: Persona,
+def build_report(store: Store, personas: list[Persona], target: Target | Persona,
                  from_run: str | None = None, split: str = "test",
                  use: list[str] | None = None, bank: str | None = None, *, variants: bool = False,
                  only: list[str] | None = None) -> dict:
     """The rows; ``use`` names trainings that fill their method's row instead of the latest
     group's; ``variants`` gives every group a row; ``only`` limits the trainings considered.
-    ``bank``: the question bank compared (default: that of the reference run's answers)."""
+    ``bank``: the question bank compared (default: that of the reference run's answers).
+    ``target`` may be a group: its column is the mix's argmax, its margin against the
+    personas outside it, and its role-play row its own answers (no model plays a group)."""
+    target = as_target(target)
     used = [store.get_training(name) for name in use or []]
     trainings = store.list_trainings(target=target.slug, status="finished")
     if only is not None:
@@ -287,7 +291,7 @@ def build_report(store: Store, personas: list[Persona], target: Persona,
                              f"and {name}")
         chosen[row["method"]] = name
     bank = bank or store.run_bank(store.get_run(from_run)["id"])  # a clear error when absent
-    answers = persona_answers(store, from_run, [p.slug for p in personas], split, bank)
+    answers = target_answers(store, from_run, target, [p.slug for p in personas], split, bank)
     if not any(target.slug in by for by in answers.values()):
         raise UsageError(f"run '{from_run}' has no answers of persona {target.number} on split "
                          f"'{split}' to compare with")
@@ -306,8 +310,8 @@ def build_report(store: Store, personas: list[Persona], target: Persona,
         result, n = _answers_row(store, run, display, answers, personas, target, split, bank)
         rows.append(_row("base", run, result, target, questions=n))
 
-    run = _run_with(store, target.slug, split, model=display, exclude=from_run, debias=debias,
-                    bank=bank)
+    run = None if target.is_group else _run_with(store, target.slug, split, model=display,
+                                                 exclude=from_run, debias=debias, bank=bank)
     if run is not None:
         result, n = _answers_row(store, run, target.slug, answers, personas, target, split, bank)
         rows.append(_row("role-play", run, result, target, questions=n))
@@ -325,6 +329,7 @@ def build_report(store: Store, personas: list[Persona], target: Persona,
     for row in rows:
         row.pop("_result", None)
     _mark(rows)
-    return {"target": {"number": target.number, "slug": target.slug, "name": target.name},
+    return {"target": {"number": target.number, "slug": target.slug, "name": target.name,
+                       "members": target.member_slugs, "shares": list(target.shares)},
             "from_run": from_run, "bank": bank, "split": split, "base_model": display,
             "personas": [p.slug for p in personas], "rows": rows, "methods": list(methods.NAMES)}
