@@ -28,6 +28,7 @@ class Method:
     preference: bool    # preference pairs against a reference model, rather than the target's letter
     loss: Callable      # from ``losses``: (policy, reference, weights, beta, softplus) -> loss
     soft: bool = False  # learns the target's A/B/C distribution (``soft`` targets), not its letter
+    paper: bool = True  # a row of the paper's Table 2: shown even before it has a training
 
     @property
     def pairs_per_example(self) -> int:
@@ -41,8 +42,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("dpo", "DPO", 3, weighted=False, preference=True, loss=losses.dpo),
     Method("wsft", "WSFT", 2, weighted=True, preference=False, loss=losses.sft),
     Method("sft", "SFT", 1, weighted=False, preference=False, loss=losses.sft),
-    Method("wdsft", "WDSFT", 6, weighted=True, preference=False, loss=losses.dsft, soft=True),
-    Method("dsft", "DSFT", 5, weighted=False, preference=False, loss=losses.dsft, soft=True),
+    Method("wdsft", "WDSFT", 6, weighted=True, preference=False, loss=losses.dsft, soft=True,
+           paper=False),
+    Method("dsft", "DSFT", 5, weighted=False, preference=False, loss=losses.dsft, soft=True,
+           paper=False),
 )}
 NAMES = tuple(METHODS)
 

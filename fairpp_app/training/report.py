@@ -12,7 +12,8 @@ per-question agreement with the target, which the marginal-only similarity canno
   ceiling the trained models aim at;
 - SFT / WSFT / DPO / WDPO: the latest finished training of each method for the target,
   through its ``eval-NAME`` run (``fairpp evaluate --adapter NAME``). The method rows,
-  their labels and their order come from the method registry.
+  their labels and their order come from the method registry; a method the paper did not
+  run (DSFT, WDSFT) has a row only once it has a finished training for the target.
 
 A method row stands for a group: the trainings whose stored configuration differs only by
 ``--seed`` (and by what cannot change the result: name, device, checkpoint and live-eval
@@ -205,6 +206,8 @@ def _method_rows(store: Store, trainings: list[dict], chosen: dict[str, str], va
         if entry.name in chosen:  # --use: that training alone
             found = [_group_row(store, entry.label, [store.get_training(chosen[entry.name])],
                                 *context)]
+        elif not mine and not entry.paper:
+            continue  # a method the paper did not run has a row once it has a training
         elif not mine:
             found = [{**_row(entry.label, None, None, target, "no finished training"),
                       "trainings": [], "seeds": [], "interval": None}]

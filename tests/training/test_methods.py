@@ -35,6 +35,7 @@ def test_flags_labels_and_report_order():
     assert {m.name for m in METHODS.values() if m.weighted} == {"wsft", "wdpo", "wdsft"}
     assert {m.name for m in METHODS.values() if m.preference} == {"dpo", "wdpo"}
     assert {m.name for m in METHODS.values() if m.soft} == {"dsft", "wdsft"}
+    assert {m.name for m in METHODS.values() if not m.paper} == {"dsft", "wdsft"}
     assert [m.pairs_per_example for m in report_order()] == [1, 1, 2, 2, 1, 1]
     assert len({m.row for m in METHODS.values()}) == len(METHODS)
 

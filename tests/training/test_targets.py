@@ -208,9 +208,9 @@ def test_dsft_trains_two_steps_and_reports_its_row(scored_store, personas, tiny_
     assert all(math.isfinite(e["payload"]["loss"]) for e in events if e["kind"] == "train_step")
     report = build_report(scored_store, personas, parse_target("6", personas))
     rows = {r["row"]: r for r in report["rows"]}
-    assert "DSFT" in rows and "WDSFT" in rows
+    assert list(rows) == ["base", "role-play", "SFT", "WSFT", "DPO", "WDPO", "DSFT"]
     assert rows["DSFT"]["note"].startswith("not evaluated: fairpp evaluate --adapter dsft-p6")
-    assert rows["WDSFT"]["note"] == "no finished training"
+    assert rows["WDPO"]["note"] == "no finished training"  # the paper's rows are always there
 
 
 def test_dsft_on_a_letters_only_run_names_the_run(persona_store, personas, tiny_dir, db_path,
