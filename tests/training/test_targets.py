@@ -260,3 +260,36 @@ def test_cli_trains_weighs_and_reports_a_weighted_group(persona_store, personas,
     assert row["margin"] == pytest.approx(sims["3:0.7,6:0.3"]
                                           - sum(sims[s] for s in outside) / len(outside))
     assert row["interval"]["kind"] == "bootstrap" and row["interval"]["margin"] is not None
+
+
+def test_mlx_trains_wdsft_and_its_first_loss_is_torchs(scored_store, personas, tiny_dir):
+    """At the start (LoRA B = 0) both trainers score the base model: one loss on one batch."""
+    pytest.importorskip("mlx_lm")
+    import torch
+
+    from fairpp_app.training.mlx_trainer import MLXTrainer, add_lora, load_backend
+    from fairpp_app.training.session import TrainingSession
+    from fairpp_app.training.torch_trainer import build_trainer, prepare_model
+
+    def config(device: str, name: str) -> TrainingConfig:
+        return TrainingConfig(method="wdsft", from_run=PROB_RUN, base=str(tiny_dir), name=name,
+                              batch_size=4, grad_accum=1, max_steps=2, eval_every=0,
+                              device=device, lr=5e-3)
+
+    session = TrainingSession(scored_store, personas, config("cpu", "soft-torch"))
+    model, tokenizer, _ = prepare_model(session.config, "cpu", str(tiny_dir))
+    trainer = build_trainer(session, model, tokenizer, "cpu", output_dir=session.checkpoint_dir)
+    with torch.no_grad():
+        theirs = trainer.compute_loss(model, trainer.data_collator(
+            [trainer.train_dataset[i] for i in range(4)])).item()
+    backend = load_backend(str(tiny_dir))
+    add_lora(backend.model, session.config)
+    ours = MLXTrainer(backend, session.data().examples, config("mlx", "soft-mlx")).loss(
+        list(range(4))).item()
+    assert ours == pytest.approx(theirs, rel=2e-3)
+
+    outcome = run_training(scored_store, personas, config("mlx", "soft-mlx"))
+    assert outcome.status == "finished" and outcome.step == 2
+    steps = [e["payload"] for e in scored_store.events(
+        training_id=scored_store.get_training("soft-mlx")["id"]) if e["kind"] == "train_step"]
+    assert [s["step"] for s in steps] == [1, 2] and all(math.isfinite(s["loss"]) for s in steps)
