@@ -138,8 +138,8 @@ def train_db(store, db_path, slugs, monkeypatch):
 def test_train_charts(train_db, snap_compare):
     """Train (key 6) with the one stored training 'wdpo-p6' (wdpo, target
     disengaged-traditionalists, finished) listed and selected: the form on the left with
-    its defaults (method wdpo, target P6, from run (none), device auto...), the state 'idle',
-    and on the right two line charts against 'step'. 'training loss and reward margin' has
+    its defaults (method wdpo, target 6 in a text field whose help names the group forms,
+    from run (none), device auto...), the state 'idle', and on the right two line charts against 'step'. 'training loss and reward margin' has
     a falling curve 'loss', 0.693 at step 1 down to 0.392 at step 10, and a rising curve
     'reward margin', 0.00 to 0.59. 'similarity to each persona (held-out questions)' has
     seven lines over steps 4, 7 and 10, legend in persona order P1, P2, P3, P4, P5, P7 in
