@@ -26,8 +26,8 @@ weighted mean).
 
 The soft methods (``dsft``, ``wdsft``) also carry the target's A/B/C distribution on each
 example (``soft``, over A, B, C as shown; swapped with the options): a persona's scored
-probabilities, or a group's mix. A run that holds letters only (imported or generated
-answers) has no distribution to learn, and says so, naming the run.
+probabilities, or a group's mix. A run that holds letters only (imported, or answered in
+text mode) has no distribution to learn, and says so, naming the run.
 
 A group target (``core.targets``) gives each example the group's letter (its mix's
 argmax) and weights counted against the personas outside the group.
@@ -48,9 +48,9 @@ import numpy as np
 
 from fairpp_app.core.errors import UsageError
 from fairpp_app.core.personas import Persona
-from fairpp_app.core.targets import Target, as_target
 from fairpp_app.core.prompts import Prompt, build_prompt, template_hash
 from fairpp_app.core.questions import LETTERS, Question
+from fairpp_app.core.targets import Target, as_target
 from fairpp_app.core.weighting import compute_weights
 from fairpp_app.jobs.run_metrics import target_answers
 from fairpp_app.store.database import Store
@@ -250,11 +250,12 @@ def _require_distributions(from_run: str, method: str, target: Target, qids: lis
         return
     who = (f"persona {target.number} ({target.slug})" if not target.is_group else
            f"the members of group {target.spec}")
-    amount = "any" if len(missing) == len(qids) else f"{len(missing):,} of {len(qids):,}"
+    where = ("" if len(missing) == len(qids) else
+             f" on {len(missing):,} of {len(qids):,} train questions")
     raise UsageError(
         f"--method {method} learns the target's A/B/C distribution, but run '{from_run}' holds "
-        f"letters only for {who} on {amount} train question(s) (no probabilities: imported or "
-        "generated answers); simulate the personas with --mode logprob, or use sft / wsft")
+        f"letters only for {who}{where} (no probabilities: imported, or "
+        "answered in text mode); simulate the personas with --mode logprob, or use sft / wsft")
 
 
 def run_debias(store: Store, run: str) -> str:

@@ -28,8 +28,8 @@ from fairpp_app.core.errors import UsageError
 from fairpp_app.core.events import Event, TrainingStarted, TrainingStep
 from fairpp_app.core.paths import data_dir
 from fairpp_app.core.personas import Persona
-from fairpp_app.core.targets import parse_target
 from fairpp_app.core.prompts import template_hash
+from fairpp_app.core.targets import parse_target
 from fairpp_app.store.database import Store
 from fairpp_app.training.config import TrainingConfig
 from fairpp_app.training.data import TrainingSet, build_training_set, eval_subset, run_debias
