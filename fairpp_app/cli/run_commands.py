@@ -238,7 +238,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
         print_json(result.as_json())
     else:
         table = Table("tier", "questions", "weight per question",
-                      title=f"sample weights for persona {target.number} ({target.slug})")
+                      title=f"sample weights for {target.title}")
         for t in result.tiers:
             table.add_row(str(t["tier"]), f"{t['count']:,}", f"{t['weight']:.6f}")
         out.print(table)

@@ -194,7 +194,7 @@ def print_report(report: dict, personas, target) -> None:
     # Twelve numeric columns: a light box keeps the table inside 80 columns.
     table = Table("", *[f"P{numbers[s]}" for s in slugs], "target", "margin", "agree", "n",
                   box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0), show_edge=False,
-                  title=f"persona {target.number} ({target.slug}), {report['split']} split, "
+                  title=f"{target.title}, {report['split']} split, "
                         f"personas from '{report['from_run']}'")
     table.columns[0].overflow = "fold"  # a variant's label names its settings: keep all of it
     for row in report["rows"]:

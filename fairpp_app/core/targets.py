@@ -66,6 +66,11 @@ class Target:
                                        for p, s in zip(self.members, self.shares))
 
     @property
+    def title(self) -> str:
+        """How messages and table titles name it: ``persona 6 (slug)`` or ``group 3:0.7,6:0.3``."""
+        return f"group {self.spec}" if self.is_group else f"persona {self.number} ({self.slug})"
+
+    @property
     def tag(self) -> str:
         """What a default training name carries: ``p6``, ``p3-6``, ``p3x0.7-6x0.3``."""
         if not self.is_group:

@@ -260,6 +260,8 @@ def test_cli_trains_weighs_and_reports_a_weighted_group(persona_store, personas,
     assert row["margin"] == pytest.approx(sims["3:0.7,6:0.3"]
                                           - sum(sims[s] for s in outside) / len(outside))
     assert row["interval"]["kind"] == "bootstrap" and row["interval"]["margin"] is not None
+    assert main(db + ["report", "--target", "3:7,6:3"]) == 0  # the same group, unnormalised
+    assert "group 3:0.7,6:0.3, test split" in capsys.readouterr().out.replace("\n", " ")
 
 
 def test_mlx_trains_wdsft_and_its_first_loss_is_torchs(scored_store, personas, tiny_dir):
