@@ -101,6 +101,11 @@ class TrainingSession:
             self.row = None
         self.config = config
         self.target = parse_target(config.target, personas)  # a persona or a group
+        if self.row is None and self.target.is_group:
+            # Stored as its canonical spec, so '3:7,6:3' and '3:0.7,6:0.3' are one target to
+            # the report's seed groups, and a resume reads back exactly the shares it began with.
+            config.target = self.target.spec
+            self.target = parse_target(config.target, personas)
         self.name = resume or config.default_name(self.target.tag)
         if self.row is None and self.main:  # other ranks would find rank 0's fresh row
             existing = store.find_training(self.name)

@@ -194,6 +194,15 @@ def test_the_torch_trainers_dsft_loss_is_the_models_cross_entropy(scored_store, 
     w = [data.examples[i].weight for i in range(4)]
     assert loss == pytest.approx(sum(a * b for a, b in zip(w, by_hand)) / sum(w), rel=1e-4)
 
+    # --generic-path (TRL's full sequences) reads the same three log-probs: the same loss.
+    generic = TrainingSession(scored_store, personas,
+                              TrainingConfig(**{**config.as_json(), "generic_path": True}))
+    slow = build_trainer(generic, model, tokenizer, "cpu", output_dir=generic.checkpoint_dir)
+    with torch.no_grad():
+        value = slow.compute_loss(model, slow.data_collator(
+            [slow.train_dataset[i] for i in range(4)])).item()
+    assert value == pytest.approx(loss, abs=1e-4)
+
 
 def test_dsft_trains_two_steps_and_reports_its_row(scored_store, personas, tiny_dir):
     from fairpp_app.training.report import build_report
