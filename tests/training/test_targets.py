@@ -222,6 +222,22 @@ def test_dsft_trains_two_steps_and_reports_its_row(scored_store, personas, tiny_
     assert rows["WDPO"]["note"] == "no finished training"  # the paper's rows are always there
 
 
+def test_a_groups_soft_target_is_the_mix_of_its_members_probabilities(scored_store, personas):
+    group = parse_target("3:0.7,6:0.3", personas)
+    frame = scored_store.record_frame(scored_store.get_run(PROB_RUN)["id"], "train",
+                                      respondents=group.member_slugs)
+    probs = {(q, r): np.array([a, b, c]) for q, r, a, b, c in zip(
+        frame["question_id"], frame["respondent"], frame["p_a"], frame["p_b"], frame["p_c"])}
+    data = build_training_set(scored_store, PROB_RUN, group, personas, "wdsft", save_weights=False)
+    assert data.examples and len(data.tiers) == 6
+    p3, p6 = group.member_slugs
+    for e in data.examples:
+        mixed = 0.7 * probs[(e.question.id, p3)] + 0.3 * probs[(e.question.id, p6)]
+        assert e.soft == pytest.approx(tuple(mixed))
+        assert e.chosen == "ABC"[int(np.argmax(mixed))]
+        assert e.soft_columns()[0] == pytest.approx(mixed.max())
+
+
 def test_dsft_on_a_letters_only_run_names_the_run(persona_store, personas, tiny_dir, db_path,
                                                   capsys):
     with pytest.raises(UsageError, match=r"run 'personas' holds letters only for persona 6"):
@@ -270,7 +286,9 @@ def test_cli_trains_weighs_and_reports_a_weighted_group(persona_store, personas,
                                           - sum(sims[s] for s in outside) / len(outside))
     assert row["interval"]["kind"] == "bootstrap" and row["interval"]["margin"] is not None
     assert main(db + ["report", "--target", "3:7,6:3"]) == 0  # the same group, unnormalised
-    assert "group 3:0.7,6:0.3, test split" in capsys.readouterr().out.replace("\n", " ")
+    printed = capsys.readouterr()
+    assert "group 3:0.7,6:0.3, test split" in printed.out.replace("\n", " ")
+    assert "WSFT wsft-p3x0.7-6x0.3" in printed.err  # found by its stored canonical target
 
 
 def test_mlx_trains_wdsft_and_its_first_loss_is_torchs(scored_store, personas, tiny_dir):
