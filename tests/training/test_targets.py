@@ -24,34 +24,16 @@ from fairpp_app.training import losses
 from fairpp_app.training.config import TrainingConfig
 from fairpp_app.training.data import build_training_set
 from fairpp_app.training.runner import run_training
-from tests.support.training_data import N_TEST, PERSONA_RUN, persona_records
+from tests.support.training_data import N_TEST, PERSONA_RUN, SCORED_RUN, add_scored_run
 
-PROB_RUN = "scored"
-
-
-def _scored_records(store, run_id: int, questions, slugs) -> list[dict]:
-    """The synthetic persona answers with probabilities peaked on each letter (seeded)."""
-    rng = np.random.default_rng(7)
-    rows = persona_records(store, run_id, questions, slugs)
-    for row in rows:
-        if row["answer"] is None:
-            continue
-        p = rng.dirichlet([1.0, 1.0, 1.0])
-        p = np.sort(p)[::-1]
-        order = [row["answer"]] + [x for x in "ABC" if x != row["answer"]]
-        probs = {letter: float(v) for letter, v in zip(order, p)}
-        row.update(p_a=probs["A"], p_b=probs["B"], p_c=probs["C"], method="logprob")
-    return rows
+PROB_RUN = SCORED_RUN
 
 
 @pytest.fixture
 def scored_store(persona_store, slugs):
     """``persona_store`` plus run 'scored': the same answers with their probabilities."""
-    store = persona_store
-    questions = store.questions("train", limit=40) + store.questions("test", limit=N_TEST)
-    run = store.create_run(PROB_RUN, "simulation", status="finished")
-    store.upsert_records(_scored_records(store, run["id"], questions, slugs))
-    return store
+    add_scored_run(persona_store, slugs)
+    return persona_store
 
 
 # ---- parsing ------------------------------------------------------------------------------
