@@ -267,8 +267,7 @@ def run_weights(store: Store, run_name: str, target: Target | Persona, personas:
     answers = target_answers(store, run_name, target, slugs, split, bank)
     present = sorted({s for by in answers.values() for s in by if s in slugs}, key=slugs.index)
     if not any(target.slug in by for by in answers.values()):
-        raise UsageError(f"run '{run_name}' has no answers of persona {target.number} "
-                         f"({target.slug}) in split '{split}'")
+        raise UsageError(f"run '{run_name}' has no answers of {target.title} in split '{split}'")
     result = compute_weights(answers, target.slug, present, alpha, beta,
                              members=target.member_slugs)
     store.save_weights(run["id"], target.slug, alpha, beta, split, result.tiers, result.weights,

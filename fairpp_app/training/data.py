@@ -199,8 +199,8 @@ def build_training_set(store: Store, from_run: str, target: Target | Persona,
     answers = {q.id: answers[q.id] for q in questions}
     answered = [q for q in questions if target.slug in answers[q.id]]
     if not answered:
-        raise UsageError(f"run '{from_run}' has no train-split answers of persona {target.number} "
-                         f"({target.slug}); simulate or import them first")
+        raise UsageError(f"run '{from_run}' has no train-split answers of {target.title}; "
+                         "simulate or import them first")
     present = [s for s in slugs if any(s in by for by in answers.values())]
     if spec.soft:
         _require_distributions(from_run, method, target,
@@ -236,7 +236,7 @@ def build_training_set(store: Store, from_run: str, target: Target | Persona,
         if permute:
             examples.append(example.swap())
     if not examples:
-        raise UsageError(f"every train answer of persona {target.number} in run '{from_run}' is "
+        raise UsageError(f"every train answer of {target.title} in run '{from_run}' is "
                          "unparsed; nothing to train on")
     return TrainingSet(examples, target, method, from_run, alpha, beta, permute, pairs, skipped,
                        tiers, data_hash(method, examples, recipe))
@@ -248,8 +248,7 @@ def _require_distributions(from_run: str, method: str, target: Target, qids: lis
     missing = [q for q in qids if dists.get(q) is None]
     if not missing:
         return
-    who = (f"persona {target.number} ({target.slug})" if not target.is_group else
-           f"the members of group {target.spec}")
+    who = f"the members of {target.title}" if target.is_group else target.title
     where = ("" if len(missing) == len(qids) else
              f" on {len(missing):,} of {len(qids):,} train questions")
     raise UsageError(

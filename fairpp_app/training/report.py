@@ -274,7 +274,7 @@ def build_report(store: Store, personas: list[Persona], target: Target | Persona
     if from_run is None:
         source = used or trainings
         if not source:
-            raise UsageError(f"no finished training for persona {target.number} to take the "
+            raise UsageError(f"no finished training for {target.title} to take the "
                              "reference run from; pass --from-run")
         from_run = source[-1]["from_run"]
     trainings = [t for t in trainings if t["from_run"] == from_run]
@@ -296,7 +296,7 @@ def build_report(store: Store, personas: list[Persona], target: Target | Persona
     bank = bank or store.run_bank(store.get_run(from_run)["id"])  # a clear error when absent
     answers = target_answers(store, from_run, target, [p.slug for p in personas], split, bank)
     if not any(target.slug in by for by in answers.values()):
-        raise UsageError(f"run '{from_run}' has no answers of persona {target.number} on split "
+        raise UsageError(f"run '{from_run}' has no answers of {target.title} on split "
                          f"'{split}' to compare with")
     base = trainings[-1]["base_model"] if trainings else None
     display = model_display_name(base)
