@@ -270,7 +270,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def report_html(args: argparse.Namespace) -> int:
     from fairpp_app import __version__
-    from fairpp_app.core.personas import resolve
+    from fairpp_app.core.targets import parse_target
     from fairpp_app.jobs import figures, html_report
     from fairpp_app.jobs.position_sets import ModelRow, table_one
     from fairpp_app.training.report import build_report
@@ -280,7 +280,7 @@ def report_html(args: argparse.Namespace) -> int:
     if args.figures is not None and args.figures.exists() and not args.figures.is_dir():
         raise UsageError(f"--figures {args.figures} is a file; name a folder")
     store, personas = open_store(args)
-    target = resolve(args.target, personas)
+    target = parse_target(args.target, personas)
     with store:
         run, _, picks, set_name = resolve_picks(store, args, args.from_run, args.split)
         rows = [ModelRow(p.label or "", "", p.run, "finished") for p in picks]

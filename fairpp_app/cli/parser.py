@@ -34,6 +34,10 @@ def _add_bank(p: argparse.ArgumentParser, default: str = "(default: the bank of 
                         f"release's wording); a split is always one bank's {default}")
 
 
+TARGET_HELP = ("target: a persona (number or slug, e.g. 6) or a group of personas, '3,6' for an "
+               "equal mix or '3:0.7,6:0.3' for given shares (its answer is the argmax of the mix "
+               "of its members' A/B/C distributions)")
+
 MODEL_SPECS = """model specs, [LABEL=]BACKEND[:MODEL][@URL]:
   embedded                              the Gemma 3 270M model shipped with fairpp
   gguf:/path/model.gguf                 any GGUF file, run by llama.cpp in-process
@@ -166,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = add("weights", "the paper's sample weights for a target persona")
     w.add_argument("--run", required=True, help="run holding the personas' answers")
-    w.add_argument("--target", required=True, help="target persona: number or slug")
+    w.add_argument("--target", required=True, help=TARGET_HELP)
     w.add_argument("--alpha", type=float, default=1.0, help="tier exponent alpha (default 1)")
     w.add_argument("--beta", type=float, default=1.0, help="tier-size exponent beta (default 1)")
     w.add_argument("--split", default="train", choices=("all", "train", "test", "scenario"),
@@ -276,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
              "WDPO, each with a 95 percent interval (t over seeds, else a bootstrap over questions) and "
              "whether it differs from DPO and from base beyond the intervals; with --html, a "
              "self-contained page with Tables 1 and 2 and the paper's figures")
-    rp.add_argument("--target", default="6", help="target persona: number or slug (default 6)")
+    rp.add_argument("--target", default="6", help=TARGET_HELP + " (default 6)")
     rp.add_argument("--from-run", help="run holding the personas' answers (default: that of the "
                     "latest training for the target)")
     rp.add_argument("--split", default="test", choices=("test", "scenario", "train", "all"),

@@ -224,13 +224,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
-    from fairpp_app.core.personas import resolve
+    from fairpp_app.core.targets import parse_target
     from fairpp_app.jobs.run_metrics import run_weights
 
     if args.alpha < 0 or args.beta < 0:  # before the database is opened (or created)
         raise UsageError("--alpha and --beta must be zero or positive")
     store, personas = open_store(args)
-    target = resolve(args.target, personas)
+    target = parse_target(args.target, personas)
     with store:
         result = run_weights(store, args.run, target, personas, args.alpha, args.beta, args.split,
                              bank=args.bank)
@@ -238,7 +238,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
         print_json(result.as_json())
     else:
         table = Table("tier", "questions", "weight per question",
-                      title=f"sample weights for persona {target.number} ({target.slug})")
+                      title=f"sample weights for {target.title}")
         for t in result.tiers:
             table.add_row(str(t["tier"]), f"{t['count']:,}", f"{t['weight']:.6f}")
         out.print(table)

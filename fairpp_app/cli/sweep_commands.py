@@ -54,7 +54,7 @@ def sweep_from_args(args: argparse.Namespace):
 def cmd_sweep(args: argparse.Namespace) -> int:
     from fairpp_app.cli.run_commands import stop_on_signals
     from fairpp_app.cli.training_commands import _training_listener, print_report
-    from fairpp_app.core.personas import resolve
+    from fairpp_app.core.targets import parse_target
     from fairpp_app.jobs.simulation import Stop
     from fairpp_app.training.sweep import cells, run_sweep
 
@@ -72,7 +72,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"cells": outcome.cells, "report": outcome.report})
     elif outcome.report is not None:
-        print_report(outcome.report, personas, resolve(plan[0].config.target, personas))
+        print_report(outcome.report, personas, parse_target(plan[0].config.target, personas))
     for cell in outcome.failed:
         err.print(f"{cell['name']}: {cell['status']} {cell['message']}".rstrip())
     if stop.is_set():

@@ -25,6 +25,10 @@ def _training_listener(quiet: bool, personas):
 
     numbers = {p.slug: p.number for p in personas}
 
+    def label(slug: str) -> str:
+        """P6 for a persona; a group target by its spec, in brackets."""
+        return f"P{numbers[slug]}" if slug in numbers else f"[{slug}]"
+
     def listen(event) -> None:
         if isinstance(event, TrainingStarted):
             err.print(f"training '{event.training}': {event.method} toward {event.target} on "
@@ -53,12 +57,12 @@ def _training_listener(quiet: bool, personas):
                 line += f", accuracy {event.reward_accuracy:.2f}"
             err.print(line)
         elif isinstance(event, TrainingEval):
-            sims = " ".join(f"P{numbers.get(slug, '?')}={v:.3f}" for slug, v in event.similarity.items())
+            sims = " ".join(f"{label(slug)}={v:.3f}" for slug, v in event.similarity.items())
             margin = "-" if event.margin is None else f"{event.margin:+.3f}"
             target = event.agreement.get(event.target)
             agree = "" if target is None else f", agreement {target:.3f}"
             err.print(f"eval at step {event.step}: similarity {sims}; target "
-                      f"P{numbers.get(event.target, '?')} margin {margin}{agree}")
+                      f"{label(event.target)} margin {margin}{agree}")
         elif isinstance(event, TrainingEnded) and event.message:
             err.print(event.message)
 
@@ -164,11 +168,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from fairpp_app.core.personas import resolve
+    from fairpp_app.core.targets import parse_target
     from fairpp_app.training.report import build_report
 
     store, personas = open_store(args)
-    target = resolve(args.target, personas)
+    target = parse_target(args.target, personas)
     with store:
         only = None
         if args.sweep:
@@ -195,7 +199,7 @@ def print_report(report: dict, personas, target) -> None:
     # Twelve numeric columns: a light box keeps the table inside 80 columns.
     table = Table("", *[f"P{numbers[s]}" for s in slugs], "target", "margin", "agree", "n",
                   box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0), show_edge=False,
-                  title=f"persona {target.number} ({target.slug}), {report['split']} split, "
+                  title=f"{target.title}, {report['split']} split, "
                         f"personas from '{report['from_run']}'")
     table.columns[0].overflow = "fold"  # a variant's label names its settings: keep all of it
     for row in report["rows"]:

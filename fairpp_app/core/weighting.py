@@ -6,11 +6,16 @@ in tier i, T_i = (i/K)^alpha * (1/N_i)^beta, normalised so the tiers' T sum to 1
 question gets its tier's T. An empty tier simply carries no weight (the released code
 divided by zero there). Questions whose target answer is unparsed get no weight and are
 reported; another persona's unparsed answer does not count as a difference.
+
+A group target (``targets``) counts the same way against the personas outside it: its
+answer is its mix's argmax, the tier is 1 plus the number of outside personas whose
+answer differs, and K = 1 + the number of outside personas. For one persona that is the
+paper's K = 7, so a group of one gets exactly the persona's weights.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 
@@ -48,12 +53,15 @@ def tier_values(counts: list[int], alpha: float = 1.0, beta: float = 1.0) -> lis
 
 
 def compute_weights(answers: Mapping[str, Mapping[str, str | None]], target: str,
-                    personas: list[str], alpha: float = 1.0, beta: float = 1.0) -> WeightResult:
-    """``answers`` maps question id -> {persona slug -> letter or None}."""
-    if target not in personas:
+                    personas: list[str], alpha: float = 1.0, beta: float = 1.0,
+                    members: Sequence[str] | None = None) -> WeightResult:
+    """``answers`` maps question id -> {respondent -> letter or None}; ``target`` is the key
+    of the target's answer: a persona's slug, or a group's (``members`` its personas)."""
+    members = list(members or [target])
+    if members == [target] and target not in personas:
         raise ValueError(f"target {target!r} is not among the personas {personas}")
-    others = [p for p in personas if p != target]
-    k = len(personas)
+    others = [p for p in personas if p not in members and p != target]
+    k = 1 + len(others)
     result = WeightResult(target=target, alpha=alpha, beta=beta)
     tier_by_q: dict[str, int] = {}
     for qid, by_persona in answers.items():

@@ -15,6 +15,7 @@ import numpy as np
 from fairpp_app.core import consistency, metrics
 from fairpp_app.core.personas import Persona
 from fairpp_app.core.questions import DEFAULT_BANK
+from fairpp_app.core.targets import Target, as_target
 from fairpp_app.core.weighting import compute_weights
 from fairpp_app.store.database import Store
 
@@ -260,23 +261,56 @@ def persona_answers(store: Store, run_name: str, slugs: list[str], split: str,
     return dict(out)
 
 
-def run_weights(store: Store, run_name: str, target: Persona, personas: list[Persona],
+def target_answers(store: Store, run_name: str, target: Target | Persona, slugs: list[str], split: str,
+                   bank: str | None = None, distributions: bool = False):
+    """``persona_answers`` with the target's own column: for a group, its answer (the mix's
+    argmax) under the group's key, on the questions where it has one. With
+    ``distributions``, returns ``(answers, dists)``: question id -> the target's (3,) A/B/C
+    distribution (a persona's probabilities, a group's mix), None where the run holds no
+    probabilities of a member."""
+    target = as_target(target)
+    wanted = list(dict.fromkeys([*slugs, *target.member_slugs]))
+    frame = store.record_frame(store.get_run(run_name)["id"], split, respondents=wanted, bank=bank)
+    answers = answer_maps(frame)
+    probs = prob_maps(frame)
+    out: dict[str, dict[str, str | None]] = defaultdict(dict)
+    for resp, by_q in answers.items():
+        for qid, letter in by_q.items():
+            out[qid][resp] = letter
+    dists: dict[str, np.ndarray | None] = {}
+    for qid, letters in out.items():
+        if not all(s in letters for s in target.member_slugs):
+            continue
+        member_probs = {s: probs.get(s, {}).get(qid) for s in target.member_slugs}
+        if target.is_group:  # None where a member's is unparsed: skipped, and counted, as such
+            letters[target.slug] = target.answer(letters, member_probs)
+        if distributions:
+            known = all(v is not None for v in member_probs.values())
+            dists[qid] = target.mix(letters, member_probs) if known else None
+    # Members read only to form the group answer are not respondents of the comparison.
+    extra = set(wanted) - set(slugs)
+    answers_out = {qid: {k: v for k, v in by.items() if k not in extra} for qid, by in out.items()}
+    return (answers_out, dists) if distributions else answers_out
+
+
+def run_weights(store: Store, run_name: str, target: Target | Persona, personas: list[Persona],
                 alpha: float = 1.0, beta: float = 1.0, split: str = "train",
                 bank: str | None = None):
     """Compute the paper's sample weights on a run's persona answers (on one bank's split,
-    default the run's own bank) and store them."""
+    default the run's own bank) and store them; ``target`` may be a group (``targets``)."""
     from fairpp_app.core.errors import UsageError
     from fairpp_app.core.weighting import compute_weights
 
+    target = as_target(target)
     run = store.get_run(run_name)
     bank = bank or store.run_bank(run["id"])
     slugs = [p.slug for p in personas]
-    answers = persona_answers(store, run_name, slugs, split, bank)
-    present = sorted({s for by in answers.values() for s in by}, key=slugs.index)
-    if target.slug not in present:
-        raise UsageError(f"run '{run_name}' has no answers of persona {target.number} "
-                         f"({target.slug}) in split '{split}'")
-    result = compute_weights(answers, target.slug, present, alpha, beta)
+    answers = target_answers(store, run_name, target, slugs, split, bank)
+    present = sorted({s for by in answers.values() for s in by if s in slugs}, key=slugs.index)
+    if not any(target.slug in by for by in answers.values()):
+        raise UsageError(f"run '{run_name}' has no answers of {target.title} in split '{split}'")
+    result = compute_weights(answers, target.slug, present, alpha, beta,
+                             members=target.member_slugs)
     store.save_weights(run["id"], target.slug, alpha, beta, split, result.tiers, result.weights,
                        result.skipped, bank=bank)
     return result

@@ -33,9 +33,14 @@ class TrainingConfig:
 
     method: str = field(default=methods.NAMES[0], metadata=_help(
         "wdpo / dpo: preference pairs (target's option over each other option); wsft / sft: the "
-        "target's option as the completion. The w-methods weight each question by the paper's tiers",
+        "target's option as the completion; wdsft / dsft: cross-entropy to the target's whole "
+        "A/B/C distribution (needs a run scored with probabilities). The w-methods weight each "
+        "question by the paper's tiers",
         choices=methods.NAMES))
-    target: str = field(default="6", metadata=_help("target persona: number or slug"))
+    target: str = field(default="6", metadata=_help(
+        "target: a persona (number or slug) or a group, '3,6' for an equal mix or '3:0.7,6:0.3' "
+        "for given shares (the mix of its members' A/B/C distributions; its answer the mix's "
+        "argmax, weighed against the personas outside it)"))
     from_run: str | None = field(default=None, metadata=_help(
         "run holding the personas' answers (required for a new training)"))
     base: str | None = field(default=None, metadata=_help(
@@ -104,7 +109,8 @@ class TrainingConfig:
                              f"'{self.weighting}'")
         if self.weighting != "batch" and not spec.weighted:
             raise UsageError(f"--weighting {self.weighting} applies to the weighted methods "
-                             f"(wdpo, wsft); {self.method} gives every question weight 1")
+                             f"({', '.join(methods.names_where(weighted=True))}); {self.method} "
+                             "gives every question weight 1")
         if self.device not in DEVICES:
             raise UsageError(f"--device must be one of {', '.join(DEVICES)}, not '{self.device}'")
         if self.optim not in OPTIMIZERS:
@@ -168,8 +174,10 @@ class TrainingConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
-    def default_name(self, target_number: int) -> str:
-        return self.name or f"{self.method}-p{target_number}"
+    def default_name(self, target_tag: int | str) -> str:
+        """``target_tag``: a target's ``tag`` (``p6``, ``p3-6``); a bare number means ``p``+it."""
+        tag = target_tag if isinstance(target_tag, str) else f"p{target_tag}"
+        return self.name or f"{self.method}-{tag}"
 
     def require_source(self) -> None:
         if not self.from_run:

@@ -24,6 +24,14 @@ with weight 1), and ``by_batch`` says whether the loss divides by the micro-batc
 sum (the paper's) or by its number of questions (an unbiased estimate of the set's
 weighted mean).
 
+The soft methods (``dsft``, ``wdsft``) also carry the target's A/B/C distribution on each
+example (``soft``, over A, B, C as shown; swapped with the options): a persona's scored
+probabilities, or a group's mix. A run that holds letters only (imported, or answered in
+text mode) has no distribution to learn, and says so, naming the run.
+
+A group target (``core.targets``) gives each example the group's letter (its mix's
+argmax) and weights counted against the personas outside the group.
+
 The data hash covers every example with its weight and order, the method and the prompt
 template (and the recipe's parts where they differ from fairpp's), so a resumed training
 can tell that its data changed underneath it.
@@ -42,8 +50,9 @@ from fairpp_app.core.errors import UsageError
 from fairpp_app.core.personas import Persona
 from fairpp_app.core.prompts import Prompt, build_prompt, template_hash
 from fairpp_app.core.questions import LETTERS, Question
+from fairpp_app.core.targets import Target, as_target
 from fairpp_app.core.weighting import compute_weights
-from fairpp_app.jobs.run_metrics import persona_answers
+from fairpp_app.jobs.run_metrics import target_answers
 from fairpp_app.store.database import Store
 from fairpp_app.training.methods import method as method_of
 
@@ -56,6 +65,7 @@ class Example:
     weight: float = 1.0
     tier: int | None = None
     swapped: bool = False         # options A and B shown in swapped order (letters follow)
+    soft: tuple[float, float, float] | None = None  # the target's A/B/C distribution (soft methods)
 
     def prompt(self) -> Prompt:
         return build_prompt(self.question, None, swap_ab=self.swapped)
@@ -63,9 +73,16 @@ class Example:
     def swap(self) -> Example:
         """The same question with options A and B swapped, the letters following their options."""
         flip = {"A": "B", "B": "A", "C": "C"}
+        soft = None if self.soft is None else (self.soft[1], self.soft[0], self.soft[2])
         return Example(self.question, flip[self.chosen],
                        (flip[self.rejected[0]], flip[self.rejected[1]]),
-                       self.weight, self.tier, not self.swapped)
+                       self.weight, self.tier, not self.swapped, soft)
+
+    def soft_columns(self) -> list[float]:
+        """The target distribution in the trainers' letter columns: preferred, then rejected."""
+        if self.soft is None:
+            raise ValueError(f"example of question {self.question.id} has no target distribution")
+        return [self.soft[LETTERS.index(x)] for x in (self.chosen, *self.rejected)]
 
     def pairs(self, n: int = 2) -> list[tuple[str, str]]:
         """The (preferred, rejected) letter pairs: the target over each other letter, then
@@ -77,7 +94,7 @@ class Example:
 @dataclass
 class TrainingSet:
     examples: list[Example]
-    target: Persona
+    target: Target
     method: str
     from_run: str
     alpha: float
@@ -143,6 +160,7 @@ def data_hash(method: str, examples: list[Example], recipe: dict | None = None) 
     content = {"method": method, "template": template_hash(),
                "examples": [[e.question.id, e.chosen, list(e.rejected), round(e.weight, 12)]
                             + ([True] if e.swapped else [])
+                            + ([[round(x, 12) for x in e.soft]] if e.soft is not None else [])
                             for e in examples]}
     if recipe:  # only where it differs from fairpp's, so earlier trainings keep their hash
         content["recipe"] = recipe
@@ -155,7 +173,8 @@ def third_pair_order(seed: int, qid: str, rejected: tuple[str, str]) -> tuple[st
     return (rejected[1], rejected[0]) if swap else rejected
 
 
-def build_training_set(store: Store, from_run: str, target: Persona, personas: list[Persona],
+def build_training_set(store: Store, from_run: str, target: Target | Persona,
+                       personas: list[Persona],
                        method: str, alpha: float = 1.0, beta: float = 1.0,
                        limit: int | None = None, save_weights: bool = True,
                        bank: str | None = None, *,
@@ -164,26 +183,35 @@ def build_training_set(store: Store, from_run: str, target: Persona, personas: l
     the train split of ``bank`` (default: the bank of the run's answers).
 
     ``recipe`` holds the parts of the recipe that differ from fairpp's (they enter the hash).
+    ``target`` may be a group (``core.targets``).
     """
-    weighted = method_of(method).weighted
+    target = as_target(target)
+    spec = method_of(method)
+    weighted = spec.weighted
     permute = run_debias(store, from_run) == "permute"
     slugs = [p.slug for p in personas]
     bank = bank or store.run_bank(store.get_run(from_run)["id"])
-    answers = persona_answers(store, from_run, slugs, "train", bank)
+    answers, dists = target_answers(store, from_run, target, slugs, "train", bank,
+                                    distributions=True)
     questions = [q for q in store.questions("train", bank=bank) if q.id in answers]
     if limit is not None:
         questions = questions[:limit]
     answers = {q.id: answers[q.id] for q in questions}
     answered = [q for q in questions if target.slug in answers[q.id]]
     if not answered:
-        raise UsageError(f"run '{from_run}' has no train-split answers of persona {target.number} "
-                         f"({target.slug}); simulate or import them first")
+        raise UsageError(f"run '{from_run}' has no train-split answers of {target.title}; "
+                         "simulate or import them first")
     present = [s for s in slugs if any(s in by for by in answers.values())]
+    if spec.soft:
+        _require_distributions(from_run, method, target,
+                               [q.id for q in answered if answers[q.id][target.slug] is not None],
+                               dists)
     tiers: list[dict] = []
     weights: dict[str, tuple[int, float]] = {}
     if weighted:
         by_q = {q.id: answers[q.id] for q in answered}
-        result = compute_weights(by_q, target.slug, present, alpha, beta)
+        result = compute_weights(by_q, target.slug, present, alpha, beta,
+                                 members=target.member_slugs)
         tiers, weights = result.tiers, result.weights
         if save_weights:
             run = store.get_run(from_run)
@@ -202,15 +230,31 @@ def build_training_set(store: Store, from_run: str, target: Persona, personas: l
             tier, w = weights[q.id]
         else:
             tier, w = None, 1.0
-        example = Example(q, letter, (first, second), float(w), tier)
+        soft = tuple(float(x) for x in dists[q.id]) if spec.soft else None
+        example = Example(q, letter, (first, second), float(w), tier, soft=soft)
         examples.append(example)
         if permute:
             examples.append(example.swap())
     if not examples:
-        raise UsageError(f"every train answer of persona {target.number} in run '{from_run}' is "
+        raise UsageError(f"every train answer of {target.title} in run '{from_run}' is "
                          "unparsed; nothing to train on")
     return TrainingSet(examples, target, method, from_run, alpha, beta, permute, pairs, skipped,
                        tiers, data_hash(method, examples, recipe))
+
+
+def _require_distributions(from_run: str, method: str, target: Target, qids: list[str],
+                           dists: dict) -> None:
+    """Refuse a soft method on answers without probabilities, naming the run."""
+    missing = [q for q in qids if dists.get(q) is None]
+    if not missing:
+        return
+    who = f"the members of {target.title}" if target.is_group else target.title
+    where = ("" if len(missing) == len(qids) else
+             f" on {len(missing):,} of {len(qids):,} train questions")
+    raise UsageError(
+        f"--method {method} learns the target's A/B/C distribution, but run '{from_run}' holds "
+        f"letters only for {who}{where} (no probabilities: imported, or "
+        "answered in text mode); simulate the personas with --mode logprob, or use sft / wsft")
 
 
 def run_debias(store: Store, run: str) -> str:
@@ -222,7 +266,7 @@ def _rank(qid: str) -> str:
     return hashlib.sha256(f"fairpp-eval\x1f{qid}".encode()).hexdigest()
 
 
-def eval_subset(store: Store, from_run: str, personas: list[Persona], target: Persona,
+def eval_subset(store: Store, from_run: str, personas: list[Persona], target: Target | Persona,
                 limit: int, split: str = "test", bank: str | None = None
                 ) -> tuple[list[Question], dict[str, dict[str, str | None]]]:
     """A fixed, spread-out subset of held-out questions the target answered, with every persona's answers.
@@ -231,7 +275,7 @@ def eval_subset(store: Store, from_run: str, personas: list[Persona], target: Pe
     resume, and covers topics and groups instead of the first block of the bank.
     """
     bank = bank or store.run_bank(store.get_run(from_run)["id"])
-    answers = persona_answers(store, from_run, [p.slug for p in personas], split, bank)
+    answers = target_answers(store, from_run, target, [p.slug for p in personas], split, bank)
     usable = [qid for qid, by in answers.items() if by.get(target.slug) is not None]
     chosen = set(sorted(usable, key=_rank)[:limit])
     questions = [q for q in store.questions(split, bank=bank) if q.id in chosen]

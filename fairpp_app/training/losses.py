@@ -1,11 +1,20 @@
-"""The weighted SFT and DPO losses of paper section 7, for torch and MLX arrays alike.
+"""The weighted SFT and DPO losses of paper section 7, and the soft-target SFT, for torch and
+MLX arrays alike.
 
 Both are weighted means over one micro-batch, normalised by the sum of its weights:
 
     WSFT = sum_j w_j * NLL(y_j | x_j) / sum_j w_j
     WDPO = sum_j w_j * -log sigmoid(beta * ((pi_w - ref_w) - (pi_l - ref_l))) / sum_j w_j
 
-with w = 1 giving SFT and DPO. A question of weight 0 multiplies its term by 0, so it adds
+with w = 1 giving SFT and DPO. The soft methods (DSFT, WDSFT) replace the preferred
+letter's NLL by the cross-entropy to the target's A/B/C distribution q:
+
+    WDSFT = sum_j w_j * -(sum_k q_jk * log pi(letter_k | x_j)) / sum_j w_j
+
+which is the forward KL(q || pi) plus q's entropy (a constant), so it has the same
+gradient as the KL SubPOP-style work minimises. The log-probs are the model's over its whole
+vocabulary, so the loss also pulls the mass onto the three letters; a one-hot q is
+exactly SFT. A question of weight 0 multiplies its term by 0, so it adds
 nothing to the loss or to the gradient. A micro-batch whose weights are all 0 has loss 0
 (its denominator is taken as 1) rather than 0/0.
 
@@ -14,8 +23,9 @@ softplus(-x)), so the MLX trainer runs the same lines on ``mx.array``. Inputs ar
 log-probabilities laid out per question: ``logps[:, 0]`` the preferred letter and
 ``logps[:, 1:]`` the rejected ones, so one prompt serves both of its pairs.
 
-``sft`` and ``dpo`` are the losses the method registry names: both take the same
-arguments, so a trainer calls a method's loss without knowing which one it is (the
+``sft``, ``dsft`` and ``dpo`` are the losses the method registry names: all take the same
+arguments (``soft``, the (B, 3) target distribution in the letter columns, is read by
+``dsft`` alone), so a trainer calls a method's loss without knowing which one it is (the
 reference is ``None`` for a method that is not a preference method).
 
 Two keywords cover the recipes and the weighting estimators. ``pairs=3`` adds the paper's
@@ -91,13 +101,29 @@ def wdpo_loss(policy: Array, reference: Array, weights: Array, beta: float,
     return weighted_mean(per_question, weights, by_batch)
 
 
+def soft_terms(logps: Array, soft: Array) -> Array:
+    """Per-question cross-entropy to the target distribution ``soft`` (B, 3), shape (B,)."""
+    return -(soft * logps).sum(axis=-1)
+
+
 def sft(policy: Array, reference: Array | None, weights: Array, beta: float,
-        softplus: Callable[[Array], Array], pairs: int = 2, by_batch: bool = True) -> Array:
+        softplus: Callable[[Array], Array], pairs: int = 2, by_batch: bool = True,
+        soft: Array | None = None) -> Array:
     """SFT and WSFT: the weighted NLL of the preferred completion (no reference, no beta)."""
     return wsft_loss(policy, weights, by_batch)
 
 
+def dsft(policy: Array, reference: Array | None, weights: Array, beta: float,
+         softplus: Callable[[Array], Array], pairs: int = 2, by_batch: bool = True,
+         soft: Array | None = None) -> Array:
+    """DSFT and WDSFT: the weighted cross-entropy to the target's A/B/C distribution."""
+    if soft is None:
+        raise ValueError("dsft needs the target distribution (soft=)")
+    return weighted_mean(soft_terms(policy, soft), weights, by_batch)
+
+
 def dpo(policy: Array, reference: Array | None, weights: Array, beta: float,
-        softplus: Callable[[Array], Array], pairs: int = 2, by_batch: bool = True) -> Array:
+        softplus: Callable[[Array], Array], pairs: int = 2, by_batch: bool = True,
+        soft: Array | None = None) -> Array:
     """DPO and WDPO over every pair of the micro-batch."""
     return wdpo_loss(policy, reference, weights, beta, softplus, pairs, by_batch)

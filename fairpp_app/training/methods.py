@@ -2,7 +2,8 @@
 
 Everything that depends on the method reads its entry here instead of testing its name:
 the configuration's choices and validation, whether the data carries the paper's weights,
-whether a trainer computes a reference and DPO rewards, how the CLI counts examples, and
+whether a trainer computes a reference and DPO rewards, whether the data carries the
+target's A/B/C distribution (the soft methods), how the CLI counts examples, and
 the report's row label and position. Each entry also names its loss from ``losses``
 (all losses take the same arguments), so a new method is one entry here plus its loss.
 
@@ -26,6 +27,8 @@ class Method:
     weighted: bool      # the paper's tier weights, rather than 1 per question
     preference: bool    # preference pairs against a reference model, rather than the target's letter
     loss: Callable      # from ``losses``: (policy, reference, weights, beta, softplus) -> loss
+    soft: bool = False  # learns the target's A/B/C distribution (``soft`` targets), not its letter
+    paper: bool = True  # a row of the paper's Table 2: shown even before it has a training
 
     @property
     def pairs_per_example(self) -> int:
@@ -39,6 +42,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("dpo", "DPO", 3, weighted=False, preference=True, loss=losses.dpo),
     Method("wsft", "WSFT", 2, weighted=True, preference=False, loss=losses.sft),
     Method("sft", "SFT", 1, weighted=False, preference=False, loss=losses.sft),
+    Method("wdsft", "WDSFT", 6, weighted=True, preference=False, loss=losses.dsft, soft=True,
+           paper=False),
+    Method("dsft", "DSFT", 5, weighted=False, preference=False, loss=losses.dsft, soft=True,
+           paper=False),
 )}
 NAMES = tuple(METHODS)
 
@@ -48,6 +55,12 @@ def method(name: str) -> Method:
         return METHODS[name]
     except KeyError:
         raise UsageError(f"--method must be one of {', '.join(NAMES)}, not '{name}'") from None
+
+
+def names_where(**flags: bool) -> list[str]:
+    """The methods whose flags have the given values (for messages that list them)."""
+    return [m.name for m in METHODS.values()
+            if all(getattr(m, k) == v for k, v in flags.items())]
 
 
 def report_order() -> list[Method]:

@@ -1,4 +1,4 @@
-"""The MLX trainer: the four methods with mlx-lm's LoRA layers, for Apple silicon.
+"""The MLX trainer: the registry's methods with mlx-lm's LoRA layers, for Apple silicon.
 
 It takes the same :class:`~fairpp_app.training.session.TrainingSession` as the torch trainer,
 so the row, the events, the checkpoints folder and ``fairpp_adapter.json`` look the same
@@ -266,6 +266,12 @@ class MLXTrainer:
     def weights(self, rows: list[int]) -> mx.array:
         return mx.array([self.examples[i].weight for i in rows], dtype=mx.float32)
 
+    def soft(self, rows: list[int]) -> mx.array | None:
+        """The soft methods' (B, 3) target distribution in the letter columns; None otherwise."""
+        if not self.spec.soft:
+            return None
+        return mx.array([self.examples[i].soft_columns() for i in rows], dtype=mx.float32)
+
     def policy(self, rows: list[int]) -> mx.array:
         return letter_logprobs(self.model, self.prompts(rows), self.letters(rows), self.softcap,
                                self.eos)
@@ -284,7 +290,7 @@ class MLXTrainer:
     def _loss(self, rows: list[int], reference: mx.array | None):
         policy = self.policy(rows)
         loss = self.spec.loss(policy, reference, self.weights(rows), self.config.dpo_beta, softplus,
-                              pairs=self.config.pairs, by_batch=self.by_batch)
+                              pairs=self.config.pairs, by_batch=self.by_batch, soft=self.soft(rows))
         return loss, policy
 
     def loss(self, rows: list[int]) -> mx.array:

@@ -12,7 +12,8 @@ per-question agreement with the target, which the marginal-only similarity canno
   ceiling the trained models aim at;
 - SFT / WSFT / DPO / WDPO: the latest finished training of each method for the target,
   through its ``eval-NAME`` run (``fairpp evaluate --adapter NAME``). The method rows,
-  their labels and their order come from the method registry.
+  their labels and their order come from the method registry; a method the paper did not
+  run (DSFT, WDSFT) has a row only once it has a finished training for the target.
 
 A method row stands for a group: the trainings whose stored configuration differs only by
 ``--seed`` (and by what cannot change the result: name, device, checkpoint and live-eval
@@ -33,7 +34,8 @@ from collections import Counter
 from fairpp_app.backends.hf_models import model_display_name
 from fairpp_app.core.errors import UsageError
 from fairpp_app.core.personas import Persona
-from fairpp_app.jobs.run_metrics import persona_answers
+from fairpp_app.core.targets import Target, as_target
+from fairpp_app.jobs.run_metrics import persona_answers, target_answers
 from fairpp_app.store.database import Store
 from fairpp_app.training import intervals, methods, recipes
 from fairpp_app.training.compare import base_run_name, compare_with_personas, eval_run_name
@@ -87,8 +89,8 @@ def _compared(mine: dict, answers: dict, personas: list[Persona], target: Person
     return result
 
 
-def _bootstrap(result: dict, answers: dict, personas: list[Persona], target: Persona) -> dict:
-    return intervals.bootstrap_interval(result["mine"], answers, [p.slug for p in personas],
+def _bootstrap(result: dict, answers: dict, personas: list[Persona], target: Target) -> dict:
+    return intervals.bootstrap_interval(result["mine"], answers, target.compared(personas),
                                         target.slug)
 
 
@@ -204,6 +206,8 @@ def _method_rows(store: Store, trainings: list[dict], chosen: dict[str, str], va
         if entry.name in chosen:  # --use: that training alone
             found = [_group_row(store, entry.label, [store.get_training(chosen[entry.name])],
                                 *context)]
+        elif not mine and not entry.paper:
+            continue  # a method the paper did not run has a row once it has a training
         elif not mine:
             found = [{**_row(entry.label, None, None, target, "no finished training"),
                       "trainings": [], "seeds": [], "interval": None}]
@@ -253,13 +257,16 @@ def _run_with(store: Store, respondent: str, split: str, *, kind: str | None = N
     return names[0] if names else None
 
 
-def build_report(store: Store, personas: list[Persona], target: Persona,
+def build_report(store: Store, personas: list[Persona], target: Target | Persona,
                  from_run: str | None = None, split: str = "test",
                  use: list[str] | None = None, bank: str | None = None, *, variants: bool = False,
                  only: list[str] | None = None) -> dict:
     """The rows; ``use`` names trainings that fill their method's row instead of the latest
     group's; ``variants`` gives every group a row; ``only`` limits the trainings considered.
-    ``bank``: the question bank compared (default: that of the reference run's answers)."""
+    ``bank``: the question bank compared (default: that of the reference run's answers).
+    ``target`` may be a group: its column is the mix's argmax, its margin against the
+    personas outside it, and its role-play row its own answers (no model plays a group)."""
+    target = as_target(target)
     used = [store.get_training(name) for name in use or []]
     trainings = store.list_trainings(target=target.slug, status="finished")
     if only is not None:
@@ -267,7 +274,7 @@ def build_report(store: Store, personas: list[Persona], target: Persona,
     if from_run is None:
         source = used or trainings
         if not source:
-            raise UsageError(f"no finished training for persona {target.number} to take the "
+            raise UsageError(f"no finished training for {target.title} to take the "
                              "reference run from; pass --from-run")
         from_run = source[-1]["from_run"]
     trainings = [t for t in trainings if t["from_run"] == from_run]
@@ -287,9 +294,9 @@ def build_report(store: Store, personas: list[Persona], target: Persona,
                              f"and {name}")
         chosen[row["method"]] = name
     bank = bank or store.run_bank(store.get_run(from_run)["id"])  # a clear error when absent
-    answers = persona_answers(store, from_run, [p.slug for p in personas], split, bank)
+    answers = target_answers(store, from_run, target, [p.slug for p in personas], split, bank)
     if not any(target.slug in by for by in answers.values()):
-        raise UsageError(f"run '{from_run}' has no answers of persona {target.number} on split "
+        raise UsageError(f"run '{from_run}' has no answers of {target.title} on split "
                          f"'{split}' to compare with")
     base = trainings[-1]["base_model"] if trainings else None
     display = model_display_name(base)
@@ -306,8 +313,8 @@ def build_report(store: Store, personas: list[Persona], target: Persona,
         result, n = _answers_row(store, run, display, answers, personas, target, split, bank)
         rows.append(_row("base", run, result, target, questions=n))
 
-    run = _run_with(store, target.slug, split, model=display, exclude=from_run, debias=debias,
-                    bank=bank)
+    run = None if target.is_group else _run_with(store, target.slug, split, model=display,
+                                                 exclude=from_run, debias=debias, bank=bank)
     if run is not None:
         result, n = _answers_row(store, run, target.slug, answers, personas, target, split, bank)
         rows.append(_row("role-play", run, result, target, questions=n))
@@ -325,6 +332,7 @@ def build_report(store: Store, personas: list[Persona], target: Persona,
     for row in rows:
         row.pop("_result", None)
     _mark(rows)
-    return {"target": {"number": target.number, "slug": target.slug, "name": target.name},
+    return {"target": {"number": target.number, "slug": target.slug, "name": target.name,
+                       "members": target.member_slugs, "shares": list(target.shares)},
             "from_run": from_run, "bank": bank, "split": split, "base_model": display,
             "personas": [p.slug for p in personas], "rows": rows, "methods": list(methods.NAMES)}

@@ -27,8 +27,9 @@ from fairpp_app.core.child import crash_point
 from fairpp_app.core.errors import UsageError
 from fairpp_app.core.events import Event, TrainingStarted, TrainingStep
 from fairpp_app.core.paths import data_dir
-from fairpp_app.core.personas import Persona, resolve
+from fairpp_app.core.personas import Persona
 from fairpp_app.core.prompts import template_hash
+from fairpp_app.core.targets import parse_target
 from fairpp_app.store.database import Store
 from fairpp_app.training import distributed
 from fairpp_app.training.config import TrainingConfig
@@ -96,8 +97,13 @@ class TrainingSession:
             config.require_source()
             self.row = None
         self.config = config
-        self.target = resolve(config.target, personas)
-        self.name = resume or config.default_name(self.target.number)
+        self.target = parse_target(config.target, personas)  # a persona or a group
+        if self.row is None and self.target.is_group:
+            # Stored as its canonical spec, so '3:7,6:3' and '3:0.7,6:0.3' are one target to
+            # the report's seed groups, and a resume reads back exactly the shares it began with.
+            config.target = self.target.spec
+            self.target = parse_target(config.target, personas)
+        self.name = resume or config.default_name(self.target.tag)
         if self.row is None and self.main:  # other ranks would find rank 0's fresh row
             existing = store.find_training(self.name)
             if existing is not None:
@@ -231,7 +237,10 @@ class TrainingSession:
             "format": 1, "name": self.name, "base_model": self.config.base,
             "method": self.config.method,
             "target": {"number": self.target.number, "slug": self.target.slug,
-                       "name": self.target.name},
+                       "name": self.target.name,
+                       **({"members": {p.slug: share for p, share in zip(self.target.members,
+                                                                          self.target.shares)}}
+                          if self.target.is_group else {})},
             "from_run": self.config.from_run,
             "weights": {"weighted": method(self.config.method).weighted, "alpha": self.config.alpha,
                         "beta": self.config.beta, "tiers": data.tiers},

@@ -263,9 +263,9 @@ def run_sweep(store: Store, personas: list[Persona], sweep: Sweep, *,
             failed.add(cell.name)
     outcome = SweepOutcome(done)
     if not cancel.is_set():
-        from fairpp_app.core.personas import resolve
+        from fairpp_app.core.targets import parse_target
 
-        outcome.report = build_report(store, personas, resolve(first.target, personas),
+        outcome.report = build_report(store, personas, parse_target(first.target, personas),
                                       first.from_run, sweep.split, variants=True,
                                       only=[c.name for c in plan])
     return outcome

@@ -123,13 +123,19 @@ class QuestionDataset(Dataset):
             self._ids[i] = recipes.prompt_ids(self.scorer, ex.prompt(), ex.question, ex.swapped,
                                               self.prompt_format)
         letters = [self.letter_ids[ex.chosen]] + [self.letter_ids[r] for r in ex.rejected]
-        return {"prompt_ids": self._ids[i], "letter_ids": letters, "weight": ex.weight, "index": i}
+        row = {"prompt_ids": self._ids[i], "letter_ids": letters, "weight": ex.weight, "index": i}
+        if ex.soft is not None:  # the soft methods' target distribution, in the letter columns
+            row["soft"] = ex.soft_columns()
+        return row
 
 
 def _extras(features: list[dict]) -> dict:
-    return {"letter_ids": torch.tensor([f["letter_ids"] for f in features], dtype=torch.long),
-            "weight": torch.tensor([f["weight"] for f in features], dtype=torch.float32),
-            "index": torch.tensor([f["index"] for f in features], dtype=torch.long)}
+    extras = {"letter_ids": torch.tensor([f["letter_ids"] for f in features], dtype=torch.long),
+              "weight": torch.tensor([f["weight"] for f in features], dtype=torch.float32),
+              "index": torch.tensor([f["index"] for f in features], dtype=torch.long)}
+    if "soft" in features[0]:
+        extras["soft"] = torch.tensor([f["soft"] for f in features], dtype=torch.float32)
+    return extras
 
 
 @dataclass
@@ -248,7 +254,8 @@ class WeightedAlignmentTrainer(Trainer):
 
     def letter_logprobs(self, model, inputs: dict) -> torch.Tensor:
         if self.generic:
-            return pair_sequence_logprobs(model, inputs, chosen_only=not self.spec.preference)
+            return pair_sequence_logprobs(model, inputs, chosen_only=not (self.spec.preference
+                                                                          or self.spec.soft))
         if self.eos_id is not None:
             return letter_eos_logprobs(model, inputs, self.eos_id, self.scorer.cache_arg,
                                        self.keeps_logits)
@@ -272,7 +279,7 @@ class WeightedAlignmentTrainer(Trainer):
         policy = self.letter_logprobs(model, inputs)
         reference = self.reference_logprobs(model, inputs) if self.spec.preference else None
         loss = self.spec.loss(policy, reference, weights, self.dpo_beta, F.softplus,
-                              pairs=self.pairs, by_batch=self.by_batch)
+                              pairs=self.pairs, by_batch=self.by_batch, soft=inputs.get("soft"))
         if reference is not None:
             # A pair's logit is its implicit reward margin (chosen reward minus rejected).
             margins = torch.cat([p.flatten() for p in losses.pair_logits(

@@ -29,7 +29,13 @@ from fairpp_app.training.failures import TrainingDiverged, TrainingOutOfMemory
 from fairpp_app.training.methods import METHODS
 from fairpp_app.training.runner import run_training
 from fairpp_app.training.session import read_metadata
-from tests.support.training_data import N_TEST, PERSONA_RUN, TARGET_SLUG
+from tests.support.training_data import (
+    N_TEST,
+    PERSONA_RUN,
+    SCORED_RUN,
+    TARGET_SLUG,
+    add_scored_run,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -92,11 +98,14 @@ def _adapter_weights(adapter_path: str) -> dict[str, np.ndarray]:
 
 # ---- a finished run ---------------------------------------------------------------------------
 
-def test_four_methods_finish_with_the_same_row_events_and_metadata(trainer, persona_store,
-                                                                   personas, tiny_dir):
+def test_every_method_finishes_with_the_same_row_events_and_metadata(trainer, persona_store,
+                                                                     personas, tiny_dir, slugs):
     store = persona_store
+    add_scored_run(store, slugs)  # the soft methods learn probabilities: the same answers, scored
     for method in METHODS.values():
-        outcome = run_training(store, personas, trainer.config(tiny_dir, method.name))
+        source = SCORED_RUN if method.soft else PERSONA_RUN
+        outcome = run_training(store, personas, trainer.config(tiny_dir, method.name,
+                                                               from_run=source))
         name = f"{trainer.name}-{method.name}"
         assert outcome.status == "finished" and outcome.step == 2
         row = store.get_training(name)

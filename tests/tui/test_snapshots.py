@@ -138,15 +138,15 @@ def train_db(store, db_path, slugs, monkeypatch):
 
 def test_train_charts(train_db, snap_compare):
     """Train (key 6) with the one stored training 'wdpo-p6' (wdpo, target
-    disengaged-traditionalists, finished) listed and selected: the form on the left with
-    its defaults (method wdpo, target P6, from run (none), device auto...), the state 'idle',
-    and on the right two line charts against 'step'. 'training loss and reward margin' has
-    a falling curve 'loss', 0.693 at step 1 down to 0.392 at step 10, and a rising curve
-    'reward margin', 0.00 to 0.59. 'similarity to each persona (held-out questions)' has
-    seven lines over steps 4, 7 and 10, legend in persona order P1, P2, P3, P4, P5, P7 in
-    braille and last 'P6 (target)' drawn bold in red: P6 climbs 0.66, 0.78, 0.89 to end
-    on top; P1 and P4 fall to 0.37 and 0.43 at the bottom; P2, P3, P5 and P7 stay between
-    0.52 and 0.71."""
+    disengaged-traditionalists, finished) listed and selected: the form on the left with its
+    defaults (method wdpo, target 6 in a text field whose help names the group forms,
+    from run (none), device auto...), the state 'idle', and on the right two line charts
+    against 'step'. 'training loss and reward margin' has a falling curve 'loss', 0.693
+    at step 1 down to 0.392 at step 10, and a rising curve 'reward margin', 0.00 to
+    0.59. 'similarity to each persona (held-out questions)' has seven lines over steps
+    4, 7 and 10, legend in persona order P1, P2, P3, P4, P5, P7 in braille and last 'P6
+    (target)' drawn bold in red: P6 climbs 0.66, 0.78, 0.89 to end on top; P1 and P4
+    fall to 0.37 and 0.43 at the bottom; P2, P3, P5 and P7 stay between 0.52 and 0.71."""
     path, row = train_db
 
     async def open_train(pilot) -> None:

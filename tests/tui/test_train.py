@@ -115,6 +115,14 @@ async def test_form_comes_from_training_config_and_checks_it(synthetic, make_app
         await pilot.pause()
         assert "--lr must be a positive number" in plain(screen.query_one("#train-error", Static))
         assert not screen.running
+        # The target is typed as on the command line: a group is fine, a typo is shown here.
+        form.load({"lr": "1e-4", "target": "3:0.7,6:0.3"})
+        assert form.build().target == "3:0.7,6:0.3"
+        form.load({"target": "3,9"})
+        await pilot.press("f5")
+        await pilot.pause()
+        assert "unknown persona '9'" in plain(screen.query_one("#train-error", Static))
+        assert not screen.running
 
 
 async def test_a_real_tiny_training_runs_from_the_screen(trainable, make_app):

@@ -29,6 +29,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DataTable, Footer, Header, Static
 
 from fairpp_app.core.errors import FairppError, user_message
+from fairpp_app.core.targets import parse_target
 from fairpp_app.jobs import supervisor
 from fairpp_app.training.config import TrainingConfig
 from fairpp_app.tui.job_follower import JobFollower
@@ -99,10 +100,10 @@ class TrainScreen(JobFollower, BaseScreen):
     def _choices(self) -> dict:
         from fairpp_app.store import browse
 
-        personas = [(f"P{p.number} {p.name}", str(p.number)) for p in self.app.personas]
+        # The target is typed, as on the command line: a persona (6) or a group (3:0.7,6:0.3).
         runs = [(r["name"], r["name"])
                 for r in browse.runs_with_records(self.app.store, personas_only=True)]
-        choices = {"target": personas}
+        choices = {}
         if runs:
             choices["from_run"] = runs
         return choices
@@ -262,6 +263,7 @@ class TrainScreen(JobFollower, BaseScreen):
         try:
             config = self.query_one(ConfigForm).build()
             config.require_source()
+            parse_target(config.target, self.app.personas)  # a typo shows here, not in the child
         except FairppError as exc:
             self._error(str(exc))
             return
