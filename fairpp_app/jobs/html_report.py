@@ -157,17 +157,17 @@ def _with_interval(row: dict, key: str, text: str, percent: bool = False) -> str
 
 
 def _marks(row: dict) -> str:
-    """Where a row's interval lies wholly above (+) or below (-) DPO's and base's."""
+    """Per reference (DPO, base), the metrics whose interval lies wholly above (+) or below
+    (-) the reference's; "within" when every interval overlaps."""
     out = []
     for name, key in (("DPO", "vs_dpo"), ("base", "vs_base")):
         got = row.get(key) or {}
         signs = {k: v for k, v in got.items() if v}
         if signs:
-            out.append(f"{'above' if signs.get('target_similarity', 0) > 0 else 'below'} {name} "
-                       + ", ".join(f"{k.replace('_', ' ')} {'+' if v > 0 else '-'}"
-                                   for k, v in signs.items()))
+            out.append(f"vs {name}: " + ", ".join(f"{k.replace('_', ' ')} {'+' if v > 0 else '-'}"
+                                                  for k, v in signs.items()))
         elif got:
-            out.append(f"within {name}")
+            out.append(f"vs {name}: within")
     return "; ".join(out)
 
 

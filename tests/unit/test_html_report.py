@@ -101,7 +101,7 @@ def test_table_two_shows_intervals_its_rows_carry():
     m_low, m_high = interval["margin"]
     assert f"[{m_low * 100:+.2f}%, {m_high * 100:+.2f}%]" in page and "+20.00%" in page
     assert "3 (t)" in page
-    assert "above DPO target similarity +" in page and "within base" in page
+    assert "vs DPO: target similarity +" in page and "vs base: within" in page
     assert "<th>margin spread</th>" in page and "[0.100, 0.300]" in page
 
 
