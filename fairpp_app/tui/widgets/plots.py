@@ -34,7 +34,9 @@ class RespondentMap(PlotextPlot):
             colour = "cyan" if name in personas else "orange"
             # The scatter sets the axes' range; the text (marker + name) is what shows.
             plt.scatter([x], [y], marker=marker, color=colour)
-            plt.text(marker + labels.get(name, name)[:14], x, y, alignment="left", color=colour)
+            # Long enough for "a = b" labels of models that answered alike; the x range above
+            # leaves room for them at 80 columns.
+            plt.text(marker + labels.get(name, name)[:24], x, y, alignment="left", color=colour)
         self.refresh()
 
 
