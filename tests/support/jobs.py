@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -57,3 +58,21 @@ def end_child(job: supervisor.Job, timeout: float = 120.0) -> None:
     if job.running():
         job.stop("cancel")
     job.wait(timeout=timeout)
+
+
+def kill_when(proc, condition, what: str, timeout: float) -> None:
+    """SIGKILL ``proc`` (a ``subprocess.Popen`` with piped stderr) as soon as ``condition()``
+    holds, the way the OOM killer would end it; fail with its stderr if it ends first, or
+    after ``timeout`` seconds with ``what`` never seen."""
+    deadline = time.monotonic() + timeout
+    try:
+        while not condition():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, f"{what} never happened"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL

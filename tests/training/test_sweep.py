@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from fairpp_app.core.errors import UsageError
 from fairpp_app.training.sweep import Grid, Sweep, cells, from_mapping
+from tests.support.jobs import kill_when
 from tests.support.training_data import N_TEST, PERSONA_RUN
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,18 +87,7 @@ def test_a_sweep_killed_mid_way_finishes_with_exactly_its_cells(persona_store, t
     first_cell, second_cell = "k-dpo-fairpp-s0", "k-wdpo-fairpp-batch-a1-b1-s0"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    try:
-        while store.find_training(second_cell) is None:
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "the second cell never started"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
+    kill_when(proc, lambda: store.find_training(second_cell) is not None, "the second cell's start", timeout=300)
     assert store.get_training(first_cell)["status"] == "finished"
     assert store.get_run(f"eval-{first_cell}")["status"] == "finished"
     second_eval = store.find_run(f"eval-{second_cell}")

@@ -12,10 +12,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from fairpp_app.training.failures import TrainingDiverged, TrainingOutOfMemory
 from fairpp_app.training.methods import METHODS
 from fairpp_app.training.runner import run_training
 from fairpp_app.training.session import read_metadata
+from tests.support.jobs import kill_when
 from tests.support.training_data import (
     N_TEST,
     PERSONA_RUN,
@@ -307,18 +306,7 @@ def test_resume_after_kill_9_continues_the_step_count(trainer, persona_store, ti
            "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    try:
-        while _checkpoint(isolated_home, "killed") is None:
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "no checkpoint appeared"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
+    kill_when(proc, lambda: _checkpoint(isolated_home, "killed") is not None, "a checkpoint", timeout=120)
     row = persona_store.get_training("killed")
     assert row["status"] == "interrupted"  # its owner vanished unseen: nobody wrote an ending
     killed_steps = [e["payload"]["step"] for e in persona_store.events(training_id=row["id"])
