@@ -105,12 +105,14 @@ def _print_consistency(result: dict) -> None:
                                               ("wording", "pairs"))
               if any(c.get(name) for c in rows.values())] or [("framing", "pairs")]
     table = Table(title="answer consistency")
-    table.add_column("respondent", no_wrap=True)
+    # The figures keep their width and the names give way (as in the other tables): a
+    # figure cut to "0.…" says nothing.
+    table.add_column("respondent", no_wrap=True, overflow="ellipsis", min_width=8)
     for name, size in checks:
         for head in (name, "flips", "n" if size == "questions" else "pairs"):
-            table.add_column(head)
-    table.add_column("unif")
-    table.add_column("unif p")
+            table.add_column(head, no_wrap=True, min_width=max(len(head), 5))
+    table.add_column("unif", no_wrap=True, min_width=5)
+    table.add_column("unif p", no_wrap=True, min_width=6)
     for r, c in rows.items():
         u = result["uniform_distance"].get(r, {})
         cells = []
