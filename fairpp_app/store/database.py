@@ -814,19 +814,6 @@ class Store:
             "JOIN survey_segments g ON g.survey_id = h.survey_id AND g.segment = h.segment "
             "WHERE h.question_id = ? ORDER BY s.id, h.id", [qid]))
 
-    def questions_by_cell(self, run_id: int, split: str = "all") -> dict[tuple[str, int], list[str]]:
-        """(topic, dimension) -> ids of the questions a run answered in that cell."""
-        sql = ("SELECT DISTINCT q.topic, q.dimension, q.id FROM records r "
-               "JOIN questions q ON q.id = r.question_id WHERE r.run_id = ?")
-        args: list[Any] = [run_id]
-        if split != "all":
-            sql += " AND q.split = ?"
-            args.append(split)
-        out: dict[tuple[str, int], list[str]] = {}
-        for topic, dimension, qid in self.db.execute(sql, args):
-            out.setdefault((topic, dimension), []).append(qid)
-        return out
-
     # ---- answer consistency (core/consistency.py) -----------------------------------------
 
     def order_probabilities(self, run_id: int, split: str = "all",

@@ -23,8 +23,6 @@ at once, so the trainer calls them unconditionally and stays one code path.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -67,13 +65,6 @@ def from_main(choose: Callable[[], T]) -> T:
     box = [choose() if world().main else None]
     dist.broadcast_object_list(box, src=0)
     return box[0]
-
-
-def fingerprint(examples) -> str:
-    """A short hash of what a rank would train on, in order, with the weights."""
-    rows = [[e.question.id, e.chosen, list(e.rejected), e.swapped, round(e.weight, 12)]
-            for e in examples]
-    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
 
 
 def agree_on_examples(examples: list, data_hash: str) -> list:
