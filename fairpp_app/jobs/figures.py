@@ -196,12 +196,14 @@ def tier_bars(name: str, title: str, tiers: list[dict]) -> Drawn:
 
 def training_similarity(name: str, title: str, evals: list[dict], personas: Sequence[str],
                         target: str, labels: dict[str, str]) -> Drawn:
-    """Similarity to every persona by training step, the target drawn bold."""
+    """Similarity to every persona by training step, the target drawn bold. A group target
+    (not itself a persona) gets a line of its own, the similarity to the group's mixture."""
+    series = list(personas) + ([] if target in personas else [target])
     with matplotlib.rc_context(RC):
         fig = _figure(5.6, 3.2)
         ax = fig.add_subplot()
         steps = [e["step"] for e in evals]
-        for k, p in enumerate(personas):
+        for k, p in enumerate(series):
             ys = [e.get("similarity", {}).get(p) for e in evals]
             ax.plot(steps, [float("nan") if v is None else v for v in ys], marker="o", ms=3,
                     lw=2.4 if p == target else 1.0, color=CYCLE[k % len(CYCLE)],

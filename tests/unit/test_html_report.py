@@ -171,3 +171,18 @@ def test_report_of_a_position_call_and_a_training_in_chromium(store, slugs, tiny
         colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
     inked = sum(n for n, rgb in colours if sum(rgb) < 600)
     assert len(colours) > 200 and inked > 0.02 * image.width * image.height
+
+
+def test_a_group_target_gets_its_own_line_in_the_training_figure():
+    """A group target is no persona, yet its mixture is what the training aims at: the
+    similarity figure draws it (bold, labelled as the target) beside every persona."""
+    from fairpp_app.jobs import figures
+
+    evals = [{"step": s, "similarity": {"p3": 0.5 + s / 100, "p6": 0.6, "p3-6": 0.55 + s / 50}}
+             for s in (0, 5, 10)]
+    drawn = figures.training_similarity("t", "t", evals, ["p3", "p6"], "p3-6",
+                                        {"p3": "P3", "p6": "P6"})
+    lines = drawn.figure.axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["P3", "P6", "p3-6 (target)"]
+    assert list(lines[2].get_ydata()) == [0.55, 0.65, 0.75]
+    assert lines[2].get_linewidth() > lines[0].get_linewidth()
