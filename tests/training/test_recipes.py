@@ -280,3 +280,46 @@ def test_cli_says_what_the_recipe_changes(persona_store, tiny_dir, db_path, caps
     assert "recipe paper: prompt format paper, completion letter-eos, pairs 3" in err
     assert "the paper starts dpo from its sft model" in err and "--init-from" in err
     assert "training 'p' finished at step 1" in err
+
+
+def test_the_paper_recipe_trains_and_evaluates_on_the_official_wording(store, bank, tiny_dir,
+                                                                         db_path, tmp_path, capsys):
+    """An imported official release is a bank of its own: the paper's recipe trains on its
+    questions in the file's wording (stem and options as the file gives them), the
+    bank is that of the run's answers, and the evaluation answers the official test questions."""
+    from fairpp_app.cli import main
+    from fairpp_app.core.personas import builtin_personas
+    from fairpp_app.jobs.importing import import_fairpp
+    from fairpp_app.training.data import build_training_set
+    from tests.support.official_files import official_frame, pairs, wording, write
+
+    questions = pairs(bank, 12, seed=5)
+    frame, _ = official_frame(questions)
+    frame["split"] = ["test" if i >= 18 else "train" for i in range(len(frame))]
+    import_fairpp(store, write(frame, tmp_path / "release.csv"), builtin_personas())
+    personas = builtin_personas()
+    data = build_training_set(store, "release", personas[5], personas, "dpo")
+    assert data.examples and {e.question.bank for e in data.examples} == {"official"}
+    by_twin = {q.id: q for q in questions}
+    for e in data.examples:
+        stem, options = wording(by_twin[e.question.twin_id])
+        text = recipes.paper_prompt(e.question)
+        assert text == "\n\nHuman: " + stem + "\n" + "\n".join(
+            f"{k}. {v}" for k, v in zip("ABC", options)) + "\n\nAssistant:"
+    store.close()
+
+    db = ["--db", str(db_path)]
+    assert main(db + ["train", "--from-run", "release", "--base", str(tiny_dir), "--method",
+                      "dpo", "--recipe", "paper", "--name", "off", "--max-steps", "2",
+                      "--batch-size", "4", "--grad-accum", "1", "--eval-every", "0"]) == 0
+    assert "training 'off' finished at step 2" in capsys.readouterr().err
+    assert main(db + ["evaluate", "--adapter", "off", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    from fairpp_app.store.database import Store
+
+    with Store(db_path) as again:
+        run = again.get_run("eval-off")
+        answered = {r["question_id"] for r in again.db.query(
+            "SELECT question_id FROM records WHERE run_id = ?", [run["id"]])}
+        official_test = {q.id for q in again.questions("test", bank="official")}
+        assert answered == official_test and len(answered) == 6
