@@ -6,8 +6,11 @@ configuration must be to spread over several.
 place through the environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), so every layer can
 ask :func:`world` before torch is imported, and the CLI knows whether it may write before
 it opens the database. With ``--device cpu`` and no GPU the N processes talk over gloo.
-(``accelerate launch --cpu --num_processes N`` starts one process: accelerate spreads CPU
-processes only through mpirun, which then sets the same variables.)
+``accelerate launch --cpu --num_processes N --mpirun_hostfile FILE`` starts the N processes
+through mpirun (Open MPI, Intel MPI or MVAPICH), which tells each its place through its own
+variables (``OMPI_COMM_WORLD_RANK``, ``PMI_RANK``, ...); :func:`world` reads those too, in
+accelerate's order. Without a hostfile accelerate's ``--cpu`` launch starts one process
+however many are asked for; :func:`world` refuses that launch rather than train alone.
 
 Three decisions make N processes one training:
 
@@ -62,12 +65,40 @@ def _env_int(name: str, default: int) -> int:
         raise UsageError(f"${name} must be a whole number (the launcher sets it), not {text!r}") from None
 
 
+#: Where each launcher puts a process's place: torchrun (and accelerate's GPU launch), then
+#: the MPI launchers accelerate's ``--cpu`` launch runs (Intel MPI/MPICH, Open MPI, MVAPICH),
+#: in the order accelerate itself reads them.
+PLACE_VARIABLES = {
+    "rank": ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK"),
+    "size": ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"),
+    "local_rank": ("LOCAL_RANK", "MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK",
+                   "MV2_COMM_WORLD_LOCAL_RANK"),
+}
+
+
+def _place(key: str, default: int) -> tuple[str, int]:
+    for name in PLACE_VARIABLES[key]:
+        if os.environ.get(name, "").strip():
+            return name, _env_int(name, default)
+    return PLACE_VARIABLES[key][0], default
+
+
 def world() -> World:
-    """This process's place among those ``accelerate launch`` (or ``torchrun``) started."""
-    rank, size = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
+    """This process's place among those ``accelerate launch`` (or ``torchrun``, or mpirun)
+    started."""
+    (rank_var, rank), (size_var, size) = _place("rank", 0), _place("size", 1)
     if size < 1 or not 0 <= rank < size:
-        raise UsageError(f"$RANK {rank} and $WORLD_SIZE {size} do not describe a process group")
-    return World(rank, size, _env_int("LOCAL_RANK", rank))
+        raise UsageError(f"${rank_var} {rank} and ${size_var} {size} do not describe a process group")
+    if size == 1 and launched_on_cpu() and os.environ.get("MASTER_ADDR", "").strip():
+        # accelerate's --cpu launch sets MASTER_ADDR only when asked for several processes,
+        # and starts them only through mpirun: this is the one process it started instead.
+        raise UsageError(
+            "`accelerate launch --cpu --num_processes N` started this one process only: accelerate "
+            "starts several CPU processes through mpirun. Add `--mpirun_hostfile FILE` (with Open "
+            "MPI or Intel MPI installed; FILE may hold the one line `localhost slots=N`), or "
+            "launch with `--multi_gpu --num_processes N ... --device cpu` (or `torchrun "
+            "--nproc_per_node N`), which gives N gloo processes on a machine without a GPU")
+    return World(rank, size, _place("local_rank", rank)[1])
 
 
 def launched_on_cpu() -> bool:

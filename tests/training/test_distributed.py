@@ -8,9 +8,11 @@ resumes with the same launch line and ends at the exact step. The launch kills i
 known moment through the project's crash switch (``FAIRPP_TEST_CRASH``, SIGSTOP at the
 third step on every rank), then the test SIGKILLs the launcher and every rank.
 
-``accelerate launch --cpu --num_processes 2`` starts ONE process (accelerate runs several
-CPU processes only through mpirun), so the launch here is ``--multi_gpu``, accelerate's
-torchrun path, with ``--device cpu``: on a machine without a GPU that is two gloo processes.
+Two launch lines give two gloo processes on a machine without a GPU: ``--multi_gpu`` with
+``--device cpu`` (accelerate's torchrun path), and ``--cpu --mpirun_hostfile FILE``, which
+accelerate runs through Open MPI's mpirun (Debian's openmpi-bin; .ci/run installs it).
+``accelerate launch --cpu --num_processes 2`` without a hostfile starts ONE process, which
+fairpp refuses with a message saying which line to use.
 
 The fast tests check what is refused before anything loads, and that a rank other than 0
 reads the database without writing to it.
@@ -19,6 +21,7 @@ reads the database without writing to it.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -116,11 +119,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(db: Path, argv: list[str], log: Path, extra_env: dict | None = None) -> subprocess.Popen:
+#: How ``_launch`` asks accelerate for two processes: its torchrun path, its mpirun path (with
+#: a hostfile), and the --cpu line that starts one process only.
+LAUNCHERS = {"multi_gpu": ["--multi_gpu"], "mpirun": ["--cpu", "--mpirun_hostfile", "{hostfile}"],
+             "cpu": ["--cpu"]}
+
+
+def _launch(db: Path, argv: list[str], log: Path, extra_env: dict | None = None,
+            launcher: str = "multi_gpu") -> subprocess.Popen:
     """``accelerate launch`` of two processes running ``fairpp train``, in its own session."""
+    hostfile = log.parent / "hostfile"
+    hostfile.write_text("localhost slots=2\n")
+    # Open MPI refuses root unless told; the test machines run as root.
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HOME": str(log.parent / "hf"),
-           **(extra_env or {})}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+           "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+           "OMP_NUM_THREADS": "1", **(extra_env or {})}
+    how = [a.format(hostfile=hostfile) for a in LAUNCHERS[launcher]]
+    command = [sys.executable, "-m", "accelerate.commands.launch", *how,
                "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
                "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
                "-m", "fairpp_app.cli", "--db", str(db), "train", *argv, "--quiet"]
@@ -195,14 +210,35 @@ def _assert_same_curve(one: dict[int, float], two: dict[int, float], steps: int)
     assert len({round(v, 4) for v in one.values()}) > 1  # the curve moved: a real comparison
 
 
+def test_a_cpu_launch_of_one_process_is_refused(persona_store, tiny_dir, db_path, tmp_path):
+    """accelerate's --cpu line without a hostfile runs the command once: refused, not trained
+    alone, and nothing is written."""
+    log = tmp_path / "launch.log"
+    process = _launch(db_path, _argv(_config(tiny_dir, "alone")), log, launcher="cpu")
+    assert process.wait(timeout=300) != 0
+    text = log.read_text()
+    assert text.startswith("fairpp: error: `accelerate launch --cpu --num_processes N` started "
+                           "this one process only") and "--mpirun_hostfile" in text
+    # accelerate's launcher prints its own traceback for the child's exit status; no frame
+    # of fairpp's is in it (the child ended on its message, not on an exception).
+    assert "fairpp_app/" not in text.partition("Traceback")[2]
+    assert persona_store.find_training("alone") is None
+
+
+needs_mpirun = pytest.mark.skipif(shutil.which("mpirun") is None,
+                                  reason="no mpirun (Debian's openmpi-bin)")
+
+
 @pytest.mark.slow
-def test_two_processes_train_like_one(persona_store, personas, tiny_dir, db_path, tmp_path):
+@pytest.mark.parametrize("launcher", ["multi_gpu", pytest.param("mpirun", marks=needs_mpirun)])
+def test_two_processes_train_like_one(persona_store, personas, tiny_dir, db_path, tmp_path,
+                                      launcher):
     # Six steps of 8 of the 39 questions: the fifth ends the epoch with a short micro-batch.
     single = _config(tiny_dir, "one-process", max_steps=6)
     assert run_training(persona_store, personas, single).status == "finished"
     launched = _config(tiny_dir, "two-processes", max_steps=6)
     log = tmp_path / "launch.log"
-    _finish(_launch(db_path, _argv(launched), log), log)
+    _finish(_launch(db_path, _argv(launched), log, launcher=launcher), log)
 
     _assert_same_curve(_losses(db_path, "one-process"), _losses(db_path, "two-processes"), 6)
     kinds = [e["kind"] for e in _events(db_path, "two-processes")]
