@@ -1,8 +1,8 @@
 """95% intervals for the report's rows, and which rows differ beyond them.
 
 A row backed by several trainings that differ only by ``--seed`` gets a t-interval over
-the seeds (mean +- t(0.975, n-1) * sd / sqrt(n)): the spread a rerun with another seed
-would show, which is the noise a claim about a method must clear. A row backed by one set
+the seeds (mean +- t(0.975, n-1) * sd / sqrt(n), cut to the metric's range): the spread a
+rerun with another seed would show, which is the noise a claim about a method must clear. A row backed by one set
 of answers (one training, the base model, role-play) gets a percentile bootstrap over the
 test questions instead (questions drawn with replacement, every metric recomputed, with a
 fixed bootstrap seed so the report is the same on every run): the noise of the question
@@ -26,8 +26,11 @@ from fairpp_app.core.questions import LETTERS
 LEVEL = 0.95
 BOOTSTRAP_SEED = 0
 BOOTSTRAP_SAMPLES = 1000
-#: The row fields that get an interval.
+#: The row fields that get an interval, and the range each can take: a t-interval over
+#: three seeds is wide and symmetric, and is cut to the range rather than reach past it
+#: (a similarity of 1.04 is no possible value).
 METRICS = ("target_similarity", "margin", "agreement")
+RANGES = {"target_similarity": (0.0, 1.0), "margin": (-1.0, 1.0), "agreement": (0.0, 1.0)}
 
 
 def t_interval(values: Sequence[float]) -> tuple[float, float]:
@@ -45,7 +48,12 @@ def seed_interval(per_seed: Sequence[Mapping]) -> dict:
     out: dict = {"kind": "t", "level": LEVEL, "n": len(per_seed)}
     for key in METRICS:
         values = [r[key] for r in per_seed if r.get(key) is not None]
-        out[key] = list(t_interval(values)) if len(values) >= 2 else None
+        if len(values) < 2:
+            out[key] = None
+            continue
+        low, high = t_interval(values)
+        floor, ceiling = RANGES[key]
+        out[key] = [max(low, floor), min(high, ceiling)]
     return out
 
 

@@ -32,6 +32,17 @@ def test_t_interval_and_overlap_rules():
     assert intervals.compare(row, row) is None and intervals.compare(row, None) is None
 
 
+def test_a_seed_interval_stays_inside_the_metric_s_range():
+    """Three seeds near the top: the t-interval reaches past 1, the report's stops at 1."""
+    per_seed = [{"target_similarity": s, "margin": m, "agreement": a}
+                for s, m, a in ((0.975, 0.04, 0.815), (0.894, -0.031, 0.785), (0.936, 0.077, 0.79))]
+    assert intervals.t_interval([r["target_similarity"] for r in per_seed])[1] > 1
+    out = intervals.seed_interval(per_seed)
+    assert out["target_similarity"][1] == 1.0 and 0.8 < out["target_similarity"][0] < 0.9
+    assert out["margin"] == pytest.approx(intervals.t_interval([0.04, -0.031, 0.077]))
+    assert out["n"] == 3 and out["kind"] == "t"
+
+
 def test_bootstrap_interval_is_fixed_and_holds_the_estimate(persona_store, personas):
     from fairpp_app.core.metrics import paired_similarity
     from fairpp_app.jobs.run_metrics import persona_answers
