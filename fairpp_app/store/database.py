@@ -14,7 +14,6 @@ import json
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,9 +22,14 @@ from typing import Any
 import sqlite_utils
 
 from fairpp_app.core.errors import DatabaseError, NotFoundError, UsageError
-from fairpp_app.core.events import RunCrashed
 from fairpp_app.core.personas import Persona
-from fairpp_app.core.questions import BANKS, DEFAULT_BANK, LETTERS, Question
+from fairpp_app.core.questions import DEFAULT_BANK, Question
+from fairpp_app.store.analysis_rows import AnalysisRows
+from fairpp_app.store.common import (  # noqa: F401  (TWIN_FIELDS, twin_sql: browse and tests import them from here)
+    TWIN_FIELDS,
+    _now,
+    twin_sql,
+)
 from fairpp_app.store.migrations import (  # noqa: F401  (re-exported: tests and tools use them)
     APPLICATION_ID,
     MIGRATIONS,
@@ -34,26 +38,7 @@ from fairpp_app.store.migrations import (  # noqa: F401  (re-exported: tests and
     schema_version,
     validate_and_upgrade,
 )
-
-#: Two questions are one question in its two framings when these fields agree (the bank too:
-#: the official wording of a question is its twin in the other bank, not another framing).
-TWIN_FIELDS = ("bank", "kind", "topic", "category", "problem", "group_type", "group_name", "dimension")
-
-
-def twin_sql(t: str, q: str) -> tuple[str, str]:
-    """``(table, condition)`` that make ``questions`` alias ``t`` the same question as alias
-    ``q`` in any framing (the caller adds which), through the index made for it (schema 6),
-    which SQLite would not always pick by itself without statistics."""
-    return (f"questions {t} INDEXED BY idx_questions_twin",
-            " AND ".join(f"{t}.{c} = {q}.{c}" for c in TWIN_FIELDS))
-
-#: How a table's rows are named in messages.
-_NOUN = {"runs": "run", "trainings": "training"}
-
-
-def _now() -> float:
-    return time.time()
-
+from fairpp_app.store.ownership_rows import OwnershipRows
 
 # Connections this process holds, per database file (its real path). POSIX record locks
 # belong to a process, not to a file descriptor: closing *any* descriptor of the file drops
@@ -65,7 +50,7 @@ _OPEN: dict[str, int] = {}
 _OPEN_LOCK = threading.Lock()
 
 
-class Store:
+class Store(OwnershipRows, AnalysisRows):
     """A fairpp database file."""
 
     def __init__(self, path: Path | str, *, create: bool = True,
@@ -277,172 +262,6 @@ class Store:
         finished = now if status in ("finished", "failed") else None
         self.db.execute("UPDATE runs SET status = ?, updated_at = ?, finished_at = ? WHERE id = ?",
                         [status, now, finished, run_id])
-
-    # ---- ownership (see ownership.py) ------------------------------------------------------
-    # Runs and trainings are owned the same way: owner JSON (pid, host, start, since) and a
-    # heartbeat, one status set, and a supervisor that settles what its dead child left.
-
-    def claim_run(self, run_id: int) -> None:
-        """Make this process the owner of a run and set it ``running``; refused (UsageError)
-        while another living process owns it."""
-        self._claim("runs", run_id)
-
-    def claim_training(self, training_id: int) -> None:
-        """As :meth:`claim_run`, for a training."""
-        self._claim("trainings", training_id)
-
-    def _claim(self, table: str, row_id: int) -> None:
-        from fairpp_app.core import ownership
-
-        noun = _NOUN[table]
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            name, status, owner, beat = self.db.execute(
-                f"SELECT name, status, owner, heartbeat FROM {table} WHERE id = ?",
-                [row_id]).fetchone()
-            current = json.loads(owner) if owner and status == "running" else None
-            mine = {**ownership.me(), "since": _now()}
-            if current and current.get("pid") != mine["pid"] and ownership.alive(current, beat):
-                raise UsageError(
-                    f"{noun} '{name}' is being worked on by {ownership.describe(current)}; wait "
-                    f"for it to end, or stop that process (kill {current.get('pid')}), then "
-                    "run the same command again")
-            now = _now()
-            finished = ", finished_at = NULL" if table == "runs" else ""
-            self.db.execute(f"UPDATE {table} SET status = 'running', owner = ?, heartbeat = ?, "
-                            f"updated_at = ?{finished} WHERE id = ?",
-                            [json.dumps(mine), now, now, row_id])
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-
-    def live_owner(self, table: str, name: str) -> dict | None:
-        """The living process working on run or training ``name`` now, None when there is none."""
-        from fairpp_app.core import ownership
-
-        row = self.db.execute(f"SELECT status, owner, heartbeat FROM {table} WHERE name = ?",
-                              [name]).fetchone()
-        if row is None or row[0] != "running" or not row[1]:
-            return None
-        owner = json.loads(row[1])
-        return owner if ownership.alive(owner, row[2]) else None
-
-    def heartbeat(self, run_id: int) -> None:
-        self.db.execute("UPDATE runs SET heartbeat = ? WHERE id = ?", [_now(), run_id])
-
-    def heartbeat_training(self, training_id: int) -> None:
-        self.db.execute("UPDATE trainings SET heartbeat = ? WHERE id = ?", [_now(), training_id])
-
-    def release_run(self, run_id: int, status: str) -> None:
-        """The owner's last word on a run: its status. The owner stays recorded as the last
-        process that worked on the run; only a ``running`` run's owner is a live one."""
-        self.set_run_status(run_id, status)
-
-    def reap_runs(self) -> list[str]:
-        """Mark ``interrupted`` every running run whose owner is gone; their names."""
-        return self._reap("runs")
-
-    def reap_trainings(self) -> list[str]:
-        """Mark ``interrupted`` every running training whose owner is gone; their names."""
-        return self._reap("trainings")
-
-    def _reap(self, table: str) -> list[str]:
-        from fairpp_app.core import ownership
-
-        if self._reader:
-            return []  # a reader leaves ending others' rows to a writer
-        gone = []
-        for row_id, name, owner, beat in self.db.execute(
-                f"SELECT id, name, owner, heartbeat FROM {table} WHERE status = 'running'").fetchall():
-            current = json.loads(owner) if owner else None
-            if current is None or not ownership.alive(current, beat):
-                gone.append(name)
-                # The owner stays: a supervisor that saw its child die can still find the row.
-                self.db.execute(f"UPDATE {table} SET status = 'interrupted', updated_at = ? "
-                                "WHERE id = ? AND status = 'running'", [_now(), row_id])
-        return gone
-
-    def settle_run(self, run_id: int, crash: RunCrashed) -> bool:
-        """A supervisor's word after the process working on a run has died: a run it left
-        ``running`` (or that a reader has since marked ``interrupted``) becomes ``crashed``,
-        with the how in an event. A run its process ended properly is left as it is.
-        Returns whether the run was marked."""
-        return self._settle("runs", run_id, crash)
-
-    def settle_training(self, training_id: int, crash: RunCrashed) -> bool:
-        """As :meth:`settle_run`, for a training (the event is on the training)."""
-        return self._settle("trainings", training_id, crash)
-
-    def _settle(self, table: str, row_id: int, crash: RunCrashed) -> bool:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            changed = self.db.execute(
-                f"UPDATE {table} SET status = 'crashed', updated_at = ? "
-                "WHERE id = ? AND status IN ('running', 'interrupted')", [_now(), row_id]).rowcount
-            if changed:
-                where = {"run_id": row_id} if table == "runs" else {"training_id": row_id}
-                self.add_event(crash.kind, crash.payload(), **where)
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        return bool(changed)
-
-    def _owned_by(self, table: str, pid: int, host: str) -> str | None:
-        row = self.db.execute(
-            f"SELECT name FROM {table} WHERE json_extract(owner, '$.pid') = ? "
-            "AND json_extract(owner, '$.host') = ? ORDER BY updated_at DESC, id DESC LIMIT 1",
-            [pid, host]).fetchone()
-        return row[0] if row else None
-
-    def run_owned_by(self, pid: int, host: str) -> dict | None:
-        """The latest run whose owner is (or, once it died, was) process ``pid`` on ``host``."""
-        name = self._owned_by("runs", pid, host)
-        return self.get_run(name) if name else None
-
-    def training_owned_by(self, pid: int, host: str) -> dict | None:
-        """The latest training whose owner is (or was) process ``pid`` on ``host``."""
-        name = self._owned_by("trainings", pid, host)
-        return self.get_training(name) if name else None
-
-    def live_runs(self) -> list[dict]:
-        """Runs a living process is working on now, each with its owner (pid, host, since),
-        its records so far and its latest progress event (None before the first)."""
-        self.reap_runs()
-        out = []
-        for run in self.db.query("""
-                SELECT runs.*, (SELECT count(*) FROM records WHERE records.run_id = runs.id) AS records
-                FROM runs WHERE status = 'running' AND owner IS NOT NULL ORDER BY runs.id"""):
-            run["owner"] = json.loads(run["owner"])
-            latest = self.db.execute(
-                "SELECT payload FROM events WHERE run_id = ? AND kind = 'progress' "
-                "ORDER BY id DESC LIMIT 1", [run["id"]]).fetchone()
-            run["progress"] = json.loads(latest[0]) if latest else None
-            out.append(run)
-        return out
-
-    def live_trainings(self) -> list[dict]:
-        """Trainings a living process is working on now, each with its owner, its last step
-        and its total steps (None before the first step or start event)."""
-        self.reap_trainings()
-        out = []
-        for row in self.db.query("SELECT * FROM trainings WHERE status = 'running' "
-                                 "AND owner IS NOT NULL ORDER BY id"):
-            row["config"] = json.loads(row["config"] or "{}")
-            row["owner"] = json.loads(row["owner"])
-            step = self._latest_payload(row["id"], "train_step")
-            started = self._latest_payload(row["id"], "train_started")
-            row["step"] = step.get("step") if step else (started or {}).get("start_step")
-            row["total"] = started.get("total_steps") if started else None
-            out.append(row)
-        return out
-
-    def _latest_payload(self, training_id: int, kind: str) -> dict | None:
-        latest = self.db.execute(
-            "SELECT payload FROM events WHERE training_id = ? AND kind = ? ORDER BY id DESC LIMIT 1",
-            [training_id, kind]).fetchone()
-        return json.loads(latest[0]) if latest else None
 
     def list_runs(self) -> list[dict]:
         self.reap_runs()
@@ -712,38 +531,6 @@ class Store:
                 self.db.execute("SELECT question_id, respondent, answer, raw_text, p_a, p_b, p_c "
                                 "FROM records WHERE run_id = ?", [run_id])}
 
-    # ---- position sets -------------------------------------------------------------------
-
-    def save_position_set(self, name: str, persona_run: str, split: str, models: list[dict],
-                          params: dict) -> dict:
-        """Create or replace the set ``name`` (a rerun of the same command updates it)."""
-        now = _now()
-        self.db.execute(
-            """INSERT INTO position_sets (name, persona_run, split, models, params, created_at,
-                                          updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-               ON CONFLICT(name) DO UPDATE SET persona_run = excluded.persona_run,
-                   split = excluded.split, models = excluded.models, params = excluded.params,
-                   updated_at = excluded.updated_at""",
-            [name, persona_run, split, json.dumps(models, sort_keys=True),
-             json.dumps(params, sort_keys=True), now, now])
-        return self.get_position_set(name)
-
-    def list_position_sets(self) -> list[dict]:
-        rows = list(self.db.query("SELECT * FROM position_sets ORDER BY id"))
-        for row in rows:
-            row["models"] = json.loads(row["models"])
-            row["params"] = json.loads(row["params"])
-        return rows
-
-    def get_position_set(self, name: str) -> dict:
-        sets = self.list_position_sets()
-        for row in sets:
-            if row["name"] == name:
-                return row
-        hint = (f"; sets here: {', '.join(r['name'] for r in sets)}" if sets
-                else "; store one with `fairpp position ... --name NAME`")
-        raise NotFoundError(f"no position set named '{name}'{hint}")
-
     # ---- overview ------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
@@ -755,153 +542,6 @@ class Store:
             "records": q("SELECT count(*) FROM records").fetchone()[0],
             "trainings": q("SELECT count(*) FROM trainings").fetchone()[0],
         }
-
-
-    # ---- human reference surveys (jobs/survey.py) -------------------------------------------
-
-    def save_survey(self, name: str, source: str, segments: dict[str, str],
-                    rows: list[dict]) -> int:
-        """Store a survey under ``name``, replacing one of that name, in one transaction.
-
-        ``segments`` maps each segment to a persona slug; each row has ``segment``,
-        ``question_id`` or ``topic`` and ``dimension``, ``share_a/b/c`` and ``n``."""
-        with self.transaction():
-            self.db.execute("DELETE FROM surveys WHERE name = ?", [name])
-            survey_id = self.db.execute(
-                "INSERT INTO surveys (name, source, created_at) VALUES (?, ?, ?)",
-                [name, source, _now()]).lastrowid
-            self.db.conn.executemany(
-                "INSERT INTO survey_segments (survey_id, segment, persona) VALUES (?, ?, ?)",
-                [(survey_id, seg, persona) for seg, persona in segments.items()])
-            self.db.conn.executemany(
-                "INSERT INTO survey_shares (survey_id, segment, question_id, topic, dimension, "
-                "share_a, share_b, share_c, n) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(survey_id, r["segment"], r.get("question_id"), r.get("topic"),
-                  r.get("dimension"), r["share_a"], r["share_b"], r["share_c"], r["n"])
-                 for r in rows])
-        return survey_id
-
-    def get_survey(self, name: str) -> dict:
-        """A survey with its ``segments`` (segment -> persona slug); NotFoundError names the
-        surveys there are."""
-        rows = list(self.db.query("SELECT * FROM surveys WHERE name = ?", [name]))
-        if not rows:
-            known = [r["name"] for r in self.db.query("SELECT name FROM surveys ORDER BY id")]
-            hint = (f"; surveys here: {', '.join(known)}" if known else
-                    "; import one with `fairpp import survey FILE --name NAME`")
-            raise NotFoundError(f"no survey named '{name}'{hint}")
-        survey = rows[0]
-        survey["segments"] = dict(self.db.execute(
-            "SELECT segment, persona FROM survey_segments WHERE survey_id = ? ORDER BY rowid",
-            [survey["id"]]).fetchall())
-        return survey
-
-    def list_surveys(self) -> list[dict]:
-        """Every stored survey (``name``, ``source`` file name, ``created_at``), oldest first."""
-        return list(self.db.query("SELECT name, source, created_at FROM surveys ORDER BY id"))
-
-    def survey_shares(self, survey_id: int) -> list[dict]:
-        """Every share row of a survey, in the order it was imported."""
-        return list(self.db.query(
-            "SELECT segment, question_id, topic, dimension, share_a, share_b, share_c, n "
-            "FROM survey_shares WHERE survey_id = ? ORDER BY id", [survey_id]))
-
-    def question_survey_shares(self, qid: str) -> list[dict]:
-        """Human shares stored for one question, in every survey: the inspector shows them."""
-        return list(self.db.query(
-            "SELECT s.name AS survey, h.segment, g.persona, h.share_a, h.share_b, h.share_c, h.n "
-            "FROM survey_shares h JOIN surveys s ON s.id = h.survey_id "
-            "JOIN survey_segments g ON g.survey_id = h.survey_id AND g.segment = h.segment "
-            "WHERE h.question_id = ? ORDER BY s.id, h.id", [qid]))
-
-    # ---- answer consistency (core/consistency.py) -----------------------------------------
-
-    def order_probabilities(self, run_id: int, split: str = "all",
-                            respondents: list[str] | None = None, bank: str | None = None):
-        """Records scored in both option orders, as a DataFrame: question_id, respondent,
-        ``fwd`` (the order shown) and ``swap`` (A and B swapped, mapped back) per letter; on one
-        bank (default: the run's own)."""
-        return self._record_query(
-            "r.question_id, r.respondent, r.p_a_fwd, r.p_b_fwd, r.p_c_fwd, "
-            "r.p_a_swap, r.p_b_swap, r.p_c_swap", run_id, split, respondents, bank,
-            " AND r.p_a_fwd IS NOT NULL AND r.p_a_swap IS NOT NULL")
-
-    def framing_twins(self, run_id: int) -> list[tuple[str, str]]:
-        """(framing 1 id, framing 2 id) of every question a run answered in both framings."""
-        # Paired here rather than by a self-join: without statistics SQLite joins on the
-        # least selective index (dimension), thousands of rows per question.
-        sql = (f"SELECT q.id, q.framing, {', '.join('q.' + c for c in TWIN_FIELDS)} "
-               "FROM questions q WHERE q.id IN (SELECT DISTINCT question_id FROM records "
-               "WHERE run_id = ?) ORDER BY q.rowid")
-        by_key: dict[tuple, dict[int, str]] = {}
-        for qid, framing, *key in self.db.execute(sql, [run_id]):
-            by_key.setdefault(tuple(key), {})[framing] = qid
-        return [(pair[1], pair[2]) for pair in by_key.values() if 1 in pair and 2 in pair]
-
-    def framing_twin(self, qid: str) -> str | None:
-        """The id of the same question in its other framing, None when there is none."""
-        table, same = twin_sql("q2", "q1")
-        row = self.db.execute(
-            f"SELECT q2.id FROM questions q1 JOIN {table} ON {same} "
-            "AND q2.framing != q1.framing WHERE q1.id = ? ORDER BY q2.rowid LIMIT 1",
-            [qid]).fetchone()
-        return row[0] if row else None
-
-    def wording_answers(self, run_ids: list[int], split: str = "all",
-                        split_bank: str = DEFAULT_BANK) -> list[tuple]:
-        """Answers to both wordings of a question, in runs ``run_ids``: ``(run id, respondent,
-        official question id, side, answer)`` for every record on an official question that
-        has a fairpp twin (side ``official``) or on that twin (side ``fairpp``). With a
-        ``split``, only the pairs whose question in ``split_bank`` is in it (the two
-        wordings may sit in different splits of their banks)."""
-        if not run_ids:
-            return []
-        side = "f" if split_bank == DEFAULT_BANK else "o"
-        args: list[Any] = [BANKS[1], *run_ids]
-        sql = ("SELECT r.run_id, r.respondent, o.id, CASE WHEN r.question_id = o.id "
-               "THEN 'official' ELSE 'fairpp' END, r.answer "
-               "FROM questions o JOIN questions f ON f.id = o.twin_id "
-               "JOIN records r ON r.question_id IN (o.id, f.id) "
-               f"WHERE o.bank = ? AND r.run_id IN ({','.join('?' * len(run_ids))})")
-        if split != "all":
-            sql += f" AND {side}.split = ?"
-            args.append(split)
-        return self.db.execute(sql, args).fetchall()
-
-    def bank_twin(self, qid: str) -> str | None:
-        """The same question in the other bank: an official question's fairpp twin, or the
-        first official question that words a fairpp one differently; None when there is none."""
-        row = self.db.execute(
-            "SELECT coalesce(q.twin_id, (SELECT o.id FROM questions o WHERE o.twin_id = q.id "
-            "ORDER BY o.rowid LIMIT 1)) FROM questions q WHERE q.id = ?", [qid]).fetchone()
-        return row[0] if row else None
-
-    def question_consistency(self, run_id: int, qid: str) -> dict[str, dict]:
-        """Per respondent of one question: the letter chosen in each option order (``fwd``,
-        ``swap``; None when scored once), its answer to the other framing (``twin``) and to
-        the question in the other bank's wording (``wording``), in the same run."""
-        out: dict[str, dict] = {}
-        blank = {"fwd": None, "swap": None, "twin": None, "wording": None}
-        for resp, *probs in self.db.execute(
-                "SELECT respondent, p_a_fwd, p_b_fwd, p_c_fwd, p_a_swap, p_b_swap, p_c_swap "
-                "FROM records WHERE run_id = ? AND question_id = ?", [run_id, qid]):
-            fwd, swap = probs[:3], probs[3:]
-            out[resp] = {**blank, "fwd": _argmax_letter(fwd), "swap": _argmax_letter(swap)}
-        for key, other in (("twin", self.framing_twin(qid)), ("wording", self.bank_twin(qid))):
-            if other is None:
-                continue
-            for resp, answer in self.db.execute(
-                    "SELECT respondent, answer FROM records WHERE run_id = ? AND question_id = ?",
-                    [run_id, other]):
-                out.setdefault(resp, dict(blank))[key] = answer
-        return out
-
-
-def _argmax_letter(probs) -> str | None:
-    """The letter of the largest probability (the first on a tie, as ``OptionScores.answer``)."""
-    if any(p is None for p in probs):
-        return None
-    return LETTERS[max(range(3), key=lambda i: probs[i])]
 
 
 RECORD_COLUMNS = ("run_id", "question_id", "respondent", "respondent_kind", "raw_text", "answer",
