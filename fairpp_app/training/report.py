@@ -149,8 +149,13 @@ def _group_row(store: Store, label: str, group: list[dict], answers: dict, perso
     for row in group:
         name = row["name"]
         run = eval_run_name(name)
-        if store.find_run(run) is None:
+        found = store.find_run(run)
+        if found is None:
             notes.append(f"not evaluated: fairpp evaluate --adapter {name} --split {split}")
+            continue
+        if found["status"] != "finished":  # half its answers would pass for a whole result
+            notes.append(f"{run} is {found['status']}, not finished: left out until `fairpp "
+                         f"evaluate --adapter {name} --split {split}` completes it")
             continue
         if run_debias(store, run) != debias:
             notes.append(f"{run} answered with --debias {run_debias(store, run)} but the personas "

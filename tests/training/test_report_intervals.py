@@ -103,6 +103,13 @@ def test_seeds_make_one_row_with_a_t_interval(persona_store, personas, tiny_dir,
     assert rows["role-play"]["interval"]["kind"] == "bootstrap"
     assert rows["base"]["interval"] is None and rows["WDPO"]["vs_base"] is None  # not evaluated
 
+    # An evaluation that did not finish (a sweep stopped mid-way) is left out, with a note.
+    run = store.get_run("eval-dpo-s3")
+    store.set_run_status(run["id"], "cancelled")
+    partial = {r["row"]: r for r in build_report(store, personas, target)["rows"]}["DPO"]
+    assert partial["seeds"] == [1, 2] and "eval-dpo-s3 is cancelled, not finished" in partial["note"]
+    store.set_run_status(run["id"], "finished")
+
     variants = build_report(store, personas, target, variants=True)
     labels = [r["row"] for r in variants["rows"]]
     assert "WDPO weighting=batch" in labels and "WDPO weighting=sample" in labels
