@@ -221,9 +221,12 @@ def _method_rows(store: Store, trainings: list[dict], chosen: dict[str, str], va
             key = next(k for k, g in mine.items() if latest in g)
             found = [_group_row(store, entry.label, mine[key], *context)]
         else:
-            labels = _variant_labels(entry.label, [_config(g[-1]) for g in mine.values()])
+            configs = [_config(g[-1]) for g in mine.values()]
+            labels = _variant_labels(entry.label, configs)
             found = [_group_row(store, label, group, *context)
                      for label, group in zip(labels, mine.values())]
+            for row, config in zip(found, configs):  # fairpp's own recipe from the base model
+                row["plain"] = config.get("recipe") == "fairpp" and not config.get("init_from")
         for row in found:
             row["method"] = entry.name
         rows += found
@@ -238,7 +241,10 @@ def _mark(rows: list[dict]) -> None:
     """Each row's comparison with the DPO row and the base row, beyond the intervals."""
     base = rows[0] if rows and rows[0]["row"] == "base" else None
     dpo_rows = [r for r in rows if r.get("method") == "dpo" and r.get("interval")]
-    dpo = next((r for r in dpo_rows if r["row"] == "DPO"), dpo_rows[0] if dpo_rows else None)
+    # The DPO row itself, else (variants) the DPO of fairpp's recipe trained from the base
+    # model: a variant such as the paper's chain is compared with it, not the other way round.
+    dpo = next((r for r in dpo_rows if r["row"] == "DPO"),
+               next((r for r in dpo_rows if r.get("plain")), dpo_rows[0] if dpo_rows else None))
     for row in rows:
         row["vs_dpo"] = intervals.compare(row, dpo) if row.get("interval") else None
         row["vs_base"] = (intervals.compare(row, base) if row.get("interval") and base

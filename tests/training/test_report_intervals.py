@@ -124,3 +124,21 @@ def test_seeds_make_one_row_with_a_t_interval(persona_store, personas, tiny_dir,
     captured = capsys.readouterr()
     assert "intervals" in captured.out and "weighting=sample" in captured.out
     assert "t over the seeds" in captured.err
+
+
+def test_variants_are_marked_against_the_dpo_of_fairpp_s_own_recipe(persona_store, personas,
+                                                                      tiny_dir):
+    """With several DPO groups (a sweep's), the reference of the `vs DPO` marks is DPO with
+    fairpp's recipe from the base model, even when another DPO group was trained first."""
+    from fairpp_app.training.report import build_report
+
+    store = persona_store
+    _train(store, personas, tiny_dir, "dpo-paper", "dpo", recipe="paper")
+    for seed in (1, 2):
+        _train(store, personas, tiny_dir, f"dpo-s{seed}", "dpo", seed=seed, lr=0.3)
+    rows = {r["row"]: r for r in build_report(store, personas, resolve(TARGET_SLUG, personas),
+                                              variants=True)["rows"]}
+    dpo = [r for r in rows.values() if r.get("method") == "dpo"]
+    assert [r["trainings"] for r in dpo] == [["dpo-paper"], ["dpo-s1", "dpo-s2"]]
+    assert dpo[1]["vs_dpo"] is None  # fairpp's recipe: the reference itself
+    assert set(dpo[0]["vs_dpo"]) == set(intervals.METRICS)
