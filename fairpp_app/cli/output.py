@@ -57,13 +57,15 @@ def open_store(args: argparse.Namespace, writer: bool = True):
     from fairpp_app.core.personas import load_personas
     from fairpp_app.store.database import Store
 
-    personas = load_personas()
     store = Store(db_path(args))
-    if writer:
-        store.sync_personas(personas)
-    else:
+    try:
+        if writer:  # the user's file is read under the write lock: no older copy lands last
+            return store, store.sync_personas(load_personas)
         store.refuse_writes()
-    return store, personas
+        return store, load_personas()
+    except BaseException:
+        store.close()
+        raise
 
 
 def print_json(data) -> None:

@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -207,23 +207,29 @@ class Store(OwnershipRows, AnalysisRows):
 
     # ---- personas ------------------------------------------------------------------------
 
-    def sync_personas(self, personas: Iterable[Persona]) -> None:
-        """Keep a copy of the persona definitions used, so a database explains itself.
+    def sync_personas(self, personas: Iterable[Persona] | Callable[[], Iterable[Persona]]
+                      ) -> list[Persona]:
+        """Keep a copy of the persona definitions used, so a database explains itself; returns
+        the definitions written.
 
+        Give the loader (``load_personas``) rather than its result where the user's file may
+        change meanwhile: it is called under the write lock, so a sync that began before an
+        edit cannot write the older definitions over the edit's own sync.
         Refused (UsageError) when a slug is stored under another number: records name
         personas by slug, so the database would no longer say which persona answered.
         """
-        personas = list(personas)
-        stored = {slug: number for number, slug in self.db.execute(
-            "SELECT number, slug FROM personas")}
-        for p in personas:
-            if stored.get(p.slug, p.number) != p.number:
-                raise UsageError(
-                    f"persona '{p.slug}' is persona {stored[p.slug]} in {self.path}, but your "
-                    f"personas give it number {p.number}; give it number {stored[p.slug]} "
-                    "again, or another slug")
         with self.transaction():
+            personas = list(personas() if callable(personas) else personas)
+            stored = {slug: number for number, slug in self.db.execute(
+                "SELECT number, slug FROM personas")}
+            for p in personas:
+                if stored.get(p.slug, p.number) != p.number:
+                    raise UsageError(
+                        f"persona '{p.slug}' is persona {stored[p.slug]} in {self.path}, but "
+                        f"your personas give it number {p.number}; give it number "
+                        f"{stored[p.slug]} again, or another slug")
             self.db["personas"].upsert_all([p.as_row() for p in personas], pk="number")
+        return personas
 
     # ---- runs ----------------------------------------------------------------------------
 

@@ -106,16 +106,22 @@ class FairppApp(App[int]):
             return 1
 
     def _load_personas(self):
+        personas: list | None = None
+
+        def load():  # called by the store under its write lock (no older copy lands last)
+            nonlocal personas
+            try:
+                personas = load_personas()
+            except FairppError as exc:  # a broken user file must not keep the app from starting
+                self.persona_error = exc
+                personas = builtin_personas()
+            return personas
+
         try:
-            personas = load_personas()
-        except FairppError as exc:  # a broken user file must not keep the app from starting
-            self.persona_error = exc
-            personas = builtin_personas()
-        try:
-            self.store.sync_personas(personas)
+            self.store.sync_personas(load)
         except FairppError as exc:  # the CLI refuses with this message; the app shows it
             self.sync_error = exc
-        return personas
+        return personas if personas is not None else load()
 
     def _default_target(self) -> str:
         by_number = {p.number: p.slug for p in self.personas}
