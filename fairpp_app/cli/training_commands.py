@@ -222,7 +222,8 @@ def print_report(report: dict, personas, target) -> None:
               "the others; agree = per-question agreement with the target; n = questions")
     out.print(_interval_table(report))
     err.print("95% intervals: t over the seeds where a row has several (seeds = their number), "
-              "else a bootstrap over the questions (boot); vs DPO / vs base: s(imilarity to the "
+              "widened to cover a bootstrap of their mean over the questions; else that "
+              "bootstrap alone (boot); vs DPO / vs base: s(imilarity to the "
               "target) and m(argin) +/- when the intervals do not overlap, = when they do")
 
 

@@ -19,8 +19,8 @@ A method row stands for a group: the trainings whose stored configuration differ
 ``--seed`` (and by what cannot change the result: name, device, checkpoint and live-eval
 cadence; a start ``--init-from`` counts by what it started from, not by its name). Its
 numbers are the means over the group's seeds (one training per seed, the latest), with a
-t-interval over the seeds; a row of one set of answers gets a bootstrap interval over the
-questions (``intervals``). Every row says whether it differs from the DPO row and from the
+t-interval over the seeds widened to cover a bootstrap of their mean over the questions; a
+row of one set of answers gets the bootstrap interval alone (``intervals``). Every row says whether it differs from the DPO row and from the
 base row beyond the intervals. ``variants`` gives every group its own row (a sweep's grid),
 labelled by the settings that tell the groups apart; ``only`` limits the trainings looked
 at. Row fields are only ever added, so readers of earlier reports keep working.
@@ -189,7 +189,9 @@ def _group_row(store: Store, label: str, group: list[dict], answers: dict, perso
                 "answers": dict(sum((Counter(res["answers"]) for _, res, _ in results), Counter()))}
         out = _row(label, results[-1][0]["name"], mean, target, "; ".join(notes),
                    questions=min(n for _, _, n in results))
-        out["interval"] = intervals.seed_interval(per_seed)
+        boot = intervals.bootstrap_interval([res["mine"] for _, res, _ in results], answers,
+                                            target.compared(personas), target.slug)
+        out["interval"] = intervals.seed_interval(per_seed, boot)
         out["per_seed"] = per_seed
     out["trainings"] = [r["name"] for r, _, _ in results]
     out["seeds"] = [_config(r)["seed"] for r, _, _ in results]

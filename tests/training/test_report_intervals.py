@@ -1,5 +1,5 @@
-"""The report's intervals: trainings that differ only by seed become one row with a t-interval,
-a single set of answers gets a bootstrap interval over the questions, and rows are marked
+"""The report's intervals: trainings that differ only by seed become one row with a t-interval
+(widened to cover the question noise), a single set of answers gets a bootstrap interval over the questions, and rows are marked
 against DPO and base. Tiny model, one step per training, real evaluation runs.
 """
 
@@ -65,6 +65,41 @@ def test_bootstrap_interval_is_fixed_and_holds_the_estimate(persona_store, perso
     assert wide[1] - wide[0] > narrow[1] - narrow[0]
 
 
+def test_seeds_that_answer_alike_still_carry_the_question_noise(persona_store, personas):
+    """Three seeds with the same answers: the t-interval has zero width; the row's interval
+    is that of the questions (the bootstrap of the seeds' mean), never narrower."""
+    from fairpp_app.jobs.run_metrics import persona_answers
+
+    slugs = [p.slug for p in personas]
+    answers = persona_answers(persona_store, PERSONA_RUN, slugs, "train")
+    mine = {q: by.get(slugs[0]) for q, by in answers.items()}
+    alone = intervals.bootstrap_interval(mine, answers, slugs, TARGET_SLUG)
+    assert intervals.bootstrap_interval([mine, mine, mine], answers, slugs, TARGET_SLUG) == alone
+    same = intervals.bootstrap_interval([dict(mine)] * 3, answers, slugs, TARGET_SLUG)
+    seeds = [{"target_similarity": 0.8, "margin": 0.05, "agreement": 0.7}] * 3
+    assert intervals.seed_interval(seeds)["target_similarity"] == pytest.approx([0.8, 0.8])
+    out = intervals.seed_interval(seeds, same)
+    for key in intervals.METRICS:
+        low, high = out[key]
+        assert low <= min(same[key][0], seeds[0][key]) and high >= max(same[key][1], seeds[0][key])
+        assert low < high
+    assert out["parts"]["t"]["margin"] == pytest.approx([0.05, 0.05])
+    assert out["parts"]["bootstrap"]["margin"] == same["margin"]
+
+    # Seeds that disagree: each resample averages the seeds' metrics on the same questions,
+    # so the interval of the mean lies between (and is narrower than the hull of) theirs.
+    other = {q: by.get(slugs[1]) for q, by in answers.items()}
+    theirs = intervals.bootstrap_interval(other, answers, slugs, TARGET_SLUG)
+    both = intervals.bootstrap_interval([mine, other], answers, slugs, TARGET_SLUG)
+    for key in intervals.METRICS:
+        assert min(alone[key][0], theirs[key][0]) <= both[key][0]
+        assert both[key][1] <= max(alone[key][1], theirs[key][1])
+    # A wide t-interval over seeds is kept as it is: the bootstrap only ever widens it.
+    spread = [{"target_similarity": s, "margin": 0.0, "agreement": 0.5} for s in (0.2, 0.5, 0.9)]
+    assert (intervals.seed_interval(spread, same)["target_similarity"]
+            == intervals.seed_interval(spread)["target_similarity"])
+
+
 def _train(store, personas, tiny_dir, name, method, **kw):
     from fairpp_app.training.evaluate import evaluate_adapter
 
@@ -95,6 +130,9 @@ def test_seeds_make_one_row_with_a_t_interval(persona_store, personas, tiny_dir,
     assert dpo["target_similarity"] == pytest.approx(np.mean(per_seed))
     low, high = dpo["interval"]["target_similarity"]
     assert low <= dpo["target_similarity"] <= high
+    parts = dpo["interval"]["parts"]  # the t-interval over seeds, widened by the questions'
+    assert parts["bootstrap"]["target_similarity"] and parts["t"]["target_similarity"]
+    assert low == min(parts["t"]["target_similarity"][0], parts["bootstrap"]["target_similarity"][0])
     assert sum(dpo["answers"].values()) == 3 * N_TEST
     # The latest WDPO training is its own group: one set of answers, a bootstrap interval.
     assert rows["WDPO"]["source"] == "wdpo-sample" and rows["WDPO"]["interval"]["kind"] == "bootstrap"
