@@ -201,8 +201,8 @@ def _table_two(report: dict, short: dict[str, str]) -> str:
     return (f"<p>Target persona {t['number']} ({_e(t['name'])}), {_e(report['split'])} split, "
             f"personas from <code>{_e(report['from_run'])}</code>. Below each figure: its 95% "
             "interval (where a row has several seeds, a t-interval over them widened to cover a "
-            "bootstrap of their mean over the questions; else the bootstrap alone); a row is above or below DPO or base only where the intervals do not "
-            "overlap.</p>"
+            "bootstrap of their mean over the questions; else the bootstrap alone); a row is "
+            "above or below DPO or base only where the intervals do not overlap.</p>"
             f"<table><tr><th></th>{head}</tr>{''.join(body)}</table>")
 
 

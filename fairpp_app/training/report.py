@@ -20,10 +20,10 @@ A method row stands for a group: the trainings whose stored configuration differ
 cadence; a start ``--init-from`` counts by what it started from, not by its name). Its
 numbers are the means over the group's seeds (one training per seed, the latest), with a
 t-interval over the seeds widened to cover a bootstrap of their mean over the questions; a
-row of one set of answers gets the bootstrap interval alone (``intervals``). Every row says whether it differs from the DPO row and from the
-base row beyond the intervals. ``variants`` gives every group its own row (a sweep's grid),
-labelled by the settings that tell the groups apart; ``only`` limits the trainings looked
-at. Row fields are only ever added, so readers of earlier reports keep working.
+row of one set of answers gets the bootstrap interval alone (``intervals``). Every row says
+whether it differs from the DPO row and from the base row beyond the intervals. ``variants``
+gives every group its own row (a sweep's grid), labelled by the settings that tell the groups
+apart; ``only`` limits the trainings looked at. Row fields are only ever added, so readers of earlier reports keep working.
 """
 
 from __future__ import annotations

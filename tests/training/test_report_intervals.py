@@ -1,6 +1,6 @@
 """The report's intervals: trainings that differ only by seed become one row with a t-interval
-(widened to cover the question noise), a single set of answers gets a bootstrap interval over the questions, and rows are marked
-against DPO and base. Tiny model, one step per training, real evaluation runs.
+(widened to cover the question noise), a single set of answers gets a bootstrap interval over
+the questions, and rows are marked against DPO and base. Tiny model, one step per training, real evaluation runs.
 """
 
 from __future__ import annotations
