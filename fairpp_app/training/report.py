@@ -23,7 +23,8 @@ t-interval over the seeds widened to cover a bootstrap of their mean over the qu
 row of one set of answers gets the bootstrap interval alone (``intervals``). Every row says
 whether it differs from the DPO row and from the base row beyond the intervals. ``variants``
 gives every group its own row (a sweep's grid), labelled by the settings that tell the groups
-apart; ``only`` limits the trainings looked at. Row fields are only ever added, so readers of earlier reports keep working.
+apart; ``only`` limits the trainings looked at. Row fields are only ever added, so readers of
+earlier reports keep working.
 """
 
 from __future__ import annotations
