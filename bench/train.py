@@ -41,7 +41,7 @@ from types import SimpleNamespace
 from fairpp_app.core.prompts import build_prompt
 from fairpp_app.core.questions import LETTERS, build_bank
 from fairpp_app.training.config import TrainingConfig
-from fairpp_app.training.data import Example
+from fairpp_app.training.data import Example, data_hash
 from fairpp_app.training.recipes import RECIPES, paper_prompt
 
 # Before transformers is first imported (inside the functions below): no progress bars, no
@@ -134,7 +134,8 @@ def ours(path: Path, work: list[Example], pairs_per_step: int, steps: int, out: 
                             batch_size=pairs_per_step // per_question, grad_accum=1,
                             max_steps=steps, lr=1e-4, save_every=10_000, eval_every=0,
                             recipe=recipe)
-    data = SimpleNamespace(examples=work, schedule=lambda weighting, seed: work)
+    data = SimpleNamespace(examples=work, schedule=lambda weighting, seed: work,
+                           data_hash=data_hash(config.method, work))
     session = SimpleNamespace(config=config, name="bench", data=lambda: data)
     model, tokenizer, _ = prepare_model(config, "cpu", str(path))
     timer = StepTimer()
