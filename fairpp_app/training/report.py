@@ -86,13 +86,14 @@ def _compared(mine: dict, answers: dict, personas: list[Persona], target: Person
     result = {**compare_with_personas(mine, answers, personas, target),
               "answers": _answer_counts(mine.values()), "mine": mine}
     if bootstrap:
-        result["interval"] = _bootstrap(result, answers, personas, target)
+        result["interval"] = _bootstrap(result["mine"], answers, personas, target)
     return result
 
 
-def _bootstrap(result: dict, answers: dict, personas: list[Persona], target: Target) -> dict:
-    return intervals.bootstrap_interval(result["mine"], answers, target.compared(personas),
-                                        target.slug)
+def _bootstrap(mine: dict | list[dict], answers: dict, personas: list[Persona],
+               target: Target) -> dict:
+    """The bootstrap interval of one answer set, or of the mean of several (a row's seeds)."""
+    return intervals.bootstrap_interval(mine, answers, target.compared(personas), target.slug)
 
 
 # ---- groups of trainings that differ only by seed -------------------------------------------
@@ -176,13 +177,13 @@ def _group_row(store: Store, label: str, group: list[dict], answers: dict, perso
     if len(results) == 1:
         row, result, n = results[0]
         out = _row(label, row["name"], result, target, "; ".join(notes), questions=n)
-        out["interval"] = _bootstrap(result, answers, personas, target)
+        out["interval"] = _bootstrap(result["mine"], answers, personas, target)
     else:
         per_seed = [{"training": r["name"], "seed": _config(r)["seed"],
                      "target_similarity": res["similarity"].get(target.slug),
                      "margin": res["margin"], "agreement": res["agreement"].get(target.slug)}
                     for r, res, _ in results]
-        slugs = {s for _, res, _ in results for s in res["similarity"]}
+        slugs = dict.fromkeys(s for _, res, _ in results for s in res["similarity"])  # in order
         mean = {"similarity": {s: _mean([res["similarity"].get(s) for _, res, _ in results])
                                for s in slugs},
                 "agreement": {target.slug: _mean([p["agreement"] for p in per_seed])},
@@ -190,8 +191,7 @@ def _group_row(store: Store, label: str, group: list[dict], answers: dict, perso
                 "answers": dict(sum((Counter(res["answers"]) for _, res, _ in results), Counter()))}
         out = _row(label, results[-1][0]["name"], mean, target, "; ".join(notes),
                    questions=min(n for _, _, n in results))
-        boot = intervals.bootstrap_interval([res["mine"] for _, res, _ in results], answers,
-                                            target.compared(personas), target.slug)
+        boot = _bootstrap([res["mine"] for _, res, _ in results], answers, personas, target)
         out["interval"] = intervals.seed_interval(per_seed, boot)
         out["per_seed"] = per_seed
     out["trainings"] = [r["name"] for r, _, _ in results]

@@ -105,23 +105,19 @@ class FairppApp(App[int]):
         except FairppError:  # a bad setting: the CLI says what; the app keeps the default
             return 1
 
-    def _load_personas(self):
-        personas: list | None = None
-
-        def load():  # called by the store under its write lock (no older copy lands last)
-            nonlocal personas
-            try:
-                personas = load_personas()
-            except FairppError as exc:  # a broken user file must not keep the app from starting
-                self.persona_error = exc
-                personas = builtin_personas()
-            return personas
-
+    def _read_personas(self):
         try:
-            self.store.sync_personas(load)
+            return load_personas()
+        except FairppError as exc:  # a broken user file must not keep the app from starting
+            self.persona_error = exc
+            return builtin_personas()
+
+    def _load_personas(self):
+        try:  # the store reads them under its write lock: no older copy lands last
+            return self.store.sync_personas(self._read_personas)
         except FairppError as exc:  # the CLI refuses with this message; the app shows it
             self.sync_error = exc
-        return personas if personas is not None else load()
+            return self._read_personas()
 
     def _default_target(self) -> str:
         by_number = {p.number: p.slug for p in self.personas}
